@@ -1,0 +1,28 @@
+# Finds what gsq's headers need; shared by the build tree and the installed package config.
+#   Eigen3::Eigen        libeigen3-dev
+#   gsq::thrust          Thrust/CUB headers: the CUDA toolkit's CCCL when a toolkit is present,
+#                        else Debian's libthrust-dev (CPU-only users need no toolkit)
+#   OpenMP::OpenMP_CXX   when the compiler supports it (GSQ_WITH_OPENMP)
+include(CMakeFindDependencyMacro)
+find_dependency(Eigen3 3.3 NO_MODULE)
+
+if(NOT TARGET gsq::thrust)
+  find_path(GSQ_THRUST_INCLUDE_DIR thrust/version.h
+    HINTS ${CUDAToolkit_INCLUDE_DIRS}/cccl $ENV{CUDA_HOME}/include/cccl /usr/local/cuda/include/cccl
+    PATHS /usr/include
+    DOC "Directory holding thrust/ (CUDA toolkit CCCL or libthrust-dev)")
+  if(NOT GSQ_THRUST_INCLUDE_DIR)
+    message(FATAL_ERROR "gsq needs Thrust: install the CUDA toolkit or Debian's libthrust-dev, "
+                        "or set GSQ_THRUST_INCLUDE_DIR")
+  endif()
+  add_library(gsq::thrust INTERFACE IMPORTED)
+  set_target_properties(gsq::thrust PROPERTIES INTERFACE_INCLUDE_DIRECTORIES "${GSQ_THRUST_INCLUDE_DIR}"
+    INTERFACE_SYSTEM_INCLUDE_DIRECTORIES "${GSQ_THRUST_INCLUDE_DIR}")
+endif()
+
+find_package(OpenMP QUIET COMPONENTS CXX)
+if(OpenMP_CXX_FOUND)
+  set(GSQ_WITH_OPENMP ON)
+else()
+  set(GSQ_WITH_OPENMP OFF)
+endif()

@@ -1,0 +1,92 @@
+// gsq/backend/cuda.cuh -- the CUDA backend: memory in thrust::device_vector, element-wise
+// functors through Thrust's CUDA system, matrix products through cuBLAS. Include it only from
+// translation units compiled by nvcc.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include <cublas_v2.h>
+#include <thrust/copy.h>
+#include <thrust/device_vector.h>
+#include <thrust/for_each.h>
+#include <thrust/inner_product.h>
+#include <thrust/iterator/counting_iterator.h>
+#include <thrust/system/cuda/execution_policy.h>
+
+#include "gsq/backend/fwd.hpp"
+#include "gsq/error.hpp"
+
+namespace gsq {
+
+namespace detail {
+/// One cuBLAS handle per host thread, created on first use.
+inline cublasHandle_t cublas_handle() {
+  struct Handle {
+    cublasHandle_t value = nullptr;
+    Handle() { require(cublasCreate(&value) == CUBLAS_STATUS_SUCCESS, "cuBLAS could not be initialised"); }
+    ~Handle() { cublasDestroy(value); }
+  };
+  thread_local Handle handle;
+  return handle.value;
+}
+// Column-major C (m x n) = A (m x k) * op(B), op(B) k x n.
+inline cublasStatus_t gemm_column_major(cublasOperation_t tb, int m, int n, int k, const float* alpha,
+                                        const float* a, int lda, const float* b, int ldb, float* c, int ldc) {
+  const float beta = 0.0f;
+  return cublasSgemm(cublas_handle(), CUBLAS_OP_N, tb, m, n, k, alpha, a, lda, b, ldb, &beta, c, ldc);
+}
+inline cublasStatus_t gemm_column_major(cublasOperation_t tb, int m, int n, int k, const double* alpha,
+                                        const double* a, int lda, const double* b, int ldb, double* c, int ldc) {
+  const double beta = 0.0;
+  return cublasDgemm(cublas_handle(), CUBLAS_OP_N, tb, m, n, k, alpha, a, lda, b, ldb, &beta, c, ldc);
+}
+}  // namespace detail
+
+template <class Real_>
+struct Cuda {
+  using Real = Real_;
+  template <class T>
+  using vector = thrust::device_vector<T>;
+  static constexpr const char* name = "cuda";
+
+  static auto execution() { return thrust::cuda::par; }
+
+  template <class Functor>
+  static void for_each_index(std::size_t count, const Functor& functor) {
+    thrust::for_each_n(execution(), thrust::counting_iterator<std::size_t>(0), count, functor);
+  }
+
+  /// Row-major C = alpha op(A) B, computed as the column-major C^T = B^T op(A)^T.
+  static void gemm(bool transpose_a, long rows, long cols, long inner, Real alpha, const Real* a,
+                   const Real* b, Real* c) {
+    // Column-major, row-major B reads as B^T (cols x inner, ld cols); row-major A reads as A^T
+    // (ld inner), or, when A is stored transposed (inner x rows), as op(A) itself (ld rows), so
+    // op(A)^T is that view transposed.
+    const cublasStatus_t status = detail::gemm_column_major(
+        transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<int>(cols), static_cast<int>(rows),
+        static_cast<int>(inner), &alpha, b, static_cast<int>(cols), a,
+        static_cast<int>(transpose_a ? rows : inner), c, static_cast<int>(cols));
+    require(status == CUBLAS_STATUS_SUCCESS, "cuBLAS gemm failed with status " + std::to_string(status));
+  }
+
+  static double dot(const Real* a, const Real* b, std::size_t count) {
+    return static_cast<double>(thrust::inner_product(execution(), a, a + count, b, Real(0)));
+  }
+
+  template <class T>
+  static std::vector<T> to_host(const vector<T>& values) {
+    std::vector<T> host(values.size());
+    thrust::copy(values.begin(), values.end(), host.begin());
+    return host;
+  }
+  template <class T>
+  static vector<T> from_host(const std::vector<T>& values) { return vector<T>(values.begin(), values.end()); }
+  template <class T>
+  static T* raw(vector<T>& values) { return thrust::raw_pointer_cast(values.data()); }
+  template <class T>
+  static const T* raw(const vector<T>& values) { return thrust::raw_pointer_cast(values.data()); }
+};
+
+}  // namespace gsq

@@ -1,0 +1,94 @@
+// gsq/backend/host.hpp -- the host backend: memory in std::vector, element-wise functors through
+// Thrust's OpenMP system (C++ system without OpenMP), matrix products through Eigen.
+//
+// A backend contributes only memory, the matrix product, the reduction and copies; every
+// formula lives in functors shared with the CUDA backend (gsq/backend/cuda.cuh).
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <vector>
+
+#include <Eigen/Core>
+#include <thrust/for_each.h>
+#include <thrust/iterator/counting_iterator.h>
+#if defined(_OPENMP)
+#include <omp.h>
+#include <thrust/system/omp/execution_policy.h>
+#else
+#include <thrust/system/cpp/execution_policy.h>
+#endif
+
+#include "gsq/backend/fwd.hpp"
+
+namespace gsq {
+
+template <class Real_>
+struct Host {
+  using Real = Real_;
+  template <class T>
+  using vector = std::vector<T>;
+  static constexpr const char* name = "host";
+
+  static auto execution() {
+#if defined(_OPENMP)
+    return thrust::omp::par;
+#else
+    return thrust::cpp::par;
+#endif
+  }
+
+  /// Calls functor(i) for i in [0, count); calls must be independent of each other.
+  template <class Functor>
+  static void for_each_index(std::size_t count, const Functor& functor) {
+    thrust::for_each_n(execution(), thrust::counting_iterator<std::size_t>(0), count, functor);
+  }
+
+  /// C (rows x cols) = alpha * op(A) * B with op(A) rows x inner; all row-major. op(A) = A^T
+  /// when `transpose_a` (then A is stored inner x rows).
+  ///
+  /// Eigen's own threading picks its k-blocking from the thread count, which changes the
+  /// summation order; so threads here take fixed panels of 1/16 of the rows, each a
+  /// single-threaded Eigen product, and results are identical for any thread count.
+  static void gemm(bool transpose_a, long rows, long cols, long inner, Real alpha, const Real* a,
+                   const Real* b, Real* c) {
+    using RowMajor = Eigen::Matrix<Real, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    const Eigen::Map<const RowMajor> right(b, inner, cols);
+    const long panel = std::max(8L, (rows + 15) / 16);
+    const long panels = (rows + panel - 1) / panel;
+#pragma omp parallel for schedule(dynamic)
+    for (long p = 0; p < panels; ++p) {
+      const long first = p * panel, count = std::min(panel, rows - first);
+      Eigen::Map<RowMajor> product(c + first * cols, count, cols);
+      if (transpose_a)
+        product.noalias() = alpha * Eigen::Map<const RowMajor>(a, inner, rows).middleCols(first, count).transpose() * right;
+      else
+        product.noalias() = alpha * Eigen::Map<const RowMajor>(a + first * inner, count, inner) * right;
+    }
+  }
+
+  /// sum_i a[i] b[i], accumulated in double in a fixed order (thread-count independent).
+  static double dot(const Real* a, const Real* b, std::size_t count) {
+    using Column = Eigen::Matrix<Real, Eigen::Dynamic, 1>;
+    return Eigen::Map<const Column>(a, count).template cast<double>().dot(
+        Eigen::Map<const Column>(b, count).template cast<double>());
+  }
+
+  template <class T>
+  static std::vector<T> to_host(const vector<T>& values) { return values; }
+  template <class T>
+  static vector<T> from_host(const std::vector<T>& values) { return values; }
+  template <class T>
+  static T* raw(vector<T>& values) { return values.data(); }
+  template <class T>
+  static const T* raw(const vector<T>& values) { return values.data(); }
+};
+
+/// Sets the threads the host backend uses (OpenMP); 0 keeps the default.
+inline void set_host_threads(int threads) {
+#if defined(_OPENMP)
+  if (threads > 0) omp_set_num_threads(threads);
+#endif
+}
+
+}  // namespace gsq

@@ -8,3 +8,13 @@
 #else
 #define GSQ_HOST_DEVICE
 #endif
+
+// Fully unrolls a short loop with a compile-time trip count (the rounds of Philox, the K
+// candidates), so that the per-element loop around it has no inner control flow and vectorises.
+#if defined(__CUDACC__) || defined(__clang__)
+#define GSQ_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__)
+#define GSQ_UNROLL _Pragma("GCC unroll 16")
+#else
+#define GSQ_UNROLL
+#endif

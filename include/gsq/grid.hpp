@@ -38,7 +38,8 @@ struct ShiftGrid {
   static constexpr int candidate_count = 2 * Radius + 1;
   GSQ_HOST_DEVICE static constexpr int candidate(int base, int k) { return base + k - Radius; }
   GSQ_HOST_DEVICE static constexpr bool admissible(int base, int k) {
-    return candidate(base, k) >= MinLevel && candidate(base, k) <= MaxLevel;
+    // `&`, not `&&`: no branch, so per-element loops stay vectorisable.
+    return (candidate(base, k) >= MinLevel) & (candidate(base, k) <= MaxLevel);
   }
 };
 

@@ -9,22 +9,27 @@
 namespace gsq {
 
 struct GroupLayout {
-  long cols;            // input columns per row
-  long group_width;     // consecutive columns sharing one group
-  long groups_per_row;  // cols / group_width
+  long cols;              // input columns per row
+  long group_width;       // consecutive columns sharing one group; divides cols
+  long groups_per_row;    // cols / group_width
+  double inverse_width;   // 1 / group_width
 
   template <class Grouping>
   static GroupLayout of(long cols) {
     Grouping::validate(static_cast<int>(cols));
-    return {cols, Grouping::group_width(static_cast<int>(cols)),
-            Grouping::group_count(static_cast<int>(cols))};
+    const long width = Grouping::group_width(static_cast<int>(cols));
+    return {cols, width, Grouping::group_count(static_cast<int>(cols)), 1.0 / static_cast<double>(width)};
   }
 
-  /// Index of the group of the row-major element `element`.
+  /// Index of the group of the row-major element `element`. Groups tile each row, so it is
+  /// element / group_width; computed through the reciprocal in double (then corrected by one
+  /// either way, exact for any element below 2^52) because integer division blocks SIMD.
   GSQ_HOST_DEVICE std::size_t group_of(std::size_t element) const {
-    const std::size_t row = element / static_cast<std::size_t>(cols);
-    const std::size_t col = element % static_cast<std::size_t>(cols);
-    return row * static_cast<std::size_t>(groups_per_row) + col / static_cast<std::size_t>(group_width);
+    const long long e = static_cast<long long>(element);
+    long long group = static_cast<long long>(static_cast<double>(e) * inverse_width);
+    group += (group + 1) * group_width <= e ? 1 : 0;
+    group -= group * group_width > e ? 1 : 0;
+    return static_cast<std::size_t>(group);
   }
 };
 

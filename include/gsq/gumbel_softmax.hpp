@@ -6,13 +6,16 @@
 //   p_k = softmax_k((kappa a_k + g_k) / tau),  g_k = Gumbel noise of (seed, step, e, k)
 //   soft code q = sum_k p_k d_k;  weight = Parametrisation::weight(q, group parameters)
 //   dL/da_k = (kappa / tau) p_k (d_k - q) dL/dq
-// Candidates a shift grid masks out get probability 0.
+// Candidates a shift grid masks out get probability 0. Logits are stored candidate-major
+// (a_k of element e at k * elements + e), so neighbouring elements are contiguous for SIMD lanes
+// and coalesced GPU loads.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 
 #include "gsq/config.hpp"
+#include "gsq/detail/fast_math.hpp"
 #include "gsq/group_layout.hpp"
 #include "gsq/philox.hpp"
 
@@ -37,23 +40,31 @@ struct Sample {
   Real soft_code;     // sum_k p_k d_k
   Real forward_code;  // soft_code, or the sampled candidate under a hard-forward estimator
 
-  GSQ_HOST_DEVICE Sample(const Real* logits, int base, const RelaxationPoint<Real>& point,
-                         std::size_t element) {
+  GSQ_HOST_DEVICE Sample(const Real* logits, std::size_t elements, std::size_t element, int base,
+                         const RelaxationPoint<Real>& point) {
     Real noise[K] = {};
     if (Estimator::noisy) gumbel_noise<Real, K>(point.seed, point.step, element, noise);
-    Real largest = Real(0);
-    int sampled = -1;
+    // Arithmetic masks instead of branches over K (a masked candidate sits 1e30 below the rest,
+    // then gets weight 0), so the per-element loop around this vectorises.
+    Real admissible[K];
+    Real largest = Real(-1e30);
+    int sampled = 0;
+    GSQ_UNROLL
     for (int k = 0; k < K; ++k) {
-      if (!Grid::admissible(base, k)) continue;
-      probability[k] = (point.logit_scale * logits[k] + noise[k]) / point.temperature;
-      if (sampled < 0 || probability[k] > largest) largest = probability[k], sampled = k;
+      admissible[k] = static_cast<Real>(Grid::admissible(base, k));
+      probability[k] = (point.logit_scale * logits[k * elements + element] + noise[k]) / point.temperature *
+                           admissible[k] + (admissible[k] - Real(1)) * Real(1e30);
+      sampled = probability[k] > largest ? k : sampled;
+      largest = probability[k] > largest ? probability[k] : largest;
     }
-    Real total = Real(0);
+    Real total = Real(0);  // >= 1: the largest term is exp(0)
+    GSQ_UNROLL
     for (int k = 0; k < K; ++k) {
-      probability[k] = Grid::admissible(base, k) ? std::exp(probability[k] - largest) : Real(0);
+      probability[k] = exp_fast(probability[k] - largest) * admissible[k];
       total += probability[k];
     }
     soft_code = Real(0);
+    GSQ_UNROLL
     for (int k = 0; k < K; ++k) {
       probability[k] /= total;
       soft_code += probability[k] * static_cast<Real>(Grid::candidate(base, k));
@@ -67,7 +78,8 @@ struct Sample {
 /// Forward: writes each weight's forward code and its soft (or hard-sampled) weight.
 template <class Grid, class Estimator, class Parametrisation, class Real>
 struct RelaxedForward {
-  const Real* logits;          // element-major, K per weight
+  const Real* logits;          // candidate-major, K per weight
+  std::size_t elements;        // weights in the layer
   const std::int8_t* base;     // starting codes (the centre of a shift grid)
   const Real* parameters;      // Parametrisation::parameter_count per group
   GroupLayout layout;
@@ -76,8 +88,7 @@ struct RelaxedForward {
   Real* weight;                // out: weight per element
 
   GSQ_HOST_DEVICE void operator()(std::size_t element) const {
-    constexpr int K = Grid::candidate_count;
-    const detail::Sample<Grid, Estimator, Real> sample(logits + element * K, base[element], point, element);
+    const detail::Sample<Grid, Estimator, Real> sample(logits, elements, element, base[element], point);
     code[element] = sample.forward_code;
     weight[element] = Parametrisation::weight(
         sample.forward_code, parameters + layout.group_of(element) * Parametrisation::parameter_count);
@@ -89,21 +100,23 @@ struct RelaxedForward {
 template <class Grid, class Estimator, class Parametrisation, class Real>
 struct RelaxedLogitGradient {
   const Real* logits;
+  std::size_t elements;
   const std::int8_t* base;
   const Real* parameters;
   GroupLayout layout;
   RelaxationPoint<Real> point;
   const Real* weight_grad;  // dL/dweight per element
-  Real* logit_grad;         // out: dL/da, K per weight
+  Real* logit_grad;         // out: dL/da, candidate-major like the logits
 
   GSQ_HOST_DEVICE void operator()(std::size_t element) const {
     constexpr int K = Grid::candidate_count;
-    const detail::Sample<Grid, Estimator, Real> sample(logits + element * K, base[element], point, element);
+    const detail::Sample<Grid, Estimator, Real> sample(logits, elements, element, base[element], point);
     const Real code_grad = Parametrisation::code_gradient(
         weight_grad[element], parameters + layout.group_of(element) * Parametrisation::parameter_count);
     const Real factor = point.logit_scale / point.temperature * code_grad;
+    GSQ_UNROLL
     for (int k = 0; k < K; ++k)
-      logit_grad[element * K + k] =
+      logit_grad[k * elements + element] =
           factor * sample.probability[k] * (static_cast<Real>(Grid::candidate(base[element], k)) - sample.soft_code);
   }
 };
@@ -134,16 +147,19 @@ struct GroupParameterGradient {
 template <class Grid, class Real>
 struct ArgmaxCode {
   const Real* logits;
+  std::size_t elements;
   const std::int8_t* base;
   std::int8_t* code;  // out
 
   GSQ_HOST_DEVICE void operator()(std::size_t element) const {
     constexpr int K = Grid::candidate_count;
-    const Real* a = logits + element * K;
     const int centre = base[element];
     int best = -1;
+    GSQ_UNROLL
     for (int k = 0; k < K; ++k)
-      if (Grid::admissible(centre, k) && (best < 0 || a[k] > a[best])) best = k;
+      if (Grid::admissible(centre, k) &&
+          (best < 0 || logits[k * elements + element] > logits[best * elements + element]))
+        best = k;
     code[element] = static_cast<std::int8_t>(Grid::candidate(centre, best));
   }
 };
@@ -158,7 +174,8 @@ struct InitialLogits {
   Real noise_std;
   Real strength;
   std::uint64_t seed;
-  Real* logits;  // out
+  std::size_t elements;
+  Real* logits;  // out, candidate-major
 
   GSQ_HOST_DEVICE void operator()(std::size_t element) const {
     constexpr int K = Grid::candidate_count;
@@ -167,14 +184,16 @@ struct InitialLogits {
     Real closeness[K];
     Real mean = Real(0);
     int admissible = 0;
+    GSQ_UNROLL
     for (int k = 0; k < K; ++k) {
       const Real distance = target[element] - static_cast<Real>(Grid::candidate(base[element], k));
       closeness[k] = Real(-0.5) * distance * distance;
       if (Grid::admissible(base[element], k)) mean += closeness[k], ++admissible;
     }
     mean /= static_cast<Real>(admissible);
+    GSQ_UNROLL
     for (int k = 0; k < K; ++k)
-      logits[element * K + k] = noise_std * (xi[k] + strength * (closeness[k] - mean));
+      logits[k * elements + element] = noise_std * (xi[k] + strength * (closeness[k] - mean));
   }
 };
 

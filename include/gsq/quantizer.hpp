@@ -122,17 +122,17 @@ class Quantizer {
   /// forward codes for the backward pass.
   void forward(const RelaxationPoint<Real>& point, Real* weight) {
     Backend::for_each_index(size(), RelaxedForward<Grid, Estimator, Parametrisation, Real>{
-                                        Backend::raw(logits_), Backend::raw(base_), Backend::raw(parameters_),
-                                        layout_, point, Backend::raw(code_), weight});
+                                        Backend::raw(logits_), size(), Backend::raw(base_),
+                                        Backend::raw(parameters_), layout_, point, Backend::raw(code_), weight});
   }
 
   /// Backward pass of the last forward at the same point: from dL/dweight, writes dL/dlogits
-  /// (K per weight) and dL/dparameters (per group).
+  /// (laid out as the logits) and dL/dparameters (per group).
   void backward(const RelaxationPoint<Real>& point, const Real* weight_grad, Real* logit_grad,
                 Real* parameter_grad) const {
     Backend::for_each_index(size(), RelaxedLogitGradient<Grid, Estimator, Parametrisation, Real>{
-                                        Backend::raw(logits_), Backend::raw(base_), Backend::raw(parameters_),
-                                        layout_, point, weight_grad, logit_grad});
+                                        Backend::raw(logits_), size(), Backend::raw(base_),
+                                        Backend::raw(parameters_), layout_, point, weight_grad, logit_grad});
     Backend::for_each_index(static_cast<std::size_t>(rows_ * layout_.groups_per_row),
                             GroupParameterGradient<Parametrisation, Real>{weight_grad, Backend::raw(code_),
                                                                           layout_, parameter_grad});
@@ -141,7 +141,7 @@ class Quantizer {
   /// The hard result: each weight's argmax candidate and the learned scales.
   QuantizedTensor result() const {
     vector<std::int8_t> codes(size());
-    Backend::for_each_index(size(), ArgmaxCode<Grid, Real>{Backend::raw(logits_), Backend::raw(base_), Backend::raw(codes)});
+    Backend::for_each_index(size(), ArgmaxCode<Grid, Real>{Backend::raw(logits_), size(), Backend::raw(base_), Backend::raw(codes)});
     const std::vector<Real> scales = Backend::to_host(parameters_);
     QuantizedTensor out{grid_spec<Grid>(), rows_, cols_, layout_.group_width, Backend::to_host(codes), {}};
     out.scales.assign(scales.begin(), scales.end());
@@ -163,14 +163,14 @@ class Quantizer {
     const vector<Real> device_target = Backend::from_host(target);
     Backend::for_each_index(size(), InitialLogits<Grid, Real>{Backend::raw(device_target), Backend::raw(base_),
                                                               static_cast<Real>(init.noise_std),
-                                                              static_cast<Real>(init.strength), init.seed,
+                                                              static_cast<Real>(init.strength), init.seed, size(),
                                                               Backend::raw(logits_)});
   }
 
   long rows_, cols_;
   GroupLayout layout_;
   vector<std::int8_t> base_;  // starting codes: the centre of a shift grid
-  vector<Real> logits_;       // K per weight, element-major
+  vector<Real> logits_;       // K per weight, candidate-major (gsq/gumbel_softmax.hpp)
   vector<Real> parameters_;   // Parametrisation::parameter_count per group
   vector<Real> code_;         // forward codes of the last forward pass
 };

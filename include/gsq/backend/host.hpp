@@ -38,10 +38,18 @@ struct Host {
 #endif
   }
 
-  /// Calls functor(i) for i in [0, count); calls must be independent of each other.
+  /// Calls functor(i) for i in [0, count); calls must be independent of each other. Threads
+  /// take chunks of indices; within a chunk the calls are SIMD lanes.
   template <class Functor>
   static void for_each_index(std::size_t count, const Functor& functor) {
-    thrust::for_each_n(execution(), thrust::counting_iterator<std::size_t>(0), count, functor);
+    constexpr std::size_t chunk = 1024;
+    thrust::for_each_n(execution(), thrust::counting_iterator<std::size_t>(0), (count + chunk - 1) / chunk,
+                       [count, &functor](std::size_t first_chunk) {
+                         const Functor lane_functor = functor;  // a local copy: its members cannot alias the outputs
+                         const std::size_t end = std::min(count, (first_chunk + 1) * chunk);
+#pragma omp simd
+                         for (std::size_t i = first_chunk * chunk; i < end; ++i) lane_functor(i);
+                       });
   }
 
   /// C (rows x cols) = alpha * op(A) * B with op(A) rows x inner; all row-major. op(A) = A^T

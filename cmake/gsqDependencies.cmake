@@ -1,10 +1,12 @@
 # Finds what gsq's headers need; shared by the build tree and the installed package config.
 #   Eigen3::Eigen        libeigen3-dev
+#   nlohmann_json        nlohmann-json3-dev (safetensors headers, JSON)
 #   gsq::thrust          Thrust/CUB headers: the CUDA toolkit's CCCL when a toolkit is present,
 #                        else Debian's libthrust-dev (CPU-only users need no toolkit)
 #   OpenMP::OpenMP_CXX   when the compiler supports it (GSQ_WITH_OPENMP)
 include(CMakeFindDependencyMacro)
 find_dependency(Eigen3 3.3 NO_MODULE)
+find_dependency(nlohmann_json 3)
 
 if(NOT TARGET gsq::thrust)
   find_path(GSQ_THRUST_INCLUDE_DIR thrust/version.h

@@ -25,6 +25,7 @@
 #include "gsq/quantized_tensor.hpp"
 #include "gsq/quantizer.hpp"
 #include "gsq/rtn.hpp"
+#include "gsq/safetensors.hpp"
 #include "gsq/schedule.hpp"
 #include "gsq/synthetic_layer.hpp"
 #include "gsq/train.hpp"

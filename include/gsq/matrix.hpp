@@ -18,7 +18,7 @@ struct Matrix {
   std::vector<Real> values;  // row-major: (r, c) at r * cols + c
 
   Matrix() = default;
-  Matrix(long rows_, long cols_, Real fill = Real(0))
+  explicit Matrix(long rows_, long cols_, Real fill = Real(0))
       : rows(rows_), cols(cols_), values(static_cast<std::size_t>(rows_ * cols_), fill) {}
 
   std::size_t size() const { return values.size(); }

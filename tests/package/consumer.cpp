@@ -14,5 +14,10 @@ int main() {
   const double rtn = objective.relative_error(start.dequantize());
   const double gsq_error = objective.relative_error(quantizer.result().dequantize());
   std::printf("consumer: RTN %.4f, GSQ %.4f\n", rtn, gsq_error);
+  // The safetensors writer and reader come with the package too (nlohmann_json is found for us).
+  gsq::SafetensorsWriter writer;
+  writer.add("codes", quantizer.result().dequantize(), gsq::Dtype::BF16);
+  const std::vector<std::uint8_t> file = writer.to_bytes();
+  if (gsq::SafetensorsFile::from_bytes(file.data(), file.size()).matrix("codes").rows != 64) return 1;
   return gsq_error < rtn ? 0 : 1;
 }

@@ -11,6 +11,7 @@
 #pragma once
 
 #include "gsq/backend/host.hpp"
+#include "gsq/block_objective.hpp"
 #include "gsq/error.hpp"
 #include "gsq/estimator.hpp"
 #include "gsq/grid.hpp"

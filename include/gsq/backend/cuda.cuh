@@ -31,16 +31,18 @@ inline cublasHandle_t cublas_handle() {
   thread_local Handle handle;
   return handle.value;
 }
-// Column-major C (m x n) = A (m x k) * op(B), op(B) k x n.
-inline cublasStatus_t gemm_column_major(cublasOperation_t tb, int m, int n, int k, const float* alpha,
-                                        const float* a, int lda, const float* b, int ldb, float* c, int ldc) {
+// Column-major C (m x n) = op(A) (m x k) * op(B) (k x n).
+inline cublasStatus_t gemm_column_major(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                                        const float* alpha, const float* a, int lda, const float* b, int ldb,
+                                        float* c, int ldc) {
   const float beta = 0.0f;
-  return cublasSgemm(cublas_handle(), CUBLAS_OP_N, tb, m, n, k, alpha, a, lda, b, ldb, &beta, c, ldc);
+  return cublasSgemm(cublas_handle(), ta, tb, m, n, k, alpha, a, lda, b, ldb, &beta, c, ldc);
 }
-inline cublasStatus_t gemm_column_major(cublasOperation_t tb, int m, int n, int k, const double* alpha,
-                                        const double* a, int lda, const double* b, int ldb, double* c, int ldc) {
+inline cublasStatus_t gemm_column_major(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                                        const double* alpha, const double* a, int lda, const double* b, int ldb,
+                                        double* c, int ldc) {
   const double beta = 0.0;
-  return cublasDgemm(cublas_handle(), CUBLAS_OP_N, tb, m, n, k, alpha, a, lda, b, ldb, &beta, c, ldc);
+  return cublasDgemm(cublas_handle(), ta, tb, m, n, k, alpha, a, lda, b, ldb, &beta, c, ldc);
 }
 }  // namespace detail
 
@@ -58,15 +60,15 @@ struct Cuda {
     thrust::for_each_n(execution(), thrust::counting_iterator<std::size_t>(0), count, functor);
   }
 
-  /// Row-major C = alpha op(A) B, computed as the column-major C^T = B^T op(A)^T.
+  /// Row-major C = alpha op(A) op(B), computed as the column-major C^T = op(B)^T op(A)^T.
   static void gemm(bool transpose_a, long rows, long cols, long inner, Real alpha, const Real* a,
-                   const Real* b, Real* c) {
-    // Column-major, row-major B reads as B^T (cols x inner, ld cols); row-major A reads as A^T
-    // (ld inner), or, when A is stored transposed (inner x rows), as op(A) itself (ld rows), so
-    // op(A)^T is that view transposed.
+                   const Real* b, Real* c, bool transpose_b = false) {
+    // Read column-major, row-major storage is the transpose: a stored X (r x c) reads as X^T
+    // (ld c). So op(B)^T is B's storage read as is when B is not transposed (ld cols), or
+    // transposed when it is (stored cols x inner, ld inner); likewise for A.
     const cublasStatus_t status = detail::gemm_column_major(
-        transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<int>(cols), static_cast<int>(rows),
-        static_cast<int>(inner), &alpha, b, static_cast<int>(cols), a,
+        transpose_b ? CUBLAS_OP_T : CUBLAS_OP_N, transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<int>(cols),
+        static_cast<int>(rows), static_cast<int>(inner), &alpha, b, static_cast<int>(transpose_b ? inner : cols), a,
         static_cast<int>(transpose_a ? rows : inner), c, static_cast<int>(cols));
     require(status == CUBLAS_STATUS_SUCCESS, "cuBLAS gemm failed with status " + std::to_string(status));
   }

@@ -52,26 +52,32 @@ struct Host {
                        });
   }
 
-  /// C (rows x cols) = alpha * op(A) * B with op(A) rows x inner; all row-major. op(A) = A^T
-  /// when `transpose_a` (then A is stored inner x rows).
+  /// C (rows x cols) = alpha * op(A) * op(B), all row-major; op(A) is rows x inner, op(B)
+  /// inner x cols. op(X) = X^T when its flag is set (X is then stored transposed).
   ///
   /// Eigen's own threading picks its k-blocking from the thread count, which changes the
   /// summation order; so threads here take fixed panels of 1/16 of the rows, each a
   /// single-threaded Eigen product, and results are identical for any thread count.
   static void gemm(bool transpose_a, long rows, long cols, long inner, Real alpha, const Real* a,
-                   const Real* b, Real* c) {
+                   const Real* b, Real* c, bool transpose_b = false) {
     using RowMajor = Eigen::Matrix<Real, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-    const Eigen::Map<const RowMajor> right(b, inner, cols);
+    using Stored = Eigen::Map<const RowMajor>;
     const long panel = std::max(8L, (rows + 15) / 16);
     const long panels = (rows + panel - 1) / panel;
 #pragma omp parallel for schedule(dynamic)
     for (long p = 0; p < panels; ++p) {
       const long first = p * panel, count = std::min(panel, rows - first);
       Eigen::Map<RowMajor> product(c + first * cols, count, cols);
-      if (transpose_a)
-        product.noalias() = alpha * Eigen::Map<const RowMajor>(a, inner, rows).middleCols(first, count).transpose() * right;
+      const auto left = [&](auto&& right) {
+        if (transpose_a)
+          product.noalias() = alpha * Stored(a, inner, rows).middleCols(first, count).transpose() * right;
+        else
+          product.noalias() = alpha * Stored(a + first * inner, count, inner) * right;
+      };
+      if (transpose_b)
+        left(Stored(b, cols, inner).transpose());
       else
-        product.noalias() = alpha * Eigen::Map<const RowMajor>(a + first * inner, count, inner) * right;
+        left(Stored(b, inner, cols));
     }
   }
 

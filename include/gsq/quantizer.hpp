@@ -83,6 +83,17 @@ class Quantizer {
     require(start.group_width == layout_.group_width,
             "the starting point has groups of " + std::to_string(start.group_width) +
                 " columns but the quantizer's grouping has " + std::to_string(layout_.group_width));
+    require(start.codes.size() == size(), "the starting point holds " + std::to_string(start.codes.size()) +
+                                              " codes for a " + std::to_string(rows_) + " x " + std::to_string(cols_) + " layer");
+    require(start.scales.size() == static_cast<std::size_t>(rows_ * layout_.groups_per_row),
+            "the starting point holds " + std::to_string(start.scales.size()) + " scales, expected " +
+                std::to_string(rows_ * layout_.groups_per_row));
+    for (std::size_t e = 0; e < start.codes.size(); ++e)
+      require(start.codes[e] >= Grid::min_level && start.codes[e] <= Grid::max_level,
+              "starting code " + std::to_string(start.codes[e]) + " at element " + std::to_string(e) +
+                  " is outside the " + Grid::name + " grid");
+    for (const float scale : start.scales)
+      require(std::isfinite(scale) && scale > 0, "the starting point's scales must be positive and finite");
     std::vector<Real> target(start.codes.begin(), start.codes.end());
     initialise(start.codes, target, std::vector<Real>(start.scales.begin(), start.scales.end()), init);
   }

@@ -39,17 +39,22 @@ struct Host {
   }
 
   /// Calls functor(i) for i in [0, count); calls must be independent of each other. Threads
-  /// take chunks of indices; within a chunk the calls are SIMD lanes.
+  /// take chunks of indices; within a chunk the calls are SIMD lanes. A single chunk runs on the
+  /// calling thread: opening a parallel region would cost more than the work.
   template <class Functor>
   static void for_each_index(std::size_t count, const Functor& functor) {
     constexpr std::size_t chunk = 1024;
-    thrust::for_each_n(execution(), thrust::counting_iterator<std::size_t>(0), (count + chunk - 1) / chunk,
-                       [count, &functor](std::size_t first_chunk) {
-                         const Functor lane_functor = functor;  // a local copy: its members cannot alias the outputs
-                         const std::size_t end = std::min(count, (first_chunk + 1) * chunk);
+    const auto run_chunk = [count, &functor](std::size_t index) {
+      const Functor lane_functor = functor;  // a local copy: its members cannot alias the outputs
+      const std::size_t end = std::min(count, (index + 1) * chunk);
 #pragma omp simd
-                         for (std::size_t i = first_chunk * chunk; i < end; ++i) lane_functor(i);
-                       });
+      for (std::size_t i = index * chunk; i < end; ++i) lane_functor(i);
+    };
+    const std::size_t chunks = (count + chunk - 1) / chunk;
+    if (chunks == 1)
+      run_chunk(0);
+    else
+      thrust::for_each_n(execution(), thrust::counting_iterator<std::size_t>(0), chunks, run_chunk);
   }
 
   /// C (rows x cols) = alpha * op(A) * op(B), all row-major; op(A) is rows x inner, op(B)

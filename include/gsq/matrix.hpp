@@ -41,9 +41,9 @@ void require_finite_nonempty(const Matrix<Real>& m, const std::string& what) {
   require(m.rows > 0 && m.cols > 0, what + " is empty (" + std::to_string(m.rows) + " x " +
                                         std::to_string(m.cols) + ")");
   for (std::size_t i = 0; i < m.size(); ++i)
-    require(std::isfinite(static_cast<double>(m.values[i])),
-            what + " holds a non-finite value (NaN or Inf) at row " + std::to_string(i / m.cols) +
-                ", column " + std::to_string(i % m.cols));
+    if (!std::isfinite(static_cast<double>(m.values[i])))  // not require(): no message per element
+      throw Error(what + " holds a non-finite value (NaN or Inf) at row " + std::to_string(i / m.cols) +
+                  ", column " + std::to_string(i % m.cols));
 }
 
 }  // namespace gsq

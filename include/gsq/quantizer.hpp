@@ -15,6 +15,7 @@
 // result. The optimizer loop that drives it is gsq::train (gsq/train.hpp).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -89,11 +90,11 @@ class Quantizer {
             "the starting point holds " + std::to_string(start.scales.size()) + " scales, expected " +
                 std::to_string(rows_ * layout_.groups_per_row));
     for (std::size_t e = 0; e < start.codes.size(); ++e)
-      require(start.codes[e] >= Grid::min_level && start.codes[e] <= Grid::max_level,
-              "starting code " + std::to_string(start.codes[e]) + " at element " + std::to_string(e) +
-                  " is outside the " + Grid::name + " grid");
-    for (const float scale : start.scales)
-      require(std::isfinite(scale) && scale > 0, "the starting point's scales must be positive and finite");
+      if (start.codes[e] < Grid::min_level || start.codes[e] > Grid::max_level)  // not require(): no message per element
+        throw Error("starting code " + std::to_string(start.codes[e]) + " at element " + std::to_string(e) +
+                    " is outside the " + Grid::name + " grid");
+    require(std::all_of(start.scales.begin(), start.scales.end(), [](float s) { return std::isfinite(s) && s > 0; }),
+            "the starting point's scales must be positive and finite");
     std::vector<Real> target(start.codes.begin(), start.codes.end());
     initialise(start.codes, target, std::vector<Real>(start.scales.begin(), start.scales.end()), init);
   }
@@ -109,7 +110,7 @@ class Quantizer {
     std::vector<Real> target(start.size());
     for (std::size_t e = 0; e < start.size(); ++e) {
       const float scale = scales[layout_.group_of(e)];
-      require(std::isfinite(scale) && scale > 0, "scales must be positive and finite");
+      if (!(std::isfinite(scale) && scale > 0)) throw Error("scales must be positive and finite");
       target[e] = static_cast<Real>(start.values[e] / scale);
       base[e] = static_cast<std::int8_t>(std::fmin(std::fmax(std::nearbyint(target[e]), Grid::min_level), Grid::max_level));
     }

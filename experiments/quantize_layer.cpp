@@ -1,19 +1,22 @@
-// experiments/quantize_layer.cpp -- quantizes one linear layer with round-to-nearest (RTN) and
-// with GSQ started from RTN, and compares them on the relative Hessian error (DESIGN section 4).
+// experiments/quantize_layer.cpp -- quantizes one linear layer with round-to-nearest (RTN), GPTQ
+// and GSQ (started from GPTQ, the paper's recipe, or from RTN) and compares them on the relative
+// Hessian error tr(dW H dW^T) / tr(W H W^T) (DESIGN section 4). The layer is synthetic or read
+// from a safetensors file; docs/quantize_layer.md walks through both.
 //
 //   quantize_layer                                  synthetic 512 x 512 layer, 2 bits, g128
-//   quantize_layer --bits 3 --group 64 --steps 200 --json result.json
+//   quantize_layer --save-layer layer.safetensors   ... and write that layer (W, H) to a file
+//   quantize_layer --input layer.safetensors --weight W --hessian H --method gptq --save q.safetensors
+//   quantize_layer --input acts.safetensors --weight W --inputs X --bits 3 --json result.json
 //   quantize_layer --help                           every flag, with its default
 //
 // The run-time policy names (--bits, --group, --estimator, --schedule, --optimizer) select
 // compile-time policies through gsq/dispatch.hpp. Where the layer comes from (load_layer) and
-// which methods run on it (run_methods) are separate, so file input and GPTQ slot in beside.
-#include <unistd.h>
-
+// which methods run on it (run_methods) are separate.
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <iostream>
 #include <optional>
@@ -25,6 +28,7 @@
 
 #include <gsq/dispatch.hpp>
 #include <gsq/gsq.hpp>
+#include <gsq/sequential.hpp>
 
 namespace po = boost::program_options;
 using Clock = std::chrono::steady_clock;
@@ -49,8 +53,17 @@ gsq::SyntheticLayerConfig default_synthetic_layer() {
   return config;
 }
 
+/// Where the layer comes from when it is read from a file (--input); empty input: synthetic.
+struct LayerFile {
+  std::string input, weight, hessian, inputs;
+};
+
 struct Options {
   gsq::SyntheticLayerConfig synthetic = default_synthetic_layer();
+  LayerFile file;
+  std::vector<gsq::Method> methods;
+  gsq::Method init = gsq::Method::gptq;
+  gsq::GptqConfig gptq;  // its scale fit is RTN's too
   GridChoice grid{"--bits", "2"};
   GroupingChoice grouping{"--group", "128"};
   ScheduleChoice schedule{"--schedule", "linear"};
@@ -59,7 +72,7 @@ struct Options {
   gsq::TrainConfig train;
   std::string lr_decay = "cosine";
   int threads = 0;
-  std::string json_path;
+  std::string json_path, save_path, save_layer_path;
   bool quiet = false;
 };
 
@@ -76,11 +89,59 @@ std::string alternatives() {
   return text;
 }
 
+/// Runs `read` and puts `flag` in front of the message of any gsq::Error it raises.
+template <class Read>
+auto for_flag(const std::string& flag, Read&& read) {
+  try {
+    return read();
+  } catch (const gsq::Error& error) {
+    throw gsq::Error(flag + ": " + error.what());
+  }
+}
+
+/// The methods of --method: each value one name or a comma-separated list of names.
+std::vector<gsq::Method> parse_methods(const std::vector<std::string>& values) {
+  std::vector<gsq::Method> methods;
+  for (const std::string& value : values)
+    for (std::size_t first = 0; first <= value.size();) {
+      const std::size_t comma = std::min(value.find(',', first), value.size());
+      const std::string name = value.substr(first, comma - first);
+      gsq::require(!name.empty(), "--method '" + value + "' has an empty name: expected rtn, gptq or gsq");
+      const gsq::Method method = for_flag("--method", [&] { return gsq::parse_method(name); });
+      gsq::require(std::find(methods.begin(), methods.end(), method) == methods.end(),
+                   "--method names " + name + " twice");
+      methods.push_back(method);
+      first = comma + 1;
+    }
+  return methods;
+}
+
 /// Fails now, not after the run, when `path` cannot be created because its directory is missing.
-void require_writable_location(const std::string& path) {
+void require_writable_location(const std::string& flag, const std::string& path) {
+  if (path.empty()) return;
   const std::filesystem::path directory = std::filesystem::absolute(path).parent_path();
   gsq::require(std::filesystem::is_directory(directory),
-               "--json " + path + ": the directory " + directory.string() + " does not exist");
+               flag + " " + path + ": the directory " + directory.string() + " does not exist");
+}
+
+/// Where the layer comes from: the synthetic generator's flags, or --input with its tensor names.
+void check_layer_source(const Options& options, const po::variables_map& values) {
+  const LayerFile& file = options.file;
+  if (file.input.empty()) {
+    for (const char* flag : {"weight", "hessian", "inputs"})
+      gsq::require(!values.count(flag), std::string("--") + flag + " names a tensor of --input FILE, which is missing");
+    gsq::require(options.synthetic.rows > 0 && options.synthetic.cols > 0 && options.synthetic.tokens > 0,
+                 "--rows, --cols and --tokens must be positive");
+    return;
+  }
+  for (const char* flag : {"rows", "cols", "tokens", "layer-seed"})
+    gsq::require(values[flag].defaulted(),
+                 std::string("--") + flag + " shapes the synthetic layer and does not apply with --input");
+  gsq::require(!file.weight.empty(), "--input needs --weight NAME, the weight tensor (rows x cols) to quantize");
+  gsq::require(!(file.hessian.empty() && file.inputs.empty()),
+               "--input needs --hessian NAME (H, cols x cols) or --inputs NAME (calibration inputs X, tokens x cols)");
+  gsq::require(file.hessian.empty() || file.inputs.empty(),
+               "--hessian and --inputs both give the layer's Hessian: name one of them");
 }
 
 /// Parses the command line; std::nullopt when --help was asked for (and printed).
@@ -88,20 +149,44 @@ std::optional<Options> parse_options(int argc, char** argv) {
   Options options;
   std::string bits = options.grid.key(), group = options.grouping.key(), schedule = options.schedule.key(),
               estimator = options.estimator.key(), optimizer = options.optimizer.key();
+  std::vector<std::string> method_values;
+  std::string init = gsq::method_name(options.init), scale_search = "weighted";
   long layer_seed = 1, seed = 0;
   gsq::TrainConfig& train = options.train;
-  po::options_description layer("Layer (synthetic LLM-like: heavy-tailed weights, correlated inputs with outlier channels)");
+  po::options_description layer("Layer (default: synthetic LLM-like: heavy-tailed weights, correlated inputs with outlier channels)");
   layer.add_options()
-      ("rows", po::value(&options.synthetic.rows)->default_value(options.synthetic.rows)->value_name("N"), "output rows of the layer")
-      ("cols", po::value(&options.synthetic.cols)->default_value(options.synthetic.cols)->value_name("N"), "input columns of the layer")
+      ("rows", po::value(&options.synthetic.rows)->default_value(options.synthetic.rows)->value_name("N"), "output rows of the synthetic layer")
+      ("cols", po::value(&options.synthetic.cols)->default_value(options.synthetic.cols)->value_name("N"), "input columns of the synthetic layer")
       ("tokens", po::value(&options.synthetic.tokens)->default_value(options.synthetic.tokens)->value_name("N"),
-       "calibration tokens forming the Hessian H = X^T X / tokens")
-      ("layer-seed", po::value(&layer_seed)->default_value(layer_seed)->value_name("N"), "seed of the synthetic layer");
+       "calibration tokens forming the synthetic layer's Hessian H = X^T X / tokens")
+      ("layer-seed", po::value(&layer_seed)->default_value(layer_seed)->value_name("N"), "seed of the synthetic layer")
+      ("input", po::value(&options.file.input)->value_name("FILE"),
+       "read the layer from this safetensors file instead (float tensors: F32, F16, BF16 or F64)")
+      ("weight", po::value(&options.file.weight)->value_name("NAME"), "with --input: the weight tensor, rows x cols")
+      ("hessian", po::value(&options.file.hessian)->value_name("NAME"),
+       "with --input: the Hessian tensor H = X^T X / N, cols x cols (or give --inputs)")
+      ("inputs", po::value(&options.file.inputs)->value_name("NAME"),
+       "with --input: the calibration inputs X, tokens x cols, from which H = X^T X / tokens is formed")
+      ("save-layer", po::value(&options.save_layer_path)->value_name("FILE"),
+       "write the layer (synthetic or read) to FILE as safetensors: W and H, F32, as --input --weight W --hessian H "
+       "reads them back");
   po::options_description format("Quantized format");
   format.add_options()
       ("bits", po::value(&bits)->default_value(bits)->value_name("BITS"), ("grid: " + alternatives<GridChoice>()).c_str())
       ("group", po::value(&group)->default_value(group)->value_name("SIZE"),
        ("input columns sharing one scale: " + alternatives<GroupingChoice>() + " (0 = per-channel)").c_str());
+  po::options_description methods("Methods");
+  methods.add_options()
+      ("method", po::value(&method_values)->default_value({"rtn,gptq,gsq"}, "rtn,gptq,gsq")->value_name("LIST"),
+       "methods to run, in order: rtn, gptq, gsq; repeat the flag or give a comma-separated list")
+      ("init", po::value(&init)->default_value(init)->value_name("METHOD"),
+       "GSQ's starting point: rtn or gptq (the paper's recipe); a result of --method is reused")
+      ("scale-search", po::value(&scale_search)->default_value(scale_search)->value_name("NAME"),
+       "how RTN and GPTQ (so GSQ's start) fit each group's scale: maxabs (the grid's ends reach max|w|), "
+       "mse (search of shrunk ranges, sum |error|^2.4) or weighted (that search weighted by diag(H))")
+      ("percdamp", po::value(&options.gptq.percdamp)->default_value(options.gptq.percdamp, "0.01")->value_name("X"),
+       "GPTQ: add X * mean(diag H) to diag(H) before inverting it")
+      ("act-order", po::bool_switch(&options.gptq.act_order), "GPTQ: quantize columns in order of decreasing diag(H)");
   po::options_description gsq_options("GSQ (defaults: the reference's, DESIGN section 3)");
   gsq_options.add_options()
       ("steps", po::value(&train.steps)->default_value(train.steps)->value_name("N"), "optimizer steps")
@@ -135,19 +220,23 @@ std::optional<Options> parse_options(int argc, char** argv) {
   run.add_options()
       ("threads", po::value(&options.threads)->default_value(options.threads)->value_name("N"), "host threads (0: OpenMP's default)")
       ("json", po::value(&options.json_path)->value_name("FILE"), "also write the results to FILE as a JSON array, one record per method")
+      ("save", po::value(&options.save_path)->value_name("FILE"),
+       "write the last method's result to FILE as safetensors: packed codes (U8 'codes'), scales (F16 'scales', "
+       "rows x groups) and the dequantized weight (F32 'weight'), with the format in __metadata__")
       ("quiet", po::bool_switch(&options.quiet), "no progress lines on stderr")
       ("help", "print this help and exit");
   po::options_description all;
-  all.add(layer).add(format).add(gsq_options).add(run);
+  all.add(layer).add(format).add(methods).add(gsq_options).add(run);
 
   po::variables_map values;
   const po::positional_options_description no_positional;  // so that a stray word is an error
   po::store(po::command_line_parser(argc, argv).options(all).positional(no_positional).run(), values);
   if (values.count("help")) {
     std::cout << "Usage: " << program_name << " [options]\n\n"
-              << "Quantizes one linear layer with round-to-nearest (RTN) and with GSQ started from RTN,\n"
-              << "and prints for each method its relative Hessian error tr(dW H dW^T) / tr(W H W^T),\n"
-              << "bits per parameter (16-bit scales) and wall time. Progress goes to stderr.\n"
+              << "Quantizes one linear layer (synthetic, or W with H or X from a safetensors file) with each\n"
+              << "method and prints its relative Hessian error tr(dW H dW^T) / tr(W H W^T), bits per parameter\n"
+              << "(16-bit scales; errors are measured with the scales rounded to fp16, as stored) and wall time\n"
+              << "(GSQ's excludes its starting point's). Progress goes to stderr.\n"
               << all << "\n";
     return std::nullopt;
   }
@@ -155,7 +244,14 @@ std::optional<Options> parse_options(int argc, char** argv) {
 
   gsq::require(layer_seed >= 0 && seed >= 0, "seeds must be non-negative");
   gsq::require(options.threads >= 0, "--threads must be non-negative, got " + std::to_string(options.threads));
+  check_layer_source(options, values);
   options.synthetic.seed = static_cast<std::uint64_t>(layer_seed);
+  options.methods = parse_methods(method_values);
+  options.init = for_flag("--init", [&] { return gsq::parse_method(init); });
+  gsq::require(options.init != gsq::Method::gsq, "--init gsq: GSQ starts from rtn or gptq");
+  options.gptq.scale_fit = for_flag("--scale-search", [&] { return gsq::parse_scale_fit(scale_search); });
+  gsq::require(std::isfinite(options.gptq.percdamp) && options.gptq.percdamp >= 0,
+               "--percdamp must be finite and non-negative, got " + std::to_string(options.gptq.percdamp));
   train.seed = static_cast<std::uint64_t>(seed);
   train.learning_rate.decay = gsq::parse_decay(options.lr_decay);
   options.grid = GridChoice("--bits", bits);
@@ -169,49 +265,140 @@ std::optional<Options> parse_options(int argc, char** argv) {
   options.estimator.validate();
   options.optimizer.validate();
   train.validate();
-  if (!options.json_path.empty()) require_writable_location(options.json_path);
+  require_writable_location("--json", options.json_path);
+  require_writable_location("--save", options.save_path);
+  require_writable_location("--save-layer", options.save_layer_path);
   return options;
 }
 
-/// One linear layer and the objective every method is measured on.
+/// One linear layer, its Hessian, and the objective every method is measured on (which holds
+/// H symmetrised: `hessian` is that copy, so a saved layer reads back to the same objective).
 struct Layer {
   std::string description;
   gsq::Matrix<float> weight;
+  gsq::Matrix<float> hessian;
   gsq::HessianObjective<> objective;
 };
 
+Layer make_layer(std::string description, gsq::Matrix<float> weight, const gsq::Matrix<float>& hessian) {
+  gsq::HessianObjective<> objective(weight, hessian);
+  gsq::Matrix<float> symmetric = objective.hessian();
+  return {std::move(description), std::move(weight), std::move(symmetric), std::move(objective)};
+}
+
+gsq::Matrix<float> hessian_of_inputs(const gsq::Matrix<float>& weight, const gsq::Matrix<float>& inputs) {
+  return gsq::HessianObjective<>::from_inputs(weight, inputs).hessian();
+}
+
+/// Tensor `name` of `file` as a matrix; errors name the flag that named the tensor.
+gsq::Matrix<float> read_matrix(const gsq::SafetensorsFile& file, const std::string& flag, const std::string& name) {
+  if (!file.contains(name)) {
+    std::string names;
+    const std::vector<gsq::TensorInfo>& tensors = file.tensors();
+    const std::size_t shown = std::min<std::size_t>(tensors.size(), 8);
+    for (std::size_t i = 0; i < shown; ++i) names += (i ? ", " : "") + tensors[i].name;
+    if (shown < tensors.size()) names += ", ... (" + std::to_string(tensors.size()) + " in all)";
+    throw gsq::Error(flag + " " + name + ": " + file.path() + " holds no tensor named '" + name + "' (it holds " +
+                     (names.empty() ? "none" : names) + ")");
+  }
+  return for_flag(flag + " " + name, [&] { return file.matrix(name); });
+}
+
+std::string shape_text(const gsq::Matrix<float>& matrix) {
+  return std::to_string(matrix.rows) + " x " + std::to_string(matrix.cols);
+}
+
 Layer load_layer(const Options& options) {
-  const gsq::SyntheticLayerConfig& config = options.synthetic;
-  gsq::require(config.rows > 0 && config.cols > 0 && config.tokens > 0,
-               "--rows, --cols and --tokens must be positive");
-  gsq::SyntheticLayer synthetic = gsq::make_synthetic_layer(config);
-  gsq::HessianObjective<> objective = gsq::HessianObjective<>::from_inputs(synthetic.weight, synthetic.inputs);
-  return {"synthetic " + std::to_string(config.rows) + " x " + std::to_string(config.cols) + ", " +
-              std::to_string(config.tokens) + " calibration tokens, seed " + std::to_string(config.seed),
-          std::move(synthetic.weight), std::move(objective)};
+  const LayerFile& source = options.file;
+  if (source.input.empty()) {
+    const gsq::SyntheticLayerConfig& config = options.synthetic;
+    gsq::SyntheticLayer synthetic = gsq::make_synthetic_layer(config);
+    const gsq::Matrix<float> hessian = hessian_of_inputs(synthetic.weight, synthetic.inputs);
+    return make_layer("synthetic " + shape_text(synthetic.weight) + ", " + std::to_string(config.tokens) +
+                          " calibration tokens, seed " + std::to_string(config.seed),
+                      std::move(synthetic.weight), hessian);
+  }
+  const gsq::SafetensorsFile file = gsq::SafetensorsFile::open(source.input);
+  gsq::Matrix<float> weight = read_matrix(file, "--weight", source.weight);
+  std::string description = source.input + ": " + source.weight + " (" + shape_text(weight) + ")";
+  if (!source.hessian.empty()) {
+    const gsq::Matrix<float> hessian = read_matrix(file, "--hessian", source.hessian);
+    gsq::require(hessian.rows == hessian.cols,
+                 "--hessian " + source.hessian + " is " + shape_text(hessian) + ", not square");
+    gsq::require(hessian.rows == weight.cols, "--hessian " + source.hessian + " is " + shape_text(hessian) +
+                                                  " but --weight " + source.weight + " has " +
+                                                  std::to_string(weight.cols) + " input columns");
+    return make_layer(description + ", H = " + source.hessian, std::move(weight), hessian);
+  }
+  const gsq::Matrix<float> inputs = read_matrix(file, "--inputs", source.inputs);
+  gsq::require(inputs.cols == weight.cols, "--inputs " + source.inputs + " is " + shape_text(inputs) + " (tokens x " +
+                                               "features) but --weight " + source.weight + " has " +
+                                               std::to_string(weight.cols) + " input columns");
+  const gsq::Matrix<float> hessian = hessian_of_inputs(weight, inputs);
+  return make_layer(description + ", H from " + source.inputs + " (" + std::to_string(inputs.rows) + " tokens)",
+                    std::move(weight), hessian);
+}
+
+/// Writes the layer as --input --weight W --hessian H reads it.
+void save_layer(const Layer& layer, const std::string& path) {
+  gsq::SafetensorsWriter writer;
+  writer.add("W", layer.weight);
+  writer.add("H", layer.hessian);
+  writer.set_metadata("layer", layer.description);
+  writer.write(path);
+}
+
+/// The grid and the group width every method quantizes to.
+struct Format {
+  gsq::GridSpec grid;
+  long group_width;
+};
+
+Format format_of(const Layer& layer, const Options& options) {
+  const int cols = static_cast<int>(layer.weight.cols);
+  return {options.grid.visit([](auto tag) { return gsq::grid_spec<gsq::type_of<decltype(tag)>>(); }),
+          options.grouping.visit([&](auto tag) {
+            using Grouping = gsq::type_of<decltype(tag)>;
+            Grouping::validate(cols);
+            return static_cast<long>(Grouping::group_width(cols));
+          })};
 }
 
 /// What one method produced, and the numbers it is compared on.
 struct MethodResult {
-  std::string method;
-  gsq::QuantizedTensor quantized;
+  gsq::Method method;
+  gsq::QuantizedTensor quantized;  // scales rounded to fp16, as stored
   double rel_error;
   double seconds;
   nlohmann::json details;  // method-specific fields of the JSON record
 };
 
-MethodResult run_rtn(Layer& layer, const Options& options) {
-  const gsq::GridSpec grid = options.grid.visit([](auto tag) { return gsq::grid_spec<gsq::type_of<decltype(tag)>>(); });
-  const long group_width = options.grouping.visit([&](auto tag) {
-    using Grouping = gsq::type_of<decltype(tag)>;
-    Grouping::validate(static_cast<int>(layer.weight.cols));
-    return static_cast<long>(Grouping::group_width(static_cast<int>(layer.weight.cols)));
-  });
+/// Rounds the scales to fp16 (what --save stores and bpp counts) and measures the result.
+MethodResult measure(gsq::Method method, gsq::QuantizedTensor quantized, double seconds, nlohmann::json details,
+                     Layer& layer) {
+  const double rel_error = layer.objective.relative_error(gsq::store_result(quantized, gsq::Dtype::F32));
+  return {method, std::move(quantized), rel_error, seconds, std::move(details)};
+}
+
+/// The settings that shaped an RTN or GPTQ result (for GSQ: its starting point's).
+nlohmann::json initializer_details(gsq::Method method, const Options& options) {
+  nlohmann::json details = {{"scale_search", gsq::scale_fit_name(options.gptq.scale_fit)}};
+  if (method == gsq::Method::gptq) {
+    details["percdamp"] = options.gptq.percdamp;
+    details["act_order"] = options.gptq.act_order;
+  }
+  return details;
+}
+
+/// RTN or GPTQ, with the scale search the options name.
+MethodResult run_initializer(gsq::Method method, Layer& layer, const Format& format, const Options& options) {
   const Clock::time_point start = Clock::now();
-  gsq::QuantizedTensor quantized = gsq::round_to_nearest(layer.weight, grid, group_width);
-  const double seconds = seconds_since(start);
-  const double rel_error = layer.objective.relative_error(quantized.dequantize());
-  return {"rtn", std::move(quantized), rel_error, seconds, nlohmann::json::object()};
+  gsq::QuantizedTensor quantized =
+      method == gsq::Method::rtn
+          ? gsq::round_to_nearest(layer.weight, format.grid, format.group_width, options.gptq.scale_fit,
+                                  gsq::hessian_diagonal(layer.hessian))
+          : gsq::gptq(layer.weight, layer.hessian, format.grid, format.group_width, options.gptq);
+  return measure(method, std::move(quantized), seconds_since(start), initializer_details(method, options), layer);
 }
 
 /// Prints a progress line on stderr every ~5% of the steps (at most one a second), at least
@@ -268,10 +455,11 @@ MethodResult run_gsq(Layer& layer, const MethodResult& start, const Options& opt
       },
       options.grid, options.grouping, options.schedule, options.estimator, options.optimizer);
   const double seconds = seconds_since(started);
-  const double rel_error = layer.objective.relative_error(run.quantized.dequantize());
-  nlohmann::json details = {
-      {"init", start.method},
+  nlohmann::json details = initializer_details(start.method, options);
+  details.update({
+      {"init", gsq::method_name(start.method)},
       {"init_rel_error", start.rel_error},
+      {"init_seconds", start.seconds},
       {"steps", config.steps},
       {"step_seconds_median", run.report.median_step_seconds()},
       {"final_relaxed_loss", run.report.losses.back()},
@@ -289,36 +477,53 @@ MethodResult run_gsq(Layer& layer, const MethodResult& start, const Options& opt
       {"lr_decay", options.lr_decay},
       {"lr_floor", config.learning_rate.floor},
       {"warmup", config.learning_rate.warmup_steps},
-  };
-  return {"gsq", std::move(run.quantized), rel_error, seconds, std::move(details)};
+  });
+  return measure(gsq::Method::gsq, std::move(run.quantized), seconds, std::move(details), layer);
 }
 
+/// The methods of --method in order; GSQ reuses its starting point when --method ran it before,
+/// and otherwise computes it without reporting it as a method of its own.
 std::vector<MethodResult> run_methods(Layer& layer, const Options& options) {
+  const Format format = format_of(layer, options);
   std::vector<MethodResult> results;
-  results.push_back(run_rtn(layer, options));
-  results.push_back(run_gsq(layer, results.front(), options));
+  for (const gsq::Method method : options.methods) {
+    if (method != gsq::Method::gsq) {
+      results.push_back(run_initializer(method, layer, format, options));
+      continue;
+    }
+    const auto ran = std::find_if(results.begin(), results.end(),
+                                  [&](const MethodResult& result) { return result.method == options.init; });
+    const MethodResult start = ran != results.end() ? *ran : run_initializer(options.init, layer, format, options);
+    results.push_back(run_gsq(layer, start, options));
+  }
   return results;
 }
 
 void print_table(const Layer& layer, const Options& options, const std::vector<MethodResult>& results) {
   std::printf("layer: %s\n", layer.description.c_str());
-  std::printf("%-8s %-8s %-12s %-12s %-8s %10s\n", "method", "bits", "group", "rel. error", "bpp", "seconds");
+  std::printf("%-7s %-6s %-9s %-5s %-12s %-12s %-8s %10s\n", "method", "init", "scales", "bits", "group",
+              "rel. error", "bpp", "seconds");
   for (const MethodResult& result : results)
-    std::printf("%-8s %-8s %-12s %-12.6g %-8.4g %10.3f\n", result.method.c_str(), options.grid.spelling().c_str(),
-                options.grouping.spelling().c_str(), result.rel_error, result.quantized.bits_per_parameter(),
-                result.seconds);
+    std::printf("%-7s %-6s %-9s %-5s %-12s %-12.6g %-8.4g %10.3f\n", gsq::method_name(result.method),
+                result.details.value("init", "-").c_str(), result.details.at("scale_search").get<std::string>().c_str(),
+                options.grid.spelling().c_str(), options.grouping.spelling().c_str(), result.rel_error,
+                result.quantized.bits_per_parameter(), result.seconds);
+}
+
+/// --group as spelled there: the group size, 0 for per-channel.
+int group_size(const Options& options) {
+  return options.grouping.visit([](auto tag) { return gsq::type_of<decltype(tag)>::size; });
 }
 
 nlohmann::json json_records(const Layer& layer, const Options& options, const std::vector<MethodResult>& results) {
-  const int group = options.grouping.visit([](auto tag) { return gsq::type_of<decltype(tag)>::size; });
   nlohmann::json records = nlohmann::json::array();
   for (const MethodResult& result : results) {
     const gsq::QuantizedTensor& quantized = result.quantized;
     nlohmann::json record = {
-        {"method", result.method},
+        {"method", gsq::method_name(result.method)},
         {"grid", quantized.grid.name},
         {"bits", quantized.grid.code_bits},
-        {"group", group},  // 0: per-channel, as --group spells it
+        {"group", group_size(options)},
         {"group_width", quantized.group_width},
         {"rel_error", result.rel_error},
         {"bpp", quantized.bits_per_parameter()},
@@ -334,24 +539,25 @@ nlohmann::json json_records(const Layer& layer, const Options& options, const st
   return records;
 }
 
-/// Writes `text` to `path` through a temporary file in the same directory and a rename, so a
-/// reader never sees a half-written file.
-void write_file_atomically(const std::string& path, const std::string& text) {
-  const std::string temporary = path + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    gsq::require(static_cast<bool>(out), "cannot write " + path + " (opening " + temporary + " failed)");
-    out << text;
-    out.close();
-    if (!out) {
-      std::remove(temporary.c_str());
-      throw gsq::Error("cannot write " + path + " (writing " + temporary + " failed)");
-    }
-  }
-  if (std::rename(temporary.c_str(), path.c_str()) != 0) {
-    std::remove(temporary.c_str());
-    throw gsq::Error("cannot write " + path + " (renaming " + temporary + " to it failed)");
-  }
+/// Writes a result in the quantized format: packed codes, fp16 scales, the dequantized weight.
+void save_result(const MethodResult& result, const Options& options, const std::string& path) {
+  const gsq::QuantizedTensor& quantized = result.quantized;
+  const std::vector<std::uint8_t> packed = quantized.pack_codes();
+  gsq::SafetensorsWriter writer;
+  writer.add_bytes("codes", gsq::Dtype::U8, {static_cast<std::int64_t>(packed.size())}, packed);
+  writer.add("scales", {quantized.rows, quantized.groups_per_row()}, quantized.scales, gsq::Dtype::F16);
+  writer.add("weight", quantized.dequantize());
+  writer.set_metadata("method", gsq::method_name(result.method));
+  if (result.details.contains("init")) writer.set_metadata("init", result.details.at("init").get<std::string>());
+  writer.set_metadata("grid", quantized.grid.name);
+  writer.set_metadata("bits", std::to_string(quantized.grid.code_bits));
+  writer.set_metadata("min_level", std::to_string(quantized.grid.min_level));
+  writer.set_metadata("group", std::to_string(group_size(options)));
+  writer.set_metadata("group_width", std::to_string(quantized.group_width));
+  writer.set_metadata("packed_code_bits", std::to_string(quantized.packed_code_bits()));
+  writer.set_metadata("rows", std::to_string(quantized.rows));
+  writer.set_metadata("cols", std::to_string(quantized.cols));
+  writer.write(path);
 }
 
 }  // namespace
@@ -362,10 +568,14 @@ int main(int argc, char** argv) {
     if (!options) return 0;
     gsq::set_host_threads(options->threads);
     Layer layer = load_layer(*options);
+    if (!options->save_layer_path.empty()) save_layer(layer, options->save_layer_path);
     const std::vector<MethodResult> results = run_methods(layer, *options);
     print_table(layer, *options, results);
-    if (!options->json_path.empty())
-      write_file_atomically(options->json_path, json_records(layer, *options, results).dump(2) + "\n");
+    if (!options->json_path.empty()) {
+      const std::string text = json_records(layer, *options, results).dump(2) + "\n";
+      gsq::detail::write_file_atomically(options->json_path, {{text.data(), text.size()}});
+    }
+    if (!options->save_path.empty()) save_result(results.back(), *options, options->save_path);
     return 0;
   } catch (const gsq::Error& error) {
     std::fprintf(stderr, "%s: error: %s\n", program_name, error.what());

@@ -9,6 +9,11 @@
 #include <cstddef>
 #include <vector>
 
+// Eigen must not thread its products itself (see gemm); the CMake target defines this too, for
+// translation units that include Eigen before gsq.
+#ifndef EIGEN_DONT_PARALLELIZE
+#define EIGEN_DONT_PARALLELIZE
+#endif
 #include <Eigen/Core>
 #include <thrust/for_each.h>
 #include <thrust/iterator/counting_iterator.h>
@@ -62,14 +67,17 @@ struct Host {
   ///
   /// Eigen's own threading picks its k-blocking from the thread count, which changes the
   /// summation order; so threads here take fixed panels of 1/16 of the rows, each a
-  /// single-threaded Eigen product, and results are identical for any thread count.
+  /// single-threaded Eigen product (gsq::gsq defines EIGEN_DONT_PARALLELIZE), and results are
+  /// identical for any thread count.
   static void gemm(bool transpose_a, long rows, long cols, long inner, Real alpha, const Real* a,
                    const Real* b, Real* c, bool transpose_b = false) {
     using RowMajor = Eigen::Matrix<Real, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
     using Stored = Eigen::Map<const RowMajor>;
     const long panel = std::max(8L, (rows + 15) / 16);
     const long panels = (rows + panel - 1) / panel;
-#pragma omp parallel for schedule(dynamic)
+    // Small products are not worth a thread team (the split stays the same, so do the results).
+    const bool threaded = static_cast<double>(rows) * static_cast<double>(cols) * static_cast<double>(inner) >= 1 << 20;
+#pragma omp parallel for schedule(dynamic) if (threaded)
     for (long p = 0; p < panels; ++p) {
       const long first = p * panel, count = std::min(panel, rows - first);
       Eigen::Map<RowMajor> product(c + first * cols, count, cols);
@@ -104,7 +112,7 @@ struct Host {
 };
 
 /// Sets the threads the host backend uses (OpenMP); 0 keeps the default.
-inline void set_host_threads(int threads) {
+inline void set_host_threads([[maybe_unused]] int threads) {
 #if defined(_OPENMP)
   if (threads > 0) omp_set_num_threads(threads);
 #endif

@@ -90,6 +90,11 @@ struct LayerResult {
 /// Progress of one GSQ run inside a layer: which layer and part, then the step report.
 using TrainingProgress = std::function<void(long layer, const std::string& part, const StepReport& step)>;
 
+/// Sees each linear layer's original weight and calibration H as it is quantized (to save them
+/// as inputs of quantize_layer and of sweeps).
+using LinearObserver = std::function<void(const std::string& tensor_name, const Matrix<float>& weight,
+                                          const Matrix<float>& hessian)>;
+
 namespace detail {
 
 /// H = X^T X / N of a linear layer's inputs (tokens x features).
@@ -140,6 +145,8 @@ class SequentialQuantizer {
     require(config_.gsq_init != Method::gsq, "GSQ starts from RTN or GPTQ, not from GSQ");
     require(config_.block_batches > 0, "the number of calibration mini-batches must be positive");
   }
+
+  void observe_linears(LinearObserver observer) { observer_ = std::move(observer); }
 
   /// Quantizes decoder layer `layer` from its calibration inputs, puts the quantized weights
   /// into the model, and returns the results; `inputs` become the next layer's inputs.
@@ -212,6 +219,7 @@ class SequentialQuantizer {
     const auto start = std::chrono::steady_clock::now();
     const std::string& linear = LlamaModel::linear_names()[static_cast<std::size_t>(part)];
     const Matrix<float> weight = model_.linear_weight(layer, linear);
+    if (observer_) observer_(LlamaModel::tensor_name(layer, linear), weight, hessian);
     HessianObjective<> objective(weight, hessian);
     LinearResult result{LlamaModel::tensor_name(layer, linear), initial_result(weight, hessian, method == Method::gsq ? config_.gsq_init : method)};
     if (method == Method::gsq) {
@@ -245,6 +253,7 @@ class SequentialQuantizer {
         HessianObjective<>(weights[2] = model_.linear_weight(layer, names[6]), mlp_inputs.at(names[6]))};
     std::array<LinearResult, 3> linears;
     for (int i = 0; i < 3; ++i) {
+      if (observer_) observer_(LlamaModel::tensor_name(layer, names[4 + i]), weights[i], mlp_inputs.at(names[i == 2 ? 6 : 4]));
       linears[i] = {LlamaModel::tensor_name(layer, names[4 + i]),
                     initial_result(weights[i], mlp_inputs.at(names[i == 2 ? 6 : 4]), config_.gsq_init)};
       linears[i].init_error = objectives[i].relative_error(linears[i].tensor.dequantize());
@@ -278,6 +287,7 @@ class SequentialQuantizer {
 
   LlamaModel& model_;
   ModelQuantizationConfig config_;
+  LinearObserver observer_;
 };
 
 }  // namespace gsq

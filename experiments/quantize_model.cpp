@@ -82,7 +82,7 @@ Options parse_options(int argc, char** argv) {
       ("percdamp", po::value(&options.config.gptq.percdamp)->default_value(0.01), "GPTQ damping, a fraction of mean(diag H)")
       ("act-order", po::bool_switch(&options.config.gptq.act_order), "GPTQ processes columns by decreasing diag(H)")
       ("calib", po::value(&options.calib)->required(), "calibration tokens: a token-id file (uint32 or .npy), or text with --byte-tokens")
-      ("calib-tokens", po::value(&options.calib_tokens)->default_value(32768), "calibration tokens used (0: all)")
+      ("calib-tokens", po::value(&options.calib_tokens)->default_value(8192), "calibration tokens used (0: all)")
       ("calib-window", po::value(&options.calib_window)->default_value(256), "tokens per calibration sequence")
       ("eval", po::value(&options.eval), "evaluation tokens (same formats as --calib); omitted: no evaluation")
       ("window", po::value(&options.window)->default_value(256), "evaluation window: window-1 predictions each")

@@ -1,0 +1,142 @@
+// quantize_model end to end on the bundled model: an interrupted run resumed equals an
+// uninterrupted one, the written checkpoint reloads exactly, the packed format rebuilds the
+// weights, bad input is refused, and GSQ beats GPTQ at 2 bits.
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include <gsq/evaluation.hpp>
+#include <gsq/model_output.hpp>
+#include <gsq/sequential.hpp>
+
+namespace {
+
+namespace fs = std::filesystem;
+const std::string model_dir = GSQ_SOURCE_DIR "/data/llama-bytes-3m";
+
+fs::path scratch(const std::string& name) {
+  const fs::path path = fs::temp_directory_path() / ("gsq_test_quantize_model_" + name);
+  fs::remove_all(path);
+  return path;
+}
+
+/// Runs quantize_model with `arguments`; returns its exit status (stderr kept in `log`).
+int quantize_model(const std::string& arguments, const fs::path& log) {
+  const std::string executable = GSQ_BINARY_DIR "/quantize_model";
+  REQUIRE(fs::exists(executable));
+  const std::string command = executable + " --model " + model_dir + " --byte-tokens --calib " + model_dir +
+                              "/calib.txt --quiet --threads 1 " + arguments + " > " + log.string() + " 2>&1";
+  const int status = std::system(command.c_str());
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::string slurp(const fs::path& path) {
+  std::ifstream stream(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(stream), std::istreambuf_iterator<char>()};
+}
+
+nlohmann::json read_json(const fs::path& path) { return nlohmann::json::parse(slurp(path)); }
+
+const std::string small_run = " --method gsq --calib-tokens 2048 --steps 30";
+
+}  // namespace
+
+TEST_CASE("quantize_model: a run stopped part-way and resumed equals an uninterrupted one") {
+  const fs::path whole = scratch("whole"), resumed = scratch("resumed"), log = scratch("log");
+  REQUIRE(quantize_model("--out " + whole.string() + small_run, log) == 0);
+
+  REQUIRE(quantize_model("--out " + resumed.string() + small_run + " --stop-after 2", log) == 3);
+  CHECK_FALSE(fs::exists(resumed));  // nothing half-written where the output goes
+  CHECK(fs::exists(resumed.string() + ".partial/layer-1.safetensors"));
+  CHECK_FALSE(fs::exists(resumed.string() + ".partial/layer-2.safetensors"));
+  // Without --resume the stopped run is not silently redone or overwritten.
+  CHECK(quantize_model("--out " + resumed.string() + small_run, log) == 2);
+  CHECK(slurp(log).find("--resume") != std::string::npos);
+  // Different settings cannot resume it.
+  CHECK(quantize_model("--out " + resumed.string() + small_run + " --seed 1 --resume", log) == 2);
+  CHECK(slurp(log).find("settings differ") != std::string::npos);
+
+  REQUIRE(quantize_model("--out " + resumed.string() + small_run + " --resume", log) == 0);
+  CHECK_FALSE(fs::exists(resumed.string() + ".partial"));
+  CHECK(slurp(whole / "quantized.safetensors") == slurp(resumed / "quantized.safetensors"));
+  CHECK(slurp(whole / "model.safetensors") == slurp(resumed / "model.safetensors"));
+  const nlohmann::json a = read_json(whole / "manifest.json"), b = read_json(resumed / "manifest.json");
+  for (std::size_t layer = 0; layer < a["layers"].size(); ++layer)
+    for (std::size_t linear = 0; linear < 7; ++linear)
+      CHECK(a["layers"][layer]["linears"][linear]["rel_error"] == b["layers"][layer]["linears"][linear]["rel_error"]);
+  fs::remove_all(whole);
+  fs::remove_all(resumed);
+}
+
+TEST_CASE("quantize_model: the written checkpoint reloads exactly, and the packed format rebuilds it") {
+  const fs::path out = scratch("gptq"), log = scratch("log"), json = scratch("json");
+  REQUIRE(quantize_model("--out " + out.string() + " --method gptq --calib-tokens 2048 --bits 3 --group 64 --eval " +
+                             model_dir + "/eval.txt --json " + json.string(),
+                         log) == 0);
+  const gsq::LlamaModel reloaded = gsq::LlamaModel::load(out.string());
+  const gsq::LlamaModel original = gsq::LlamaModel::load(model_dir);
+  const gsq::SafetensorsFile packed = gsq::SafetensorsFile::open((out / "quantized.safetensors").string());
+  CHECK(packed.metadata().at("grid") == "int3");
+  CHECK(packed.metadata().at("group_width") == "64");
+  for (long layer = 0; layer < reloaded.config().layers; ++layer)
+    for (const std::string& linear : gsq::LlamaModel::linear_names()) {
+      const gsq::Matrix<float> weight = reloaded.linear_weight(layer, linear);
+      gsq::QuantizedTensor tensor = gsq::read_packed(packed, gsq::LlamaModel::tensor_name(layer, linear),
+                                                     gsq::grid_spec<gsq::Int<3>>(), weight.rows, weight.cols, 64);
+      INFO(gsq::LlamaModel::tensor_name(layer, linear));
+      CHECK(gsq::store_result(tensor, gsq::Dtype::BF16).values == weight.values);
+      CHECK(weight.values != original.linear_weight(layer, linear).values);
+    }
+  // The evaluation the run reported is that of the files it wrote.
+  gsq::EvaluationOptions options;
+  const gsq::EvaluationResult result = gsq::evaluate(reloaded, gsq::read_byte_tokens(model_dir + "/eval.txt"), options);
+  const nlohmann::json report = read_json(json);
+  CHECK(report["runs"][0]["evaluation"]["bits_per_token"].get<double>() == Approx(result.bits_per_token()).epsilon(1e-12));
+  CHECK(report["runs"][0]["bpp"].get<double>() == Approx(3.25));
+  CHECK(report["baseline"]["bits_per_token"].get<double>() == Approx(2.35097372204944).epsilon(5e-3));
+  CHECK(fs::exists(out / "config.json"));
+  fs::remove_all(out);
+}
+
+TEST_CASE("quantize_model: bad input is refused with a message naming it") {
+  const fs::path out = scratch("bad"), log = scratch("log");
+  CHECK(quantize_model("--out " + out.string() + " --bits 5", log) == 2);
+  CHECK(slurp(log).find("--bits") != std::string::npos);
+  CHECK(quantize_model("--out " + out.string() + " --method best", log) == 2);
+  CHECK(slurp(log).find("unknown method 'best'") != std::string::npos);
+  CHECK(quantize_model("--out " + out.string() + " --objective whole", log) == 2);
+  CHECK(quantize_model("--out " + out.string() + " --calib-window 300000", log) == 2);
+  CHECK(slurp(log).find("calibration") != std::string::npos);
+  // A checkpoint with a mis-shaped tensor: the loader names it.
+  const fs::path broken = scratch("broken_model");
+  fs::create_directories(broken);
+  fs::copy_file(model_dir + "/config.json", broken / "config.json");
+  gsq::SafetensorsWriter writer;
+  writer.add("model.embed_tokens.weight", gsq::Matrix<float>(3, 3));
+  writer.write((broken / "model.safetensors").string());
+  const std::string command = std::string(GSQ_BINARY_DIR "/quantize_model") + " --model " + broken.string() +
+                              " --out " + out.string() + " --byte-tokens --calib " + model_dir + "/calib.txt > " +
+                              log.string() + " 2>&1";
+  const int status = std::system(command.c_str());
+  CHECK(WEXITSTATUS(status) == 2);
+  CHECK(slurp(log).find("model.embed_tokens.weight") != std::string::npos);
+  CHECK_FALSE(fs::exists(out));
+  fs::remove_all(broken);
+}
+
+TEST_CASE("quantize_model: at 2 bits GSQ gives lower bits-per-byte than GPTQ on eval.txt") {
+  const fs::path out = scratch("compare"), log = scratch("log"), json = scratch("compare_json");
+  REQUIRE(quantize_model("--out " + out.string() + " --method gptq,gsq --eval " + model_dir +
+                             "/eval.txt --json " + json.string(),
+                         log) == 0);
+  const nlohmann::json report = read_json(json);
+  const double gptq = report["runs"][0]["evaluation"]["bits_per_token"], gsq = report["runs"][1]["evaluation"]["bits_per_token"];
+  INFO("GPTQ " << gptq << " bits/byte, GSQ " << gsq);
+  CHECK(gsq < gptq);
+  fs::remove_all(out);
+}

@@ -15,6 +15,7 @@
 #include <boost/program_options.hpp>
 #include <nlohmann/json.hpp>
 
+#include "driver.hpp"
 #include <gsq/evaluation.hpp>
 #include <gsq/llama.hpp>
 #include <gsq/safetensors.hpp>
@@ -101,7 +102,7 @@ class ProgressPrinter {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
+  return gsq::driver::run(program_name, [&] {
     std::optional<Options> options = parse_options(argc, argv);
     if (!options) return 0;
     gsq::set_host_threads(options->threads);
@@ -132,15 +133,8 @@ int main(int argc, char** argv) {
           {"seconds", seconds},              {"model", options->model},    {"eval", options->eval},
           {"byte_tokens", options->byte_tokens},
       };
-      const std::string text = record.dump(2) + "\n";
-      gsq::detail::write_file_atomically(options->json_path, {{text.data(), text.size()}});
+      gsq::driver::write_text_atomically(options->json_path, record.dump(2) + "\n");
     }
     return 0;
-  } catch (const po::error& error) {
-    std::fprintf(stderr, "%s: error: %s (see --help)\n", program_name, error.what());
-    return 2;
-  } catch (const std::exception& error) {  // gsq::Error, I/O failures
-    std::fprintf(stderr, "%s: error: %s\n", program_name, error.what());
-    return 2;
-  }
+  });
 }

@@ -28,7 +28,10 @@
 
 #include <gsq/dispatch.hpp>
 #include <gsq/gsq.hpp>
+#include <gsq/model_output.hpp>
 #include <gsq/sequential.hpp>
+
+#include "driver.hpp"
 
 namespace po = boost::program_options;
 using Clock = std::chrono::steady_clock;
@@ -150,6 +153,9 @@ std::optional<Options> parse_options(int argc, char** argv) {
   std::string bits = options.grid.key(), group = options.grouping.key(), schedule = options.schedule.key(),
               estimator = options.estimator.key(), optimizer = options.optimizer.key();
   std::vector<std::string> method_values;
+  // The diag(H)-weighted search is the driver's default (gsq::GptqConfig's is max-abs): it gave
+  // the lowest RTN and GPTQ errors on the synthetic layer and on the bundled model's layers
+  // (docs/quantize_layer.md).
   std::string init = gsq::method_name(options.init), scale_search = "weighted";
   long layer_seed = 1, seed = 0;
   gsq::TrainConfig& train = options.train;
@@ -221,8 +227,8 @@ std::optional<Options> parse_options(int argc, char** argv) {
       ("threads", po::value(&options.threads)->default_value(options.threads)->value_name("N"), "host threads (0: OpenMP's default)")
       ("json", po::value(&options.json_path)->value_name("FILE"), "also write the results to FILE as a JSON array, one record per method")
       ("save", po::value(&options.save_path)->value_name("FILE"),
-       "write the last method's result to FILE as safetensors: packed codes (U8 'codes'), scales (F16 'scales', "
-       "rows x groups) and the dequantized weight (F32 'weight'), with the format in __metadata__")
+       "write the last method's result to FILE as safetensors: packed codes (U8 'weight.codes'), scales (F16 "
+       "'weight.scales', rows x groups) and the dequantized weight (F32 'weight'), with the format in __metadata__")
       ("quiet", po::bool_switch(&options.quiet), "no progress lines on stderr")
       ("help", "print this help and exit");
   po::options_description all;
@@ -320,23 +326,29 @@ Layer load_layer(const Options& options) {
   }
   const gsq::SafetensorsFile file = gsq::SafetensorsFile::open(source.input);
   gsq::Matrix<float> weight = read_matrix(file, "--weight", source.weight);
-  std::string description = source.input + ": " + source.weight + " (" + shape_text(weight) + ")";
+  gsq::Matrix<float> hessian;
+  std::string hessian_source;
   if (!source.hessian.empty()) {
-    const gsq::Matrix<float> hessian = read_matrix(file, "--hessian", source.hessian);
+    hessian = read_matrix(file, "--hessian", source.hessian);
     gsq::require(hessian.rows == hessian.cols,
                  "--hessian " + source.hessian + " is " + shape_text(hessian) + ", not square");
     gsq::require(hessian.rows == weight.cols, "--hessian " + source.hessian + " is " + shape_text(hessian) +
                                                   " but --weight " + source.weight + " has " +
                                                   std::to_string(weight.cols) + " input columns");
-    return make_layer(description + ", H = " + source.hessian, std::move(weight), hessian);
+    hessian_source = "Hessian " + source.hessian;
+  } else {
+    const gsq::Matrix<float> inputs = read_matrix(file, "--inputs", source.inputs);
+    gsq::require(inputs.cols == weight.cols, "--inputs " + source.inputs + " is " + shape_text(inputs) +
+                                                 " (tokens x features) but --weight " + source.weight + " has " +
+                                                 std::to_string(weight.cols) + " input columns");
+    hessian = for_flag("--inputs " + source.inputs, [&] { return hessian_of_inputs(weight, inputs); });
+    hessian_source = "Hessian from " + source.inputs + " (" + std::to_string(inputs.rows) + " tokens)";
   }
-  const gsq::Matrix<float> inputs = read_matrix(file, "--inputs", source.inputs);
-  gsq::require(inputs.cols == weight.cols, "--inputs " + source.inputs + " is " + shape_text(inputs) + " (tokens x " +
-                                               "features) but --weight " + source.weight + " has " +
-                                               std::to_string(weight.cols) + " input columns");
-  const gsq::Matrix<float> hessian = hessian_of_inputs(weight, inputs);
-  return make_layer(description + ", H from " + source.inputs + " (" + std::to_string(inputs.rows) + " tokens)",
-                    std::move(weight), hessian);
+  // The objective's checks (finite values, a symmetric H, a layer with signal under H).
+  const std::string tensors = "--weight " + source.weight + (source.hessian.empty() ? " --inputs " + source.inputs
+                                                                                    : " --hessian " + source.hessian);
+  const std::string description = source.input + ": " + source.weight + " (" + shape_text(weight) + "), " + hessian_source;
+  return for_flag(tensors, [&] { return make_layer(description, std::move(weight), hessian); });
 }
 
 /// Writes the layer as --input --weight W --hessian H reads it.
@@ -483,8 +495,7 @@ MethodResult run_gsq(Layer& layer, const MethodResult& start, const Options& opt
 
 /// The methods of --method in order; GSQ reuses its starting point when --method ran it before,
 /// and otherwise computes it without reporting it as a method of its own.
-std::vector<MethodResult> run_methods(Layer& layer, const Options& options) {
-  const Format format = format_of(layer, options);
+std::vector<MethodResult> run_methods(Layer& layer, const Format& format, const Options& options) {
   std::vector<MethodResult> results;
   for (const gsq::Method method : options.methods) {
     if (method != gsq::Method::gsq) {
@@ -539,21 +550,18 @@ nlohmann::json json_records(const Layer& layer, const Options& options, const st
   return records;
 }
 
-/// Writes a result in the quantized format: packed codes, fp16 scales, the dequantized weight.
+/// Writes a result as quantize_model's quantized.safetensors holds a layer (gsq/model_output.hpp,
+/// so gsq::read_packed(file, "weight", ...) reads it back), beside its dequantized weight.
 void save_result(const MethodResult& result, const Options& options, const std::string& path) {
   const gsq::QuantizedTensor& quantized = result.quantized;
-  const std::vector<std::uint8_t> packed = quantized.pack_codes();
   gsq::SafetensorsWriter writer;
-  writer.add_bytes("codes", gsq::Dtype::U8, {static_cast<std::int64_t>(packed.size())}, packed);
-  writer.add("scales", {quantized.rows, quantized.groups_per_row()}, quantized.scales, gsq::Dtype::F16);
+  gsq::add_packed(writer, "weight", quantized);
   writer.add("weight", quantized.dequantize());
+  for (const auto& [key, value] : gsq::packed_metadata(quantized.grid, quantized.group_width))
+    writer.set_metadata(key, value);
   writer.set_metadata("method", gsq::method_name(result.method));
   if (result.details.contains("init")) writer.set_metadata("init", result.details.at("init").get<std::string>());
-  writer.set_metadata("grid", quantized.grid.name);
-  writer.set_metadata("bits", std::to_string(quantized.grid.code_bits));
-  writer.set_metadata("min_level", std::to_string(quantized.grid.min_level));
   writer.set_metadata("group", std::to_string(group_size(options)));
-  writer.set_metadata("group_width", std::to_string(quantized.group_width));
   writer.set_metadata("packed_code_bits", std::to_string(quantized.packed_code_bits()));
   writer.set_metadata("rows", std::to_string(quantized.rows));
   writer.set_metadata("cols", std::to_string(quantized.cols));
@@ -563,28 +571,18 @@ void save_result(const MethodResult& result, const Options& options, const std::
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
+  return gsq::driver::run(program_name, [&] {
     const std::optional<Options> options = parse_options(argc, argv);
     if (!options) return 0;
     gsq::set_host_threads(options->threads);
     Layer layer = load_layer(*options);
+    const Format format = format_of(layer, *options);
     if (!options->save_layer_path.empty()) save_layer(layer, options->save_layer_path);
-    const std::vector<MethodResult> results = run_methods(layer, *options);
+    const std::vector<MethodResult> results = run_methods(layer, format, *options);
     print_table(layer, *options, results);
-    if (!options->json_path.empty()) {
-      const std::string text = json_records(layer, *options, results).dump(2) + "\n";
-      gsq::detail::write_file_atomically(options->json_path, {{text.data(), text.size()}});
-    }
+    if (!options->json_path.empty())
+      gsq::driver::write_text_atomically(options->json_path, json_records(layer, *options, results).dump(2) + "\n");
     if (!options->save_path.empty()) save_result(results.back(), *options, options->save_path);
     return 0;
-  } catch (const gsq::Error& error) {
-    std::fprintf(stderr, "%s: error: %s\n", program_name, error.what());
-    return 2;
-  } catch (const po::error& error) {
-    std::fprintf(stderr, "%s: error: %s (see --help)\n", program_name, error.what());
-    return 2;
-  } catch (const std::exception& error) {
-    std::fprintf(stderr, "%s: error: %s\n", program_name, error.what());
-    return 1;
-  }
+  });
 }

@@ -18,6 +18,7 @@
 #include <boost/program_options.hpp>
 #include <nlohmann/json.hpp>
 
+#include "driver.hpp"
 #include <gsq/dispatch.hpp>
 #include <gsq/evaluation.hpp>
 #include <gsq/gsq.hpp>
@@ -78,7 +79,7 @@ Options parse_options(int argc, char** argv) {
       ("lr-logits", po::value(&train.logits.learning_rate)->default_value(1e-4), "Lion learning rate of the logits")
       ("lr-scales", po::value(&train.scales.learning_rate)->default_value(5e-5), "Lion learning rate of the scales")
       ("batches", po::value(&options.config.block_batches)->default_value(64), "mini-batches the calibration tokens are cut into (block objective)")
-      ("scale-search", po::value(&scale_search)->default_value("maxabs"), "scale fit of RTN and GPTQ: maxabs, mse or weighted")
+      ("scale-search", po::value(&scale_search)->default_value("weighted"), "scale fit of RTN and GPTQ: maxabs, mse or weighted (diag(H)-weighted search; wins on the layers measured, docs/quantize_layer.md)")
       ("percdamp", po::value(&options.config.gptq.percdamp)->default_value(0.01), "GPTQ damping, a fraction of mean(diag H)")
       ("act-order", po::bool_switch(&options.config.gptq.act_order), "GPTQ processes columns by decreasing diag(H)")
       ("calib", po::value(&options.calib)->required(), "calibration tokens: a token-id file (uint32 or .npy), or text with --byte-tokens")
@@ -156,10 +157,6 @@ nlohmann::json run_settings(const Options& options, gsq::Method method) {
           {"byte_tokens", options.byte_tokens}, {"seed", c.train.seed}};
 }
 
-void write_text(const std::string& path, const std::string& text) {
-  gsq::detail::write_file_atomically(path, {{text.data(), text.size()}});
-}
-
 nlohmann::json read_json(const std::string& path) {
   std::ifstream stream(path);
   gsq::require(static_cast<bool>(stream), "cannot read " + path);
@@ -182,7 +179,7 @@ void prepare_partial(const std::string& partial, const nlohmann::json& settings,
     return;
   }
   fs::create_directories(partial);
-  write_text(settings_path, settings.dump(2) + "\n");
+  gsq::driver::write_text_atomically(settings_path, settings.dump(2) + "\n");
 }
 
 struct ProgressPrinter {
@@ -314,7 +311,7 @@ MethodRun run_method(gsq::Method method, const Options& options, const std::vect
   fs::remove_all(staged);
   gsq::write_checkpoint(model, options.model, source, staged);
   packed.write(staged + "/quantized.safetensors");
-  write_text(staged + "/manifest.json", manifest.dump(2) + "\n");
+  gsq::driver::write_text_atomically(staged + "/manifest.json", manifest.dump(2) + "\n");
   gsq::replace_directory(staged, out);
   fs::remove_all(partial);
   return {manifest, bpp};
@@ -367,27 +364,19 @@ int run(const Options& options) {
     print_row(run["method"], run["bits"], run["group"], bpps[i], run.contains("evaluation") ? run["evaluation"] : nlohmann::json(),
               run["quantize_seconds"].get<double>());
   }
-  if (!options.json.empty()) write_text(options.json, nlohmann::json{{"baseline", baseline}, {"runs", runs}}.dump(2) + "\n");
+  if (!options.json.empty()) gsq::driver::write_text_atomically(options.json, nlohmann::json{{"baseline", baseline}, {"runs", runs}}.dump(2) + "\n");
   return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(parse_options(argc, argv));
-  } catch (const Stopped&) {
-    std::fprintf(stderr, "quantize_model: stopped after %s layers (--stop-after); continue with --resume\n",
-                 "the requested");
-    return 3;
-  } catch (const po::error& error) {
-    std::fprintf(stderr, "quantize_model: error: %s (see --help)\n", error.what());
-    return 2;
-  } catch (const gsq::Error& error) {
-    std::fprintf(stderr, "quantize_model: error: %s\n", error.what());
-    return 2;
-  } catch (const std::exception& error) {
-    std::fprintf(stderr, "quantize_model: error: %s\n", error.what());
-    return 1;
-  }
+  return gsq::driver::run("quantize_model", [&] {
+    try {
+      return run(parse_options(argc, argv));
+    } catch (const Stopped&) {
+      std::fprintf(stderr, "quantize_model: stopped after --stop-after layers; continue with --resume\n");
+      return 3;
+    }
+  });
 }

@@ -27,6 +27,7 @@
 
 #include <boost/program_options.hpp>
 
+#include "driver.hpp"
 #include <gsq/dispatch.hpp>
 #include <gsq/gptq.hpp>
 #include <gsq/gsq.hpp>
@@ -376,18 +377,8 @@ int sweep(const Options& options) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
+  return gsq::driver::run(program_name, [&] {
     const std::optional<Options> options = parse_options(argc, argv);
-    if (!options) return 0;
-    return sweep(*options);
-  } catch (const gsq::Error& error) {
-    std::fprintf(stderr, "%s: error: %s\n", program_name, error.what());
-    return 2;
-  } catch (const po::error& error) {
-    std::fprintf(stderr, "%s: error: %s (see --help)\n", program_name, error.what());
-    return 2;
-  } catch (const std::exception& error) {
-    std::fprintf(stderr, "%s: error: %s\n", program_name, error.what());
-    return 1;
-  }
+    return options ? sweep(*options) : 0;
+  });
 }

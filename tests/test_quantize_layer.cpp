@@ -3,6 +3,8 @@
 // help.
 #include <catch2/catch.hpp>
 
+#include "program_runner.hpp"
+
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -30,31 +32,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::string executable = GSQ_BINARY_DIR "/quantize_layer";
+using gsq::testing::Outcome;
+using gsq::testing::read_file;
+using gsq::testing::ScratchDirectory;
 
-struct Outcome {
-  int status;  // exit status; -1 when the program did not exit normally (a crash)
-  std::string out;
-  std::string err;
-};
 
-/// A fresh directory for one test's files, removed afterwards.
-struct ScratchDirectory {
-  fs::path path = fs::temp_directory_path() /
-                  ("gsq_test_quantize_layer_" + std::to_string(::getpid()) + "_" + std::to_string(counter()++));
-  ScratchDirectory() { fs::create_directories(path); }
-  ~ScratchDirectory() { fs::remove_all(path); }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-  static int& counter() {
-    static int next = 0;
-    return next;
-  }
-};
 
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
 
 nlohmann::json read_json(const fs::path& path) { return nlohmann::json::parse(read_file(path)); }
 
@@ -62,22 +45,7 @@ std::size_t entries_in(const fs::path& directory) {
   return static_cast<std::size_t>(std::distance(fs::directory_iterator(directory), fs::directory_iterator()));
 }
 
-/// Runs quantize_layer with `arguments` (a shell word list) and collects its exit status and output.
-Outcome run_quantize_layer(const std::string& arguments) {
-  if (!fs::exists(executable))
-    FAIL("the quantize_layer executable is missing at " << executable << ": build the quantize_layer target first");
-  const ScratchDirectory scratch;
-  const fs::path err_path = scratch.path / "stderr.txt";
-  const std::string command = "'" + executable + "' " + arguments + " 2>'" + err_path.string() + "'";
-  FILE* pipe = ::popen(command.c_str(), "r");
-  REQUIRE(pipe != nullptr);
-  std::string out;
-  char buffer[4096];
-  for (std::size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) out.append(buffer, n);
-  const int wait_status = ::pclose(pipe);
-  const int status = WIFEXITED(wait_status) ? WEXITSTATUS(wait_status) : -1;
-  return {status, out, read_file(err_path)};
-}
+Outcome run_quantize_layer(const std::string& arguments) { return gsq::testing::run_program("quantize_layer", arguments); }
 
 /// Runs quantize_layer with `arguments` plus --json, requires success and returns the records.
 nlohmann::json run_records(const std::string& arguments, const ScratchDirectory& scratch) {

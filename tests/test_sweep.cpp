@@ -2,6 +2,8 @@
 // summary) and of the sweep driver (experiments/sweep.cpp) run as a program.
 #include <catch2/catch.hpp>
 
+#include "program_runner.hpp"
+
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -26,52 +28,22 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::string executable = GSQ_BINARY_DIR "/sweep";
+using gsq::testing::Outcome;
+using gsq::testing::read_file;
 
-struct Outcome {
-  int status;  // exit status; -1 when the program did not exit normally (a crash)
-  std::string out;
-  std::string err;
-};
 
-/// A fresh directory for one test's files, removed afterwards.
-struct ScratchDirectory {
-  fs::path path = fs::temp_directory_path() /
-                  ("gsq_test_sweep_" + std::to_string(::getpid()) + "_" + std::to_string(counter()++));
-  ScratchDirectory() { fs::create_directories(path); }
-  ~ScratchDirectory() { fs::remove_all(path); }
+/// A scratch directory that also names a sweep output prefix inside it.
+struct ScratchDirectory : gsq::testing::ScratchDirectory {
   std::string prefix() const { return (path / "runs").string(); }
-  static int& counter() {
-    static int next = 0;
-    return next;
-  }
 };
 
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
 
 void write_file(const fs::path& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out << text;
 }
 
-/// Runs sweep with `arguments` (a shell word list) and collects its exit status and output.
-Outcome run_sweep(const std::string& arguments) {
-  if (!fs::exists(executable)) FAIL("the sweep executable is missing at " << executable << ": build the sweep target first");
-  const ScratchDirectory scratch;
-  const fs::path err_path = scratch.path / "stderr.txt";
-  const std::string command = "'" + executable + "' " + arguments + " 2>'" + err_path.string() + "'";
-  FILE* pipe = ::popen(command.c_str(), "r");
-  REQUIRE(pipe != nullptr);
-  std::string out;
-  char buffer[4096];
-  for (std::size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) out.append(buffer, n);
-  const int wait_status = ::pclose(pipe);
-  const int status = WIFEXITED(wait_status) ? WEXITSTATUS(wait_status) : -1;
-  return {status, out, read_file(err_path)};
-}
+Outcome run_sweep(const std::string& arguments) { return gsq::testing::run_program("sweep", arguments); }
 
 // A tiny layer and a few steps: every run takes milliseconds. One thread unless a test is about threads.
 const std::string tiny = "--rows 16 --cols 128 --tokens 256 --quiet";

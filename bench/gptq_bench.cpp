@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "timing.hpp"
 #include <gsq/backend/host.hpp>
 #include <gsq/gptq.hpp>
 #include <gsq/objective.hpp>
@@ -21,16 +22,8 @@
 
 namespace {
 
-double median(std::vector<double> values) {
-  std::nth_element(values.begin(), values.begin() + values.size() / 2, values.end());
-  return values[values.size() / 2];
-}
-
-double seconds_of(const std::function<void()>& work) {
-  const auto start = std::chrono::steady_clock::now();
-  work();
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
+using gsq::bench::median;
+using gsq::bench::seconds_of;
 
 /// H = X^T X / N of the synthetic layer's inputs, exactly symmetric.
 gsq::Matrix<float> hessian_of(const gsq::SyntheticLayer& layer) {

@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "timing.hpp"
 #include <gsq/gsq.hpp>
 
 namespace {
@@ -22,16 +23,8 @@ namespace {
 using Backend = gsq::Host<float>;
 using Quantizer = gsq::Quantizer<gsq::Int<2>>;
 
-double median(std::vector<double> values) {
-  std::nth_element(values.begin(), values.begin() + values.size() / 2, values.end());
-  return values[values.size() / 2];
-}
-
-double seconds_of(const std::function<void()>& work) {
-  const auto start = std::chrono::steady_clock::now();
-  work();
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
+using gsq::bench::median;
+using gsq::bench::seconds_of;
 
 /// A layer with the right shape and statistics; H from a random Gram matrix is enough for timing.
 struct Problem {

@@ -1,4 +1,4 @@
-// Times GPTQ (gsq/gptq.hpp) on a size x size layer with groups of 128 against one
+// Times GPTQ (gsq/init/gptq.hpp) on a size x size layer with groups of 128 against one
 // size x size x size matrix product, its natural unit (GPTQ's lazy updates add up to half of
 // one); medians over several runs. With --errors, prints instead the relative Hessian error of
 // RTN and GPTQ under each scale fit on the synthetic layer, the table of docs/gptq.md.
@@ -15,10 +15,10 @@
 
 #include "timing.hpp"
 #include <gsq/backend/host.hpp>
-#include <gsq/gptq.hpp>
-#include <gsq/objective.hpp>
-#include <gsq/rtn.hpp>
-#include <gsq/synthetic_layer.hpp>
+#include <gsq/experiment/synthetic_layer.hpp>
+#include <gsq/init/gptq.hpp>
+#include <gsq/init/rtn.hpp>
+#include <gsq/objective/hessian.hpp>
 
 namespace {
 

@@ -1,12 +1,17 @@
-// Times one full GSQ optimizer step (noise, forward, objective, backward, update) against its
-// floor, the rows x cols x cols matrix product a step cannot avoid, and breaks the step into
-// its phases. Medians over several steps.
+// Times GSQ optimizer steps over a whole annealed run (temperature 2 -> 0.05, logit scale
+// 100 -> 500) against their floor, the matrix products a step cannot avoid:
+//   - the Hessian objective on a size x size layer: floor = one size x size x size product;
+//   - the SwiGLU block objective on SmolLM2-135M's MLP shapes (gate/up 1536 x 576, down
+//     576 x 1536) with 512-token batches: floor = the block's seven products of a step.
+// For each it reports the median step in the first, middle and last eighth of the run (the late
+// anneal is where subnormal softmax tails used to cost 3-4x), the median of all steps, and the
+// ratio of that median to the floor, and the per-weight cost beyond the floor (the element-wise
+// work). Floors are medians of repeated products in the same run.
 //
-//   build/step_bench [--sizes 1024,4096] [--steps 9] [--threads 2] [--json FILE]
-#include <algorithm>
-#include <chrono>
+//   build/step_bench [--grids int2,int3] [--sizes 1024,2048,4096] [--steps 64] [--block-steps 128]
+//                    [--threads 2] [--json FILE]
+#include <array>
 #include <cstdio>
-#include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <sstream>
@@ -16,93 +21,175 @@
 #include <nlohmann/json.hpp>
 
 #include "timing.hpp"
+#include <gsq/experiment/dispatch.hpp>
 #include <gsq/gsq.hpp>
 
 namespace {
 
 using Backend = gsq::Host<float>;
-using Quantizer = gsq::Quantizer<gsq::Int<2>>;
-
 using gsq::bench::median;
 using gsq::bench::seconds_of;
 
-/// A layer with the right shape and statistics; H from a random Gram matrix is enough for timing.
-struct Problem {
-  gsq::Matrix<float> weight;
-  gsq::Matrix<float> hessian;
+struct Settings {
+  std::vector<std::string> grids{"int2", "int3"};
+  std::vector<long> sizes{1024, 2048, 4096};
+  long steps = 64, block_steps = 128;
+  int threads = 2;
+  std::string json_path;
 };
 
-Problem make_problem(long size) {
-  const gsq::SyntheticLayer layer = gsq::make_synthetic_layer({size, size, 256, 5});
-  Problem problem{layer.weight, gsq::Matrix<float>(size, size)};
-  Backend::gemm(true, size, size, layer.inputs.rows, 1.0f / layer.inputs.rows, layer.inputs.data(),
-                layer.inputs.data(), problem.hessian.data());
-  for (long i = 0; i < size; ++i) problem.hessian(i, i) += 1e-2f;  // full rank
-  return problem;
+/// Median of `repeats` timings of `work`: the floor.
+double floor_seconds(const std::function<void()>& work, int repeats = 7) {
+  std::vector<double> times;
+  for (int i = 0; i < repeats; ++i) times.push_back(seconds_of(work));
+  return median(times);
 }
 
-nlohmann::json bench_size(long size, int steps) {
-  const Problem problem = make_problem(size);
-  gsq::HessianObjective<> objective(problem.weight, problem.hessian);
-  Quantizer quantizer(gsq::round_to_nearest(problem.weight, gsq::grid_spec<gsq::Int<2>>(), 128));
-  const std::size_t count = quantizer.size();
-  std::vector<float> weight(count), weight_grad(count), logit_grad(quantizer.logits().size()),
-      parameter_grad(quantizer.parameters().size()), product(count);
+/// Medians of the steps in the first, middle and last eighth of a run, of all steps, and the
+/// ratios the targets are stated in.
+nlohmann::json summarise(const gsq::TrainReport& report, double floor, double weights) {
+  const std::vector<double>& steps = report.step_seconds;
+  const std::size_t eighth = std::max<std::size_t>(1, steps.size() / 8), middle = steps.size() / 2 - eighth / 2;
+  const auto window = [&](std::size_t first) {
+    return median(std::vector<double>(steps.begin() + static_cast<long>(first), steps.begin() + static_cast<long>(first + eighth)));
+  };
+  const double start = window(0), end = window(steps.size() - eighth), all = median(steps);
+  return {{"floor_seconds", floor},   {"start_seconds", start},       {"middle_seconds", window(middle)},
+          {"end_seconds", end},       {"median_seconds", all},        {"median_over_floor", all / floor},
+          {"end_over_start", end / start}, {"ns_per_weight_beyond_floor", (all - floor) / weights * 1e9},
+          {"steps", steps.size()},   {"final_loss", report.losses.back()}};
+}
 
-  std::vector<double> floor, forward, objective_time, backward;
-  for (int i = 0; i < steps; ++i) {
-    const auto point = Quantizer::relaxation_at(gsq::AnnealConfig{}, i, steps, 0);
-    floor.push_back(seconds_of([&] { Backend::gemm(false, size, size, size, 1.0f, problem.weight.data(), problem.hessian.data(), product.data()); }));
-    forward.push_back(seconds_of([&] { quantizer.forward(point, weight.data()); }));
-    objective_time.push_back(seconds_of([&] { objective.value_and_gradient(weight.data(), weight_grad.data()); }));
-    backward.push_back(seconds_of([&] { quantizer.backward(point, weight_grad.data(), logit_grad.data(), parameter_grad.data()); }));
-  }
+gsq::TrainConfig annealed_run(long steps) {
   gsq::TrainConfig config;
   config.steps = steps;
-  const gsq::TrainReport report = gsq::train(quantizer, objective, config);
-  const double step = report.median_step_seconds();
-  const double update = std::max(0.0, step - median(forward) - median(objective_time) - median(backward));
-  return {{"size", size},
-          {"step_seconds", step},
-          {"matmul_seconds", median(floor)},
-          {"step_over_matmul", step / median(floor)},
-          {"forward_seconds", median(forward)},
-          {"objective_seconds", median(objective_time)},
-          {"backward_seconds", median(backward)},
-          {"update_seconds", update},
-          {"matmul_share", median(floor) / step}};
+  return config;
 }
 
-std::vector<long> parse_sizes(const std::string& text) {
-  std::vector<long> sizes;
+template <class Grid, class Grouping>
+gsq::Quantizer<Grid, Grouping> rtn_start(const gsq::Matrix<float>& weight) {
+  return gsq::Quantizer<Grid, Grouping>(
+      gsq::round_to_nearest(weight, gsq::grid_spec<Grid>(), Grouping::group_width(static_cast<int>(weight.cols))));
+}
+
+/// The Hessian objective on a size x size synthetic layer, groups of 128.
+template <class Grid>
+nlohmann::json bench_layer(long size, long steps) {
+  const gsq::SyntheticLayer layer = gsq::make_synthetic_layer({size, size, 512, 5});
+  gsq::Matrix<float> hessian(size, size);
+  Backend::gemm(true, size, size, layer.inputs.rows, 1.0f / layer.inputs.rows, layer.inputs.data(), layer.inputs.data(),
+                hessian.data());
+  for (long i = 0; i < size; ++i) hessian(i, i) += 1e-2f;  // full rank
+  gsq::HessianObjective<> objective(layer.weight, hessian);
+  auto quantizer = rtn_start<Grid, gsq::GroupSize<128>>(layer.weight);
+
+  std::vector<float> product(layer.weight.size());
+  const double floor = floor_seconds([&] {
+    Backend::gemm(false, size, size, size, 1.0f, layer.weight.data(), hessian.data(), product.data());
+  });
+  nlohmann::json result = summarise(gsq::train(quantizer, objective, annealed_run(steps)), floor, double(size) * size);
+  result.update({{"objective", "hessian"}, {"grid", Grid::name}, {"shape", std::to_string(size) + "x" + std::to_string(size)}});
+  return result;
+}
+
+/// The SwiGLU block objective on SmolLM2-135M's MLP (hidden 576, intermediate 1536), groups
+/// of 64 (128 does not divide 576).
+template <class Grid>
+nlohmann::json bench_block(long steps) {
+  constexpr long hidden = 576, intermediate = 1536, batch = 512, batches = 8;
+  const gsq::SyntheticLayer gate = gsq::make_synthetic_layer({intermediate, hidden, batch * batches, 11});
+  const gsq::SyntheticLayer up = gsq::make_synthetic_layer({intermediate, hidden, 1, 12});
+  const gsq::SyntheticLayer down = gsq::make_synthetic_layer({hidden, intermediate, 1, 13});
+  gsq::SwiGluBlockObjective<> objective(gate.weight, up.weight, down.weight, gate.inputs, batch);
+  using Grouping = gsq::GroupSize<64>;
+  auto gate_q = rtn_start<Grid, Grouping>(gate.weight), up_q = rtn_start<Grid, Grouping>(up.weight),
+       down_q = rtn_start<Grid, Grouping>(down.weight);
+
+  // The products of one step (SwiGluBlockObjective::value_and_gradient): three forward
+  // (A = X Wg^T, U = X Wu^T, Y = M Wd^T) and four backward (dWd = dY^T M, dM = dY Wd,
+  // dWg = dA^T X, dWu = dU^T X).
+  std::vector<float> a(batch * intermediate), u(a.size()), m(a.size()), y(batch * hidden), grad(intermediate * hidden);
+  const float* x = gate.inputs.data();
+  const double floor = floor_seconds([&] {
+    Backend::gemm(false, batch, intermediate, hidden, 1.0f, x, gate.weight.data(), a.data(), true);
+    Backend::gemm(false, batch, intermediate, hidden, 1.0f, x, up.weight.data(), u.data(), true);
+    Backend::gemm(false, batch, hidden, intermediate, 1.0f, m.data(), down.weight.data(), y.data(), true);
+    Backend::gemm(true, hidden, intermediate, batch, 1.0f, y.data(), m.data(), grad.data());
+    Backend::gemm(false, batch, intermediate, hidden, 1.0f, y.data(), down.weight.data(), m.data());
+    Backend::gemm(true, intermediate, hidden, batch, 1.0f, a.data(), x, grad.data());
+    Backend::gemm(true, intermediate, hidden, batch, 1.0f, u.data(), x, grad.data());
+  });
+  nlohmann::json result = summarise(gsq::train_jointly(objective, annealed_run(steps), {}, gate_q, up_q, down_q), floor,
+                                    3.0 * hidden * intermediate);
+  result.update({{"objective", "swiglu block"}, {"grid", Grid::name}, {"shape", "576x1536 mlp, 512 tokens"}});
+  return result;
+}
+
+template <class T>
+std::vector<T> parse_list(const std::string& text, const std::function<T(const std::string&)>& parse) {
+  std::vector<T> items;
   std::stringstream stream(text);
-  for (std::string item; std::getline(stream, item, ',');) sizes.push_back(std::stol(item));
-  return sizes;
+  for (std::string item; std::getline(stream, item, ',');) items.push_back(parse(item));
+  return items;
+}
+
+bool parse_settings(int argc, char** argv, Settings& settings) {
+  for (int i = 1; i < argc; i += 2) {
+    const std::string flag = argv[i];
+    if (i + 1 == argc) return false;
+    const std::string value = argv[i + 1];
+    if (flag == "--grids") settings.grids = parse_list<std::string>(value, [](const std::string& s) { return s; });
+    else if (flag == "--sizes") settings.sizes = parse_list<long>(value, [](const std::string& s) { return std::stol(s); });
+    else if (flag == "--steps") settings.steps = std::stol(value);
+    else if (flag == "--block-steps") settings.block_steps = std::stol(value);
+    else if (flag == "--threads") settings.threads = std::stoi(value);
+    else if (flag == "--json") settings.json_path = value;
+    else return false;
+  }
+  return settings.steps >= 8 && settings.block_steps >= 8;
+}
+
+void print_row(const nlohmann::json& r) {
+  std::printf("%-12s %-5s %-26s %9.4f %9.4f %9.4f %9.4f %9.4f %8.2f %8.2f %8.2f\n", r["objective"].get<std::string>().c_str(),
+              r["grid"].get<std::string>().c_str(), r["shape"].get<std::string>().c_str(), r["floor_seconds"].get<double>(),
+              r["start_seconds"].get<double>(), r["middle_seconds"].get<double>(), r["end_seconds"].get<double>(),
+              r["median_seconds"].get<double>(), r["median_over_floor"].get<double>(), r["end_over_start"].get<double>(),
+              r["ns_per_weight_beyond_floor"].get<double>());
+  std::fflush(stdout);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string sizes = "1024,4096", json_path;
-  int steps = 9, threads = 2;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i], value = argv[i + 1];
-    if (flag == "--sizes") sizes = value;
-    else if (flag == "--steps") steps = std::stoi(value);
-    else if (flag == "--threads") threads = std::stoi(value);
-    else if (flag == "--json") json_path = value;
-    else { std::fprintf(stderr, "usage: step_bench [--sizes 1024,4096] [--steps 9] [--threads 2] [--json FILE]\n"); return 2; }
+  Settings settings;
+  try {
+    if (!parse_settings(argc, argv, settings)) {
+      std::fprintf(stderr, "usage: step_bench [--grids int2,int3] [--sizes 1024,2048,4096] [--steps 64] [--block-steps 128] "
+                           "[--threads 2] [--json FILE]   (steps at least 8)\n");
+      return 2;
+    }
+    gsq::set_host_threads(settings.threads);
+    std::printf("GSQ steps over an annealed run (tau 2 -> 0.05, kappa 100 -> 500), Lion, RTN start, %d threads;\n"
+                "seconds: floor = the products a step cannot avoid; start/middle/end = median step of that eighth "
+                "of the run;\nns/wt = (median - floor) per weight\n", settings.threads);
+    std::printf("%-12s %-5s %-26s %9s %9s %9s %9s %9s %8s %8s %8s\n", "objective", "grid", "shape", "floor", "start",
+                "middle", "end", "median", "med/flr", "end/sta", "ns/wt");
+    nlohmann::json results = nlohmann::json::array();
+    for (const std::string& name : settings.grids) {
+      gsq::Choice<gsq::GridPolicies> grid("--grids", name);
+      grid.visit([&](auto tag) {
+        using Grid = gsq::type_of<decltype(tag)>;
+        for (long size : settings.sizes) {
+          results.push_back(bench_layer<Grid>(size, settings.steps));
+          print_row(results.back());
+        }
+        results.push_back(bench_block<Grid>(settings.block_steps));
+        print_row(results.back());
+      });
+    }
+    if (!settings.json_path.empty()) std::ofstream(settings.json_path) << results.dump(2) << "\n";
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "step_bench: error: %s\n", error.what());
+    return 1;
   }
-  gsq::set_host_threads(threads);
-  nlohmann::json results = nlohmann::json::array();
-  std::printf("GSQ step, int2 g128, Lion, %d threads, median of %d steps\n", threads, steps);
-  std::printf("%6s %10s %10s %8s %9s %9s %9s %9s\n", "size", "step s", "matmul s", "ratio", "forward", "objective", "backward", "update");
-  for (long size : parse_sizes(sizes)) {
-    const nlohmann::json r = bench_size(size, steps);
-    std::printf("%6ld %10.4f %10.4f %8.2f %9.4f %9.4f %9.4f %9.4f\n", size, r["step_seconds"].get<double>(),
-                r["matmul_seconds"].get<double>(), r["step_over_matmul"].get<double>(), r["forward_seconds"].get<double>(),
-                r["objective_seconds"].get<double>(), r["backward_seconds"].get<double>(), r["update_seconds"].get<double>());
-    results.push_back(r);
-  }
-  if (!json_path.empty()) std::ofstream(json_path) << results.dump(2) << "\n";
 }

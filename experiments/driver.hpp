@@ -1,16 +1,13 @@
 // experiments/driver.hpp -- what the experiment drivers share: failures become one-line messages
-// and exit statuses (2: bad input or settings, 1: anything else), and text files are written
-// atomically.
+// and exit statuses (2: bad input or settings, 1: anything else).
 #pragma once
 
 #include <cstdio>
 #include <exception>
-#include <string>
 
 #include <boost/program_options/errors.hpp>
 
-#include <gsq/error.hpp>
-#include <gsq/safetensors.hpp>
+#include <gsq/common/error.hpp>
 
 namespace gsq::driver {
 
@@ -29,11 +26,6 @@ int run(const char* program, Body&& body) {
     std::fprintf(stderr, "%s: error: %s\n", program, error.what());
     return 1;
   }
-}
-
-/// Writes `text` to `path` through a temporary file renamed into place.
-inline void write_text_atomically(const std::string& path, const std::string& text) {
-  detail::write_file_atomically(path, {{text.data(), text.size()}});
 }
 
 }  // namespace gsq::driver

@@ -1,6 +1,6 @@
 // experiments/evaluate_model.cpp -- evaluates a Llama-family checkpoint on a token stream: mean
 // negative log-likelihood per predicted token, perplexity and bits per token, over
-// non-overlapping windows (gsq/evaluation.hpp states the rule).
+// non-overlapping windows (gsq/model/evaluation.hpp states the rule).
 //
 //   evaluate_model --model data/llama-bytes-3m --eval data/llama-bytes-3m/eval.txt --byte-tokens
 //   evaluate_model --model DIR --eval tokens.npy --window 2048 --json result.json
@@ -16,9 +16,10 @@
 #include <nlohmann/json.hpp>
 
 #include "driver.hpp"
-#include <gsq/evaluation.hpp>
-#include <gsq/llama.hpp>
-#include <gsq/safetensors.hpp>
+#include <gsq/io/atomic_file.hpp>
+#include <gsq/io/safetensors.hpp>
+#include <gsq/model/evaluation.hpp>
+#include <gsq/model/llama.hpp>
 
 namespace po = boost::program_options;
 using Clock = std::chrono::steady_clock;
@@ -133,7 +134,7 @@ int main(int argc, char** argv) {
           {"seconds", seconds},              {"model", options->model},    {"eval", options->eval},
           {"byte_tokens", options->byte_tokens},
       };
-      gsq::driver::write_text_atomically(options->json_path, record.dump(2) + "\n");
+      gsq::write_text_atomically(options->json_path, record.dump(2) + "\n");
     }
     return 0;
   });

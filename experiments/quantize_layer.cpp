@@ -10,7 +10,7 @@
 //   quantize_layer --help                           every flag, with its default
 //
 // The run-time policy names (--bits, --group, --estimator, --schedule, --optimizer) select
-// compile-time policies through gsq/dispatch.hpp. Where the layer comes from (load_layer) and
+// compile-time policies through gsq/experiment/dispatch.hpp. Where the layer comes from (load_layer) and
 // which methods run on it (run_methods) are separate.
 #include <algorithm>
 #include <chrono>
@@ -26,10 +26,10 @@
 #include <boost/program_options.hpp>
 #include <nlohmann/json.hpp>
 
-#include <gsq/dispatch.hpp>
+#include <gsq/experiment/dispatch.hpp>
+#include <gsq/format/checkpoint.hpp>
 #include <gsq/gsq.hpp>
-#include <gsq/model_output.hpp>
-#include <gsq/sequential.hpp>
+#include <gsq/model/sequential.hpp>
 
 #include "driver.hpp"
 
@@ -550,7 +550,7 @@ nlohmann::json json_records(const Layer& layer, const Options& options, const st
   return records;
 }
 
-/// Writes a result as quantize_model's quantized.safetensors holds a layer (gsq/model_output.hpp,
+/// Writes a result as quantize_model's quantized.safetensors holds a layer (gsq/format/checkpoint.hpp,
 /// so gsq::read_packed(file, "weight", ...) reads it back), beside its dequantized weight.
 void save_result(const MethodResult& result, const Options& options, const std::string& path) {
   const gsq::QuantizedTensor& quantized = result.quantized;
@@ -581,7 +581,7 @@ int main(int argc, char** argv) {
     const std::vector<MethodResult> results = run_methods(layer, format, *options);
     print_table(layer, *options, results);
     if (!options->json_path.empty())
-      gsq::driver::write_text_atomically(options->json_path, json_records(layer, *options, results).dump(2) + "\n");
+      gsq::write_text_atomically(options->json_path, json_records(layer, *options, results).dump(2) + "\n");
     if (!options->save_path.empty()) save_result(results.back(), *options, options->save_path);
     return 0;
   });

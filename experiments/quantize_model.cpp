@@ -1,7 +1,7 @@
 // quantize_model: quantizes a Hugging Face Llama-family checkpoint layer by layer (RTN, GPTQ or
 // GSQ), evaluates it, and writes a loadable checkpoint plus the packed format.
 //
-//   quantize_model --model data/llama-bytes-3m --out out/gsq2 --byte-tokens \
+//   quantize_model --model data/llama-bytes-3m --out out/gsq2 --byte-tokens
 //       --calib data/llama-bytes-3m/calib.txt --eval data/llama-bytes-3m/eval.txt
 //   quantize_model ... --method rtn,gptq,gsq      (one output per method, one table)
 //
@@ -9,7 +9,6 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <sstream>
 #include <string>
@@ -19,11 +18,13 @@
 #include <nlohmann/json.hpp>
 
 #include "driver.hpp"
-#include <gsq/dispatch.hpp>
-#include <gsq/evaluation.hpp>
+#include <gsq/experiment/dispatch.hpp>
+#include <gsq/format/checkpoint.hpp>
 #include <gsq/gsq.hpp>
-#include <gsq/model_output.hpp>
-#include <gsq/sequential.hpp>
+#include <gsq/io/resumable_output.hpp>
+#include <gsq/model/evaluation.hpp>
+#include <gsq/model/report.hpp>
+#include <gsq/model/sequential.hpp>
 
 namespace {
 
@@ -124,62 +125,14 @@ std::vector<gsq::TokenId> read_tokens(const std::string& path, bool byte_tokens)
   return byte_tokens ? gsq::read_byte_tokens(path) : gsq::read_token_file(path);
 }
 
-nlohmann::json evaluation_json(const gsq::EvaluationResult& result) {
-  return {{"nll", result.mean_nll()}, {"ppl", result.perplexity()}, {"bits_per_token", result.bits_per_token()},
-          {"tokens", result.predictions}, {"windows", result.windows}, {"window", result.window}};
-}
-
-nlohmann::json layer_json(const gsq::LayerResult& layer) {
-  nlohmann::json linears = nlohmann::json::array();
-  for (const gsq::LinearResult& linear : layer.linears) {
-    nlohmann::json entry = {{"name", linear.name}, {"rel_error", linear.error}, {"seconds", linear.seconds}};
-    if (linear.init_error >= 0) entry["init_rel_error"] = linear.init_error;
-    linears.push_back(entry);
-  }
-  nlohmann::json result = {{"layer", layer.layer}, {"seconds", layer.seconds}, {"linears", linears}};
-  if (layer.block_error >= 0) result.update({{"block_rel_error", layer.block_error}, {"block_init_rel_error", layer.block_init_error}});
-  return result;
-}
-
 /// The settings a run's result depends on: a resumed run must have the same.
-nlohmann::json run_settings(const Options& options, gsq::Method method) {
-  const gsq::ModelQuantizationConfig& c = options.config;
-  return {{"model", fs::absolute(options.model).string()}, {"method", gsq::method_name(method)},
-          {"bits", options.grid.spelling()}, {"group", options.grouping.spelling()},
-          {"objective", c.mlp_objective == gsq::MlpObjective::block ? "block" : "layer"},
-          {"attention", c.gsq_attention ? "gsq" : "gptq"}, {"init", gsq::method_name(c.gsq_init)},
-          {"steps", c.train.steps}, {"tau", {c.train.anneal.tau_start, c.train.anneal.tau_end}},
-          {"kappa", {c.train.anneal.kappa_start, c.train.anneal.kappa_end}},
-          {"lr", {c.train.logits.learning_rate, c.train.scales.learning_rate}}, {"batches", c.block_batches},
-          {"scale_search", gsq::scale_fit_name(c.gptq.scale_fit)}, {"percdamp", c.gptq.percdamp},
-          {"act_order", c.gptq.act_order}, {"calib", fs::absolute(options.calib).string()},
-          {"calib_tokens", options.calib_tokens}, {"calib_window", options.calib_window},
-          {"byte_tokens", options.byte_tokens}, {"seed", c.train.seed}};
-}
-
-nlohmann::json read_json(const std::string& path) {
-  std::ifstream stream(path);
-  gsq::require(static_cast<bool>(stream), "cannot read " + path);
-  try {
-    return nlohmann::json::parse(stream);
-  } catch (const nlohmann::json::exception& error) {
-    throw gsq::Error(path + " is not valid JSON: " + error.what());
-  }
-}
-
-/// Opens (or, with --resume, reopens) the directory where completed layers are kept.
-void prepare_partial(const std::string& partial, const nlohmann::json& settings, bool resume) {
-  const std::string settings_path = partial + "/settings.json";
-  if (fs::exists(partial)) {
-    gsq::require(resume, "a run into this output stopped part-way (" + partial +
-                             " exists): add --resume to continue it, or delete that directory");
-    gsq::require(read_json(settings_path) == settings,
-                 "--resume: the settings differ from those of the stopped run in " + partial +
-                     " (compare with its settings.json)");
-    return;
-  }
-  fs::create_directories(partial);
-  gsq::driver::write_text_atomically(settings_path, settings.dump(2) + "\n");
+nlohmann::json run_settings(const Options& options, const gsq::ModelQuantizationConfig& config) {
+  nlohmann::json settings = gsq::settings_json(config);
+  settings.update({{"model", fs::absolute(options.model).string()}, {"bits", options.grid.spelling()},
+                   {"group", options.grouping.spelling()}, {"calib", fs::absolute(options.calib).string()},
+                   {"calib_tokens", options.calib_tokens}, {"calib_window", options.calib_window},
+                   {"byte_tokens", options.byte_tokens}});
+  return settings;
 }
 
 struct ProgressPrinter {
@@ -194,77 +147,34 @@ struct ProgressPrinter {
   }
 };
 
-/// Quantizes every decoder layer of `model` with `method`, keeping each completed layer in
-/// `partial`; returns the per-layer reports and the quantized tensors.
-template <class Grid, class Grouping>
-nlohmann::json quantize_layers(gsq::LlamaModel& model, const std::vector<gsq::TokenId>& calibration, gsq::Method method,
-                               const Options& options, const std::string& partial, gsq::SafetensorsWriter& packed) {
-  gsq::ModelQuantizationConfig config = options.config;
-  config.method = method;
-  gsq::SequentialQuantizer<Grid, Grouping> quantizer(model, config);
-  if (!options.dump_layers.empty()) {
-    fs::create_directories(options.dump_layers);
-    quantizer.observe_linears([&](const std::string& name, const gsq::Matrix<float>& weight, const gsq::Matrix<float>& hessian) {
-      gsq::SafetensorsWriter writer;
-      writer.add("W", weight);
-      writer.add("H", hessian);
-      writer.set_metadata("tensor", name);
-      writer.write(options.dump_layers + "/" + name + ".safetensors");
-    });
+void print_layer(const gsq::LayerResult& result, const gsq::LayerProgress& progress) {
+  const long layer = result.layer;
+  if (!progress.resumed_from.empty()) {
+    std::fprintf(stderr, "layer %ld/%ld: resumed from %s\n", layer + 1, progress.layers, progress.resumed_from.c_str());
+    return;
   }
-  const auto metadata = gsq::packed_metadata(gsq::grid_spec<Grid>(), Grouping::group_width(model.config().hidden_size));
-  for (const auto& [key, value] : metadata) packed.set_metadata(key, value);
+  std::string errors;
+  for (const gsq::LinearResult& linear : result.linears) {
+    char text[32];
+    std::snprintf(text, sizeof text, " %.4f", linear.error);
+    errors += text;
+  }
+  const double eta = progress.elapsed_seconds / (layer + 1) * (progress.layers - layer - 1);
+  std::fprintf(stderr, "layer %ld/%ld: rel. errors q k v o gate up down%s", layer + 1, progress.layers, errors.c_str());
+  if (result.block_error >= 0) std::fprintf(stderr, ", block %.4f (start %.4f)", result.block_error, result.block_init_error);
+  std::fprintf(stderr, ", %.1f s, ETA %.0f s\n", result.seconds, eta);
+}
 
-  nlohmann::json layers = nlohmann::json::array();
-  gsq::HiddenStates hidden = model.embed(calibration, options.calib_window);
-  const long count = model.config().layers;
-  const Clock::time_point start = Clock::now();
-  ProgressPrinter progress{options.quiet};
-  for (long layer = 0; layer < count; ++layer) {
-    const std::string path = partial + "/layer-" + std::to_string(layer) + ".safetensors";
-    std::vector<std::pair<std::string, gsq::QuantizedTensor>> tensors;
-    nlohmann::json report;
-    if (fs::exists(path)) {  // completed before an interruption: rebuild it exactly
-      const gsq::SafetensorsFile file = gsq::SafetensorsFile::open(path);
-      for (const std::string& linear : gsq::LlamaModel::linear_names()) {
-        const gsq::Matrix<float> weight = model.linear_weight(layer, linear);
-        const std::string name = gsq::LlamaModel::tensor_name(layer, linear);
-        gsq::QuantizedTensor tensor = gsq::read_packed(file, name, gsq::grid_spec<Grid>(), weight.rows, weight.cols,
-                                                       Grouping::group_width(static_cast<int>(weight.cols)));
-        model.set_linear_weight(layer, linear, gsq::store_result(tensor, config.weight_dtype));
-        tensors.emplace_back(name, std::move(tensor));
-      }
-      report = nlohmann::json::parse(file.metadata().at("report"));
-      hidden = model.decoder_layer(layer, hidden);
-      if (!options.quiet) std::fprintf(stderr, "layer %ld/%ld: resumed from %s\n", layer + 1, count, path.c_str());
-    } else {
-      gsq::LayerResult result = quantizer.quantize_layer(layer, hidden, progress);
-      report = layer_json(result);
-      gsq::SafetensorsWriter writer;
-      for (gsq::LinearResult& linear : result.linears) {
-        gsq::add_packed(writer, linear.name, linear.tensor);
-        tensors.emplace_back(linear.name, std::move(linear.tensor));
-      }
-      writer.set_metadata("report", report.dump());
-      writer.write(path);
-      if (!options.quiet) {
-        std::string errors;
-        for (const auto& linear : report["linears"]) {
-          char text[32];
-          std::snprintf(text, sizeof text, " %.4f", linear["rel_error"].get<double>());
-          errors += text;
-        }
-        const double eta = seconds_since(start) / (layer + 1) * (count - layer - 1);
-        std::fprintf(stderr, "layer %ld/%ld: rel. errors q k v o gate up down%s", layer + 1, count, errors.c_str());
-        if (result.block_error >= 0) std::fprintf(stderr, ", block %.4f (start %.4f)", result.block_error, result.block_init_error);
-        std::fprintf(stderr, ", %.1f s, ETA %.0f s\n", result.seconds, eta);
-      }
-    }
-    for (const auto& [name, tensor] : tensors) gsq::add_packed(packed, name, tensor);
-    layers.push_back(report);
-    if (options.stop_after > 0 && layer + 1 == options.stop_after && layer + 1 < count) throw Stopped{};
-  }
-  return layers;
+/// Saves each linear layer's W and H as DIR/<tensor>.safetensors (--dump-layers).
+gsq::LinearObserver layer_dumper(const std::string& directory) {
+  fs::create_directories(directory);
+  return [directory](const std::string& name, const gsq::Matrix<float>& weight, const gsq::Matrix<float>& hessian) {
+    gsq::SafetensorsWriter writer;
+    writer.add("W", weight);
+    writer.add("H", hessian);
+    writer.set_metadata("tensor", name);
+    writer.write(directory + "/" + name + ".safetensors");
+  };
 }
 
 struct MethodRun {
@@ -277,43 +187,53 @@ MethodRun run_method(gsq::Method method, const Options& options, const std::vect
   const Clock::time_point start = Clock::now();
   const gsq::Checkpoint source = gsq::Checkpoint::open(options.model);
   gsq::LlamaModel model = gsq::LlamaModel::load(options.model);
-  Options settings = options;
-  settings.config.weight_dtype = source.info(gsq::LlamaModel::tensor_name(0, gsq::LlamaModel::linear_names()[0])).dtype;
-  const std::string partial = out + ".partial";
-  prepare_partial(partial, run_settings(options, method), options.resume);
+  gsq::ModelQuantizationConfig config = options.config;
+  config.method = method;
+  config.weight_dtype = source.info(gsq::LlamaModel::tensor_name(0, gsq::LlamaModel::linear_names()[0])).dtype;
+  const nlohmann::json settings = run_settings(options, config);
+  const gsq::ResumableOutput output(out, settings, options.resume);
   if (!options.quiet) std::fprintf(stderr, "%s: quantizing %s into %s\n", gsq::method_name(method), options.model.c_str(), out.c_str());
 
+  nlohmann::json layers = nlohmann::json::array();
+  const auto finished = [&](const gsq::LayerResult& result, const gsq::LayerProgress& progress) {
+    layers.push_back(result);
+    if (!options.quiet) print_layer(result, progress);
+    const long done = result.layer + 1;
+    if (options.stop_after > 0 && done == options.stop_after && done < progress.layers) throw Stopped{};
+  };
   gsq::SafetensorsWriter packed;
-  packed.set_metadata("method", gsq::method_name(method));
-  const auto [layers, bpp] = gsq::dispatch(
+  double bpp = 0;
+  gsq::dispatch(
       [&](auto grid, auto grouping) {
         using Grid = gsq::type_of<decltype(grid)>;
         using Grouping = gsq::type_of<decltype(grouping)>;
-        nlohmann::json reports = quantize_layers<Grid, Grouping>(model, calibration, method, settings, partial, packed);
+        gsq::SequentialQuantizer<Grid, Grouping> quantizer(model, config);
+        if (!options.dump_layers.empty()) quantizer.observe_linears(layer_dumper(options.dump_layers));
+        packed = quantizer.quantize_layers(calibration, options.calib_window, output, finished,
+                                           ProgressPrinter{options.quiet});
         const long width = Grouping::group_width(static_cast<int>(model.config().hidden_size));
-        return std::make_pair(reports, gsq::QuantizedTensor{gsq::grid_spec<Grid>(), 1, width, width, {}, {}}.bits_per_parameter());
+        bpp = gsq::QuantizedTensor{gsq::grid_spec<Grid>(), 1, width, width, {}, {}}.bits_per_parameter();
       },
       options.grid, options.grouping);
+  packed.set_metadata("method", gsq::method_name(method));
   const double quantize_seconds = seconds_since(start);
 
   nlohmann::json manifest = {{"method", gsq::method_name(method)}, {"bits", options.grid.spelling()},
-                             {"group", options.grouping.spelling()}, {"bpp", bpp}, {"settings", run_settings(options, method)},
+                             {"group", options.grouping.spelling()}, {"bpp", bpp}, {"settings", settings},
                              {"layers", layers}, {"quantize_seconds", quantize_seconds}};
   if (!evaluation.empty()) {
     const Clock::time_point eval_start = Clock::now();
     gsq::EvaluationOptions eval_options;
     eval_options.window = options.window;
-    manifest["evaluation"] = evaluation_json(gsq::evaluate(model, evaluation, eval_options));
+    manifest["evaluation"] = gsq::evaluate(model, evaluation, eval_options);
     manifest["evaluation"]["seconds"] = seconds_since(eval_start);
   }
 
-  const std::string staged = out + ".writing-" + std::to_string(::getpid());
-  fs::remove_all(staged);
-  gsq::write_checkpoint(model, options.model, source, staged);
-  packed.write(staged + "/quantized.safetensors");
-  gsq::driver::write_text_atomically(staged + "/manifest.json", manifest.dump(2) + "\n");
-  gsq::replace_directory(staged, out);
-  fs::remove_all(partial);
+  output.publish([&](const std::string& directory) {
+    gsq::write_checkpoint(model, options.model, source, directory);
+    packed.write(directory + "/quantized.safetensors");
+    gsq::write_text_atomically(directory + "/manifest.json", manifest.dump(2) + "\n");
+  });
   return {manifest, bpp};
 }
 
@@ -340,7 +260,7 @@ int run(const Options& options) {
   if (!evaluation.empty()) {
     gsq::EvaluationOptions eval_options;
     eval_options.window = options.window;
-    baseline = evaluation_json(gsq::evaluate(gsq::LlamaModel::load(options.model), evaluation, eval_options));
+    baseline = gsq::evaluate(gsq::LlamaModel::load(options.model), evaluation, eval_options);
   }
   const double baseline_seconds = seconds_since(baseline_start);
 
@@ -364,7 +284,7 @@ int run(const Options& options) {
     print_row(run["method"], run["bits"], run["group"], bpps[i], run.contains("evaluation") ? run["evaluation"] : nlohmann::json(),
               run["quantize_seconds"].get<double>());
   }
-  if (!options.json.empty()) gsq::driver::write_text_atomically(options.json, nlohmann::json{{"baseline", baseline}, {"runs", runs}}.dump(2) + "\n");
+  if (!options.json.empty()) gsq::write_text_atomically(options.json, nlohmann::json{{"baseline", baseline}, {"runs", runs}}.dump(2) + "\n");
   return 0;
 }
 

@@ -9,7 +9,7 @@
 // Every combination of the hyper-parameter values runs with every chosen variant on every layer;
 // each run appends one record to PREFIX.csv and PREFIX.jsonl as it completes, and a rerun with
 // the same --out skips the runs already recorded (docs/sweeps.md). The reusable parts (variants,
-// value lists, records, the result store, the summary) are in gsq/sweep.hpp.
+// value lists, records, the result store, the summary) are in gsq/experiment/sweep.hpp.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -28,10 +28,10 @@
 #include <boost/program_options.hpp>
 
 #include "driver.hpp"
-#include <gsq/dispatch.hpp>
-#include <gsq/gptq.hpp>
+#include <gsq/experiment/dispatch.hpp>
+#include <gsq/experiment/sweep.hpp>
 #include <gsq/gsq.hpp>
-#include <gsq/sweep.hpp>
+#include <gsq/init/gptq.hpp>
 
 namespace po = boost::program_options;
 namespace fs = std::filesystem;

@@ -10,15 +10,15 @@
 #include <cuda_runtime.h>
 
 #include "gsq/backend/cuda.cuh"
-#include "gsq/estimator.hpp"
-#include "gsq/grid.hpp"
-#include "gsq/grouping.hpp"
-#include "gsq/objective.hpp"
-#include "gsq/quantizer.hpp"
-#include "gsq/rtn.hpp"
-#include "gsq/schedule.hpp"
-#include "gsq/synthetic_layer.hpp"
-#include "gsq/train.hpp"
+#include "gsq/core/quantizer.hpp"
+#include "gsq/core/train.hpp"
+#include "gsq/experiment/synthetic_layer.hpp"
+#include "gsq/init/rtn.hpp"
+#include "gsq/objective/hessian.hpp"
+#include "gsq/policy/estimator.hpp"
+#include "gsq/policy/grid.hpp"
+#include "gsq/policy/grouping.hpp"
+#include "gsq/policy/schedule.hpp"
 
 namespace {
 
@@ -52,10 +52,10 @@ void check_type(const gsq::SyntheticLayer& layer) {
   const std::vector<float> logits = gsq::Cuda<float>::to_host(quantizer.logits());
   const std::vector<float> scales = gsq::Cuda<float>::to_host(quantizer.parameters());
   const std::vector<std::int8_t> base(start.codes.begin(), start.codes.end());
-  std::vector<float> host_code(quantizer.size()), host_weight(quantizer.size());
+  std::vector<float> host_code(quantizer.size()), host_weight(quantizer.size()), host_probability(logits.size());
   const gsq::RelaxedForward<Grid, Estimator, gsq::SymmetricScale, float> host_forward{
       logits.data(), quantizer.size(), base.data(), scales.data(), quantizer.layout(), point, host_code.data(),
-      host_weight.data()};
+      host_weight.data(), host_probability.data()};
   double largest_gap = 0;
   for (std::size_t e = 0; e < quantizer.size(); ++e) {
     host_forward(e);

@@ -1,7 +1,7 @@
-// Tests for gsq/evaluation.hpp: token files, the windowing rule, and the bits per byte of the
+// Tests for gsq/model/evaluation.hpp: token files, the windowing rule, and the bits per byte of the
 // bundled llama-bytes-3m against the value Hugging Face transformers computed.
 #include <catch2/catch.hpp>
-#include <gsq/evaluation.hpp>
+#include <gsq/model/evaluation.hpp>
 
 #include <chrono>
 #include <cmath>
@@ -18,7 +18,7 @@ using Catch::Matchers::Contains;
 namespace {
 
 const std::string bytes_model = GSQ_SOURCE_DIR "/data/llama-bytes-3m";
-const std::string tiny_qwen2 = GSQ_SOURCE_DIR "/../shared/models/tiny-qwen2";
+const std::string tiny_qwen2 = GSQ_SOURCE_DIR "/tests/data/tiny-qwen2";
 
 struct TemporaryDirectory {
   fs::path path;

@@ -1,4 +1,4 @@
-// Tests of gsq/gptq.hpp: exact agreements with RTN and with brute force on tiny problems, the
+// Tests of gsq/init/gptq.hpp: exact agreements with RTN and with brute force on tiny problems, the
 // OBS optimality of the last column, act-order, dead inputs, and errors.
 #include <catch2/catch.hpp>
 
@@ -8,12 +8,12 @@
 #include <vector>
 
 #include "gsq/backend/host.hpp"
-#include "gsq/gptq.hpp"
-#include "gsq/grouping.hpp"
-#include "gsq/objective.hpp"
-#include "gsq/quantizer.hpp"
-#include "gsq/rtn.hpp"
-#include "gsq/synthetic_layer.hpp"
+#include "gsq/core/quantizer.hpp"
+#include "gsq/experiment/synthetic_layer.hpp"
+#include "gsq/init/gptq.hpp"
+#include "gsq/init/rtn.hpp"
+#include "gsq/objective/hessian.hpp"
+#include "gsq/policy/grouping.hpp"
 
 namespace {
 

@@ -1,13 +1,13 @@
-// Tests of gsq/grid.hpp (levels, candidates, masks, run-time descriptors) and of the column to
-// group mapping the grids are used with (gsq/grouping.hpp, gsq/group_layout.hpp).
+// Tests of gsq/policy/grid.hpp (levels, candidates, masks, run-time descriptors) and of the column to
+// group mapping the grids are used with (gsq/policy/grouping.hpp, gsq/core/group_layout.hpp).
 #include <catch2/catch.hpp>
 
 #include <string>
 #include <vector>
 
-#include <gsq/grid.hpp>
-#include <gsq/group_layout.hpp>
-#include <gsq/grouping.hpp>
+#include <gsq/core/group_layout.hpp>
+#include <gsq/policy/grid.hpp>
+#include <gsq/policy/grouping.hpp>
 
 namespace {
 

@@ -1,5 +1,5 @@
-// Tests of the relaxation (gsq/gumbel_softmax.hpp) through the quantizer that runs it
-// (gsq/quantizer.hpp): analytic gradients of every estimator on every grid against central
+// Tests of the relaxation (gsq/core/gumbel_softmax.hpp) through the quantizer that runs it
+// (gsq/core/quantizer.hpp): analytic gradients of every estimator on every grid against central
 // finite differences of the full loss L(logits, scales) = HessianObjective(forward(...)), in
 // double; noise replay; the hard result; invalid construction.
 #include <catch2/catch.hpp>
@@ -49,7 +49,7 @@ bool on_grid(int level) {
   return level >= Grid::min_level && level <= Grid::max_level;
 }
 
-/// Where logit k of element e lives: candidate-major (gsq/gumbel_softmax.hpp).
+/// Where logit k of element e lives: candidate-major (gsq/core/gumbel_softmax.hpp).
 std::size_t logit_index(std::size_t element, int k) {
   return static_cast<std::size_t>(k) * static_cast<std::size_t>(rows * cols) + element;
 }
@@ -117,11 +117,11 @@ struct Gradients {
 /// One forward, objective and backward pass at `at`.
 template <class Quantizer>
 Gradients analytic_gradients(Quantizer& quantizer, Objective& objective, const Point& at) {
-  Gradients out{std::vector<double>(quantizer.size()), std::vector<double>(quantizer.logits().size()),
-                std::vector<double>(quantizer.parameters().size())};
+  Gradients out{std::vector<double>(quantizer.size()), {}, std::vector<double>(quantizer.parameters().size())};
   std::vector<double> weight = forward_weights(quantizer, at);
   objective.value_and_gradient(weight.data(), out.weight.data());
-  quantizer.backward(at, out.weight.data(), out.logits.data(), out.parameters.data());
+  quantizer.backward(at, out.weight.data(), out.parameters.data());
+  out.logits = quantizer.logit_gradient();
   return out;
 }
 

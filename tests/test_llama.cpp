@@ -1,7 +1,7 @@
-// Tests for gsq/llama.hpp: the forward pass against logits computed by Hugging Face
+// Tests for gsq/model/llama.hpp: the forward pass against logits computed by Hugging Face
 // transformers, both config forms, errors for bad checkpoints, weight replacement, the observer.
 #include <catch2/catch.hpp>
-#include <gsq/llama.hpp>
+#include <gsq/model/llama.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -17,7 +17,7 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-const std::string models = GSQ_SOURCE_DIR "/../shared/models/";
+const std::string models = GSQ_SOURCE_DIR "/tests/data/";
 const std::string tiny_llama3 = models + "tiny-llama3";
 const std::string tiny_qwen2 = models + "tiny-qwen2";
 

@@ -1,4 +1,4 @@
-// Tests of gsq/objective.hpp: the layer objective's value against a direct trace computation,
+// Tests of gsq/objective/hessian.hpp: the layer objective's value against a direct trace computation,
 // its gradient against central finite differences, from_inputs against H = X^T X / N formed
 // here, and invalid input.
 #include <catch2/catch.hpp>

@@ -1,4 +1,4 @@
-// Tests of gsq/optimizer.hpp: two steps of Lion and of AdamW through GroupOptimizer against
+// Tests of gsq/policy/optimizer.hpp: two steps of Lion and of AdamW through GroupOptimizer against
 // values worked out by hand from the published update rules.
 #include <catch2/catch.hpp>
 

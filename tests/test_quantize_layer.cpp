@@ -21,12 +21,12 @@
 #include <nlohmann/json.hpp>
 
 #include "gsq/backend/host.hpp"
-#include "gsq/grid.hpp"
-#include "gsq/model_output.hpp"
-#include "gsq/objective.hpp"
-#include "gsq/quantized_tensor.hpp"
-#include "gsq/safetensors.hpp"
-#include "gsq/synthetic_layer.hpp"
+#include "gsq/experiment/synthetic_layer.hpp"
+#include "gsq/format/checkpoint.hpp"
+#include "gsq/format/quantized_tensor.hpp"
+#include "gsq/io/safetensors.hpp"
+#include "gsq/objective/hessian.hpp"
+#include "gsq/policy/grid.hpp"
 
 namespace fs = std::filesystem;
 

@@ -10,9 +10,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include <gsq/evaluation.hpp>
-#include <gsq/model_output.hpp>
-#include <gsq/sequential.hpp>
+#include <gsq/format/checkpoint.hpp>
+#include <gsq/model/evaluation.hpp>
+#include <gsq/model/sequential.hpp>
 
 namespace {
 

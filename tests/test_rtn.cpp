@@ -1,4 +1,4 @@
-// Tests of gsq/rtn.hpp: max-abs scales per DESIGN section 5 and codes equal to a brute-force
+// Tests of gsq/init/rtn.hpp: max-abs scales per DESIGN section 5 and codes equal to a brute-force
 // nearest-level search, for every grid; invalid input is an error.
 #include <catch2/catch.hpp>
 

@@ -1,10 +1,10 @@
-// Tests for gsq/safetensors.hpp: float conversions, round trips, validation of malformed files,
-// atomic writing, sharded checkpoints, and the real checkpoints in ../shared/models.
+// Tests for gsq/io/safetensors.hpp: float conversions, round trips, validation of malformed files,
+// atomic writing, sharded checkpoints, and the real checkpoints in data/ and tests/data/.
 #include <signal.h>
 #include <sys/resource.h>
 
 #include <catch2/catch.hpp>
-#include <gsq/safetensors.hpp>
+#include <gsq/io/safetensors.hpp>
 
 #include <cmath>
 #include <cstdint>
@@ -601,11 +601,7 @@ TEST_CASE("an inconsistent sharded checkpoint is rejected") {
 }
 
 TEST_CASE("the llama-bytes-3m checkpoint matches its config") {
-  const std::string directory = GSQ_SOURCE_DIR "/../shared/models/llama-bytes-3m";
-  if (!fs::exists(directory + "/model.safetensors")) {
-    WARN("skipped: " << directory << "/model.safetensors is absent");
-    return;
-  }
+  const std::string directory = GSQ_SOURCE_DIR "/data/llama-bytes-3m";
   const nlohmann::json config = nlohmann::json::parse(read_text(directory + "/config.json"));
   const std::int64_t hidden = config.at("hidden_size");
   const std::int64_t intermediate = config.at("intermediate_size");
@@ -661,11 +657,7 @@ TEST_CASE("the llama-bytes-3m checkpoint matches its config") {
 }
 
 TEST_CASE("the tiny-llama3 reference logits hold I32 input ids and F32 logits") {
-  const std::string path = GSQ_SOURCE_DIR "/../shared/models/tiny-llama3/reference_logits.safetensors";
-  if (!fs::exists(path)) {
-    WARN("skipped: " << path << " is absent");
-    return;
-  }
+  const std::string path = GSQ_SOURCE_DIR "/tests/data/tiny-llama3/reference_logits.safetensors";
   const gsq::SafetensorsFile file = gsq::SafetensorsFile::open(path);
   CHECK(file.metadata().at("made_by") == "transformers");
   CHECK(file.info("input_ids").dtype == Dtype::I32);

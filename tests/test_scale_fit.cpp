@@ -1,13 +1,13 @@
-// Tests of gsq/scale_fit.hpp and of RTN with each scale fit (gsq/rtn.hpp).
+// Tests of gsq/init/scale_fit.hpp and of RTN with each scale fit (gsq/init/rtn.hpp).
 #include <catch2/catch.hpp>
 
 #include <cmath>
 #include <limits>
 #include <vector>
 
-#include "gsq/rtn.hpp"
-#include "gsq/scale_fit.hpp"
-#include "gsq/synthetic_layer.hpp"
+#include "gsq/experiment/synthetic_layer.hpp"
+#include "gsq/init/rtn.hpp"
+#include "gsq/init/scale_fit.hpp"
 
 namespace {
 

@@ -1,5 +1,5 @@
-// Tests of gsq/schedule.hpp (annealing shapes), Quantizer::relaxation_at, and the learning-rate
-// schedule of gsq/optimizer.hpp.
+// Tests of gsq/policy/schedule.hpp (annealing shapes), Quantizer::relaxation_at, and the learning-rate
+// schedule of gsq/policy/optimizer.hpp.
 #include <catch2/catch.hpp>
 
 #include <cmath>

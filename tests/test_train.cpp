@@ -1,4 +1,4 @@
-// Tests of gsq/train.hpp: results independent of the thread count, GSQ improving on its RTN
+// Tests of gsq/core/train.hpp: results independent of the thread count, GSQ improving on its RTN
 // start at 2 bits, the per-step report, and invalid settings.
 #include <catch2/catch.hpp>
 

@@ -10,25 +10,33 @@
 // CUDA programs (nvcc) add #include <gsq/backend/cuda.cuh> and name gsq::Cuda<float>.
 #pragma once
 
+// Common vocabulary: errors, the host matrix.
+#include "gsq/common/error.hpp"
+#include "gsq/common/matrix.hpp"
+// Policies: what a quantizer is composed of.
+#include "gsq/policy/estimator.hpp"
+#include "gsq/policy/grid.hpp"
+#include "gsq/policy/grouping.hpp"
+#include "gsq/policy/optimizer.hpp"
+#include "gsq/policy/parametrisation.hpp"
+#include "gsq/policy/schedule.hpp"
+// The optimisation core: noise, the relaxation's functors, the quantizer, the loop.
+#include "gsq/core/group_layout.hpp"
+#include "gsq/core/gumbel_softmax.hpp"
+#include "gsq/core/philox.hpp"
+#include "gsq/core/quantizer.hpp"
+#include "gsq/core/train.hpp"
+// Objectives the loop minimises.
+#include "gsq/objective/hessian.hpp"
+#include "gsq/objective/swiglu_block.hpp"
+// Initializers: starting points.
+#include "gsq/init/gptq.hpp"
+#include "gsq/init/rtn.hpp"
+#include "gsq/init/scale_fit.hpp"
+// Formats and I/O.
+#include "gsq/format/quantized_tensor.hpp"
+#include "gsq/io/atomic_file.hpp"
+#include "gsq/io/safetensors.hpp"
+// Backends and experiment tooling.
 #include "gsq/backend/host.hpp"
-#include "gsq/block_objective.hpp"
-#include "gsq/error.hpp"
-#include "gsq/estimator.hpp"
-#include "gsq/gptq.hpp"
-#include "gsq/grid.hpp"
-#include "gsq/group_layout.hpp"
-#include "gsq/grouping.hpp"
-#include "gsq/gumbel_softmax.hpp"
-#include "gsq/matrix.hpp"
-#include "gsq/objective.hpp"
-#include "gsq/optimizer.hpp"
-#include "gsq/parametrisation.hpp"
-#include "gsq/philox.hpp"
-#include "gsq/quantized_tensor.hpp"
-#include "gsq/quantizer.hpp"
-#include "gsq/rtn.hpp"
-#include "gsq/safetensors.hpp"
-#include "gsq/scale_fit.hpp"
-#include "gsq/schedule.hpp"
-#include "gsq/synthetic_layer.hpp"
-#include "gsq/train.hpp"
+#include "gsq/experiment/synthetic_layer.hpp"

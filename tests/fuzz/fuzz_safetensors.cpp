@@ -1,4 +1,4 @@
-// libFuzzer target for the safetensors reader (gsq/safetensors.hpp): the input bytes are parsed
+// libFuzzer target for the safetensors reader (gsq/io/safetensors.hpp): the input bytes are parsed
 // as a safetensors file held in memory. Rejection with gsq::Error is the expected outcome for bad
 // input; a crash, undefined behaviour, a leak, a huge allocation or any other exception is a
 // finding. An accepted file must also read completely and survive a rewrite unchanged. Each input
@@ -10,7 +10,7 @@
 #include <optional>
 #include <vector>
 
-#include <gsq/safetensors.hpp>
+#include <gsq/io/safetensors.hpp>
 
 namespace {
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fuzzes the safetensors reader (include/gsq/safetensors.hpp) with libFuzzer, AddressSanitizer and
+# Fuzzes the safetensors reader (include/gsq/io/safetensors.hpp) with libFuzzer, AddressSanitizer and
 # UndefinedBehaviorSanitizer, starting from the seeds in tests/fuzz/corpus/.
 #
 #   tests/fuzz/run.sh [seconds]     (default 60; run from anywhere)

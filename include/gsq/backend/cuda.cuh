@@ -16,7 +16,7 @@
 #include <thrust/system/cuda/execution_policy.h>
 
 #include "gsq/backend/fwd.hpp"
-#include "gsq/error.hpp"
+#include "gsq/common/error.hpp"
 
 namespace gsq {
 

@@ -2,7 +2,9 @@
 // Thrust's OpenMP system (C++ system without OpenMP), matrix products through Eigen.
 //
 // A backend contributes only memory, the matrix product, the reduction and copies; every
-// formula lives in functors shared with the CUDA backend (gsq/backend/cuda.cuh).
+// formula lives in functors shared with the CUDA backend (gsq/backend/cuda.cuh). Its work runs
+// with subnormals flushed to zero, on whichever thread does it, and leaves the caller's
+// floating-point mode as it was (gsq/detail/floating_point.hpp).
 #pragma once
 
 #include <algorithm>
@@ -25,6 +27,7 @@
 #endif
 
 #include "gsq/backend/fwd.hpp"
+#include "gsq/detail/floating_point.hpp"
 
 namespace gsq {
 
@@ -50,6 +53,7 @@ struct Host {
   static void for_each_index(std::size_t count, const Functor& functor) {
     constexpr std::size_t chunk = 1024;
     const auto run_chunk = [count, &functor](std::size_t index) {
+      const detail::SubnormalsFlushed flushed;
       const Functor lane_functor = functor;  // a local copy: its members cannot alias the outputs
       const std::size_t end = std::min(count, (index + 1) * chunk);
 #pragma omp simd
@@ -79,6 +83,7 @@ struct Host {
     const bool threaded = static_cast<double>(rows) * static_cast<double>(cols) * static_cast<double>(inner) >= 1 << 20;
 #pragma omp parallel for schedule(dynamic) if (threaded)
     for (long p = 0; p < panels; ++p) {
+      const detail::SubnormalsFlushed flushed;
       const long first = p * panel, count = std::min(panel, rows - first);
       Eigen::Map<RowMajor> product(c + first * cols, count, cols);
       const auto left = [&](auto&& right) {
@@ -96,6 +101,7 @@ struct Host {
 
   /// sum_i a[i] b[i], accumulated in double in a fixed order (thread-count independent).
   static double dot(const Real* a, const Real* b, std::size_t count) {
+    const detail::SubnormalsFlushed flushed;
     using Column = Eigen::Matrix<Real, Eigen::Dynamic, 1>;
     return Eigen::Map<const Column>(a, count).template cast<double>().dot(
         Eigen::Map<const Column>(b, count).template cast<double>());

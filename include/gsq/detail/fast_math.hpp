@@ -10,7 +10,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "gsq/config.hpp"
+#include "gsq/common/config.hpp"
 
 namespace gsq::detail {
 

@@ -1,0 +1,194 @@
+// gsq/core/quantizer.hpp -- the GSQ quantizer type that the policies compose into.
+//
+//   Quantizer<Grid, Grouping, Schedule, Estimator, Parametrisation, Backend>
+//
+//   Grid             Ternary, Int<2>, Int<3>, Int<4>          (gsq/policy/grid.hpp)
+//   Grouping         GroupSize<G>, PerChannel                  (gsq/policy/grouping.hpp)
+//   Schedule         LinearAnneal, CosineAnneal, ExponentialAnneal  (gsq/policy/schedule.hpp)
+//   Estimator        Relaxed, StraightThrough, Deterministic   (gsq/policy/estimator.hpp)
+//   Parametrisation  SymmetricScale                            (gsq/policy/parametrisation.hpp)
+//   Backend          Host<float>, Host<double>, Cuda<float>    (gsq/backend/)
+//
+// Defaults are the paper's choice, so `Quantizer<Int<2>>` is GSQ at 2 bits, group 128, linear
+// annealing, the relaxed estimator, on the host. The quantizer holds the logits (K per weight),
+// the group parameters and the gradient of the logits; it offers the relaxed forward pass, its
+// backward pass, and the hard result. The optimizer loop that drives it is gsq::train (gsq/core/train.hpp).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "gsq/backend/fwd.hpp"
+#include "gsq/common/error.hpp"
+#include "gsq/core/group_layout.hpp"
+#include "gsq/core/gumbel_softmax.hpp"
+#include "gsq/format/quantized_tensor.hpp"
+#include "gsq/policy/estimator.hpp"
+#include "gsq/policy/grid.hpp"
+#include "gsq/policy/grouping.hpp"
+#include "gsq/policy/parametrisation.hpp"
+#include "gsq/policy/schedule.hpp"
+
+namespace gsq {
+
+/// The run-time end points of the temperature and logit-scale schedules (reference defaults).
+struct AnnealConfig {
+  double tau_start = 2.0;
+  double tau_end = 0.05;
+  double kappa_start = 100.0;
+  double kappa_end = 500.0;
+
+  void validate() const {
+    require(tau_start > 0 && tau_end > 0 && std::isfinite(tau_start) && std::isfinite(tau_end),
+            "the temperature end points must be positive and finite (tau " + std::to_string(tau_start) +
+                " -> " + std::to_string(tau_end) + ")");
+    require(kappa_start > 0 && kappa_end > 0 && std::isfinite(kappa_start) && std::isfinite(kappa_end),
+            "the logit-scale end points must be positive and finite (kappa " + std::to_string(kappa_start) +
+                " -> " + std::to_string(kappa_end) + ")");
+  }
+};
+
+/// How the logits start around a starting point (reference defaults, DESIGN section 2).
+struct LogitInit {
+  double noise_std = 0.01;
+  double strength = 6.0;
+  std::uint64_t seed = 0;
+};
+
+template <class Grid_ = Int<2>, class Grouping_ = GroupSize<128>, class Schedule_ = LinearAnneal,
+          class Estimator_ = Relaxed, class Parametrisation_ = SymmetricScale, class Backend_ = Host<float>>
+class Quantizer {
+ public:
+  using Grid = Grid_;
+  using Grouping = Grouping_;
+  using Schedule = Schedule_;
+  using Estimator = Estimator_;
+  using Parametrisation = Parametrisation_;
+  using Backend = Backend_;
+  using Real = typename Backend::Real;
+  template <class T>
+  using vector = typename Backend::template vector<T>;
+  static constexpr int candidate_count = Grid::candidate_count;
+  static_assert(Parametrisation::parameter_count == 1,
+                "starting from and returning a QuantizedTensor assumes one scale per group");
+
+  /// Starts from `start` (RTN, GPTQ, ... on the same grid and grouping): its codes become the
+  /// logits' argmax and its scales the initial scales.
+  explicit Quantizer(const QuantizedTensor& start, const LogitInit& init = {})
+      : rows_(start.rows), cols_(start.cols), layout_(GroupLayout::of<Grouping>(start.cols)) {
+    require(start.grid == grid_spec<Grid>(), std::string("the starting point is on the ") + start.grid.name +
+                                                 " grid but the quantizer's grid is " + Grid::name);
+    require(start.group_width == layout_.group_width,
+            "the starting point has groups of " + std::to_string(start.group_width) +
+                " columns but the quantizer's grouping has " + std::to_string(layout_.group_width));
+    require(start.codes.size() == size(), "the starting point holds " + std::to_string(start.codes.size()) +
+                                              " codes for a " + std::to_string(rows_) + " x " + std::to_string(cols_) + " layer");
+    require(start.scales.size() == static_cast<std::size_t>(rows_ * layout_.groups_per_row),
+            "the starting point holds " + std::to_string(start.scales.size()) + " scales, expected " +
+                std::to_string(rows_ * layout_.groups_per_row));
+    for (std::size_t e = 0; e < start.codes.size(); ++e)
+      if (start.codes[e] < Grid::min_level || start.codes[e] > Grid::max_level)  // not require(): no message per element
+        throw Error("starting code " + std::to_string(start.codes[e]) + " at element " + std::to_string(e) +
+                    " is outside the " + Grid::name + " grid");
+    require(std::all_of(start.scales.begin(), start.scales.end(), [](float s) { return std::isfinite(s) && s > 0; }),
+            "the starting point's scales must be positive and finite");
+    std::vector<Real> target(start.codes.begin(), start.codes.end());
+    initialise(start.codes, target, std::vector<Real>(start.scales.begin(), start.scales.end()), init);
+  }
+
+  /// Starts from any weights `start` with the given scales (rows x groups): the logits favour
+  /// the grid level nearest to start / scale.
+  Quantizer(const Matrix<float>& start, const std::vector<float>& scales, const LogitInit& init = {})
+      : rows_(start.rows), cols_(start.cols), layout_(GroupLayout::of<Grouping>(start.cols)) {
+    require_finite_nonempty(start, "the starting weights");
+    require(scales.size() == static_cast<std::size_t>(rows_ * layout_.groups_per_row),
+            "expected " + std::to_string(rows_ * layout_.groups_per_row) + " scales, got " + std::to_string(scales.size()));
+    std::vector<std::int8_t> base(start.size());
+    std::vector<Real> target(start.size());
+    for (std::size_t e = 0; e < start.size(); ++e) {
+      const float scale = scales[layout_.group_of(e)];
+      if (!(std::isfinite(scale) && scale > 0)) throw Error("scales must be positive and finite");
+      target[e] = static_cast<Real>(start.values[e] / scale);
+      base[e] = static_cast<std::int8_t>(std::fmin(std::fmax(std::nearbyint(target[e]), Grid::min_level), Grid::max_level));
+    }
+    initialise(base, target, std::vector<Real>(scales.begin(), scales.end()), init);
+  }
+
+  long rows() const { return rows_; }
+  long cols() const { return cols_; }
+  std::size_t size() const { return static_cast<std::size_t>(rows_ * cols_); }
+  const GroupLayout& layout() const { return layout_; }
+
+  /// Temperature and logit scale at `step` of `steps` under the Schedule shape.
+  static RelaxationPoint<Real> relaxation_at(const AnnealConfig& anneal, long step, long steps, std::uint64_t seed) {
+    const double progress = schedule_progress(step, steps);
+    return {static_cast<Real>(Schedule::at(anneal.tau_start, anneal.tau_end, progress)),
+            static_cast<Real>(Schedule::at(anneal.kappa_start, anneal.kappa_end, progress)), seed,
+            static_cast<std::uint32_t>(step)};
+  }
+
+  /// Relaxed forward pass: writes the soft weights (rows x cols, backend memory) and keeps the
+  /// forward codes and probabilities for the backward pass.
+  void forward(const RelaxationPoint<Real>& point, Real* weight) {
+    Backend::for_each_index(size(), RelaxedForward<Grid, Estimator, Parametrisation, Real>{
+                                        Backend::raw(logits_), size(), Backend::raw(base_), Backend::raw(parameters_),
+                                        layout_, point, Backend::raw(code_), weight, Backend::raw(logit_grad_)});
+  }
+
+  /// Backward pass of the last forward at the same point: from dL/dweight, writes
+  /// dL/dparameters (per group) and leaves dL/dlogits in logit_gradient() (laid out as the logits).
+  void backward(const RelaxationPoint<Real>& point, const Real* weight_grad, Real* parameter_grad) {
+    Backend::for_each_index(size(), RelaxedLogitGradient<Grid, Parametrisation, Real>{
+                                        size(), Backend::raw(base_), Backend::raw(parameters_), layout_, point,
+                                        weight_grad, Backend::raw(logit_grad_)});
+    Backend::for_each_index(static_cast<std::size_t>(rows_ * layout_.groups_per_row),
+                            GroupParameterGradient<Parametrisation, Real>{weight_grad, Backend::raw(code_),
+                                                                          layout_, parameter_grad});
+  }
+
+  /// dL/dlogits of the last backward pass.
+  const vector<Real>& logit_gradient() const { return logit_grad_; }
+
+  /// The hard result: each weight's argmax candidate and the learned scales.
+  QuantizedTensor result() const {
+    vector<std::int8_t> codes(size());
+    Backend::for_each_index(size(), ArgmaxCode<Grid, Real>{Backend::raw(logits_), size(), Backend::raw(base_), Backend::raw(codes)});
+    const std::vector<Real> scales = Backend::to_host(parameters_);
+    QuantizedTensor out{grid_spec<Grid>(), rows_, cols_, layout_.group_width, Backend::to_host(codes), {}};
+    out.scales.assign(scales.begin(), scales.end());
+    return out;
+  }
+
+  vector<Real>& logits() { return logits_; }
+  const vector<Real>& logits() const { return logits_; }
+  vector<Real>& parameters() { return parameters_; }
+  const vector<Real>& parameters() const { return parameters_; }
+
+ private:
+  void initialise(const std::vector<std::int8_t>& base, const std::vector<Real>& target,
+                  const std::vector<Real>& parameters, const LogitInit& init) {
+    base_ = Backend::from_host(base);
+    parameters_ = Backend::from_host(parameters);
+    code_ = vector<Real>(size());
+    logits_ = vector<Real>(size() * candidate_count);
+    logit_grad_ = vector<Real>(logits_.size());
+    const vector<Real> device_target = Backend::from_host(target);
+    Backend::for_each_index(size(), InitialLogits<Grid, Real>{Backend::raw(device_target), Backend::raw(base_),
+                                                              static_cast<Real>(init.noise_std),
+                                                              static_cast<Real>(init.strength), init.seed, size(),
+                                                              Backend::raw(logits_)});
+  }
+
+  long rows_, cols_;
+  GroupLayout layout_;
+  vector<std::int8_t> base_;  // starting codes: the centre of a shift grid
+  vector<Real> logits_;       // K per weight, candidate-major (gsq/core/gumbel_softmax.hpp)
+  vector<Real> parameters_;   // Parametrisation::parameter_count per group
+  vector<Real> code_;         // forward codes of the last forward pass
+  vector<Real> logit_grad_;   // the last forward's probabilities, then the backward's dL/dlogits
+};
+
+}  // namespace gsq

@@ -1,0 +1,97 @@
+// gsq/format/checkpoint.hpp -- what a quantized model is written as, and read back from.
+//
+// An output directory holds
+//   config.json, tokenizer files, ...  copied from the input checkpoint
+//   model.safetensors                  every input tensor under its name and dtype, the linear
+//                                      layers holding their dequantized weights: a Hugging Face
+//                                      checkpoint any stack can load
+//   quantized.safetensors              the format itself: per linear layer "<name>.codes" (U8,
+//                                      codes packed little-endian within bytes as code - min_level)
+//                                      and "<name>.scales" (F16, rows x groups); the grid, bits,
+//                                      group and packing in __metadata__
+//   manifest.json                      method, settings, per-layer errors, timings, evaluation
+// Directories are built beside the destination and renamed into place (ResumableOutput::publish,
+// gsq/io/resumable_output.hpp): a reader sees the old output or the new one, never a mixture.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "gsq/common/error.hpp"
+#include "gsq/format/quantized_tensor.hpp"
+#include "gsq/io/safetensors.hpp"
+#include "gsq/model/llama.hpp"
+#include "gsq/policy/grid.hpp"
+
+namespace gsq {
+
+/// Adds `tensor` to `writer` as "<name>.codes" and "<name>.scales".
+inline void add_packed(SafetensorsWriter& writer, const std::string& name, const QuantizedTensor& tensor) {
+  const std::vector<std::uint8_t> codes = tensor.pack_codes();
+  writer.add_bytes(name + ".codes", Dtype::U8, {static_cast<std::int64_t>(codes.size())}, codes);
+  writer.add(name + ".scales", {tensor.rows, tensor.groups_per_row()}, tensor.scales, Dtype::F16);
+}
+
+/// The metadata that lets read_packed rebuild tensors on `grid` with groups of `group_width`.
+inline std::map<std::string, std::string> packed_metadata(const GridSpec& grid, long group_width) {
+  return {{"format", "gsq symmetric integer grid, one fp16 scale per group; weight = scale * code"},
+          {"grid", grid.name},
+          {"min_level", std::to_string(grid.min_level)},
+          {"max_level", std::to_string(grid.max_level)},
+          {"code_bits", std::to_string(grid.code_bits)},
+          {"group_width", std::to_string(group_width)},
+          {"codes", "U8, row-major, packed little-endian within bytes as code - min_level"}};
+}
+
+/// Reads tensor `name` (a `rows` x `cols` weight) written by add_packed.
+inline QuantizedTensor read_packed(const SafetensorsFile& file, const std::string& name, const GridSpec& grid,
+                                   long rows, long cols, long group_width) {
+  QuantizedTensor tensor{grid, rows, cols, group_width, {}, {}};
+  const ByteView codes = file.raw_bytes(name + ".codes");
+  tensor.unpack_codes(std::vector<std::uint8_t>(codes.data, codes.data + codes.size));
+  const Matrix<float> scales = file.matrix(name + ".scales");
+  require(scales.rows == rows && scales.cols == tensor.groups_per_row(),
+          file.path() + ": " + name + ".scales does not have one scale per row and group");
+  tensor.scales = scales.values;
+  return tensor;
+}
+
+/// Writes `model` (whose linear weights may have been replaced) as a checkpoint in directory
+/// `directory` (created if missing; meant to be a new, empty one): every tensor of `source` keeps its name and dtype,
+/// the linear layers are taken from the model, everything else is copied byte for byte.
+inline void write_checkpoint(const LlamaModel& model, const std::string& source_directory, const Checkpoint& source,
+                             const std::string& directory) {
+  namespace fs = std::filesystem;
+  fs::create_directory(directory);
+  // The files other stacks load beside the weights: config, generation config, tokenizer.
+  const auto loadable = [](const fs::path& path) {
+    const std::string file = path.filename().string(), extension = path.extension().string();
+    return file != "model.safetensors.index.json" &&
+           (extension == ".json" || extension == ".model" || extension == ".tiktoken" || extension == ".jinja" ||
+            file == "merges.txt" || file == "vocab.txt");
+  };
+  for (const fs::directory_entry& entry : fs::directory_iterator(source_directory))
+    if (entry.is_regular_file() && loadable(entry.path())) fs::copy_file(entry.path(), fs::path(directory) / entry.path().filename());
+  std::map<std::string, std::pair<long, std::string>> linears;  // tensor name -> (layer, linear)
+  for (long layer = 0; layer < model.config().layers; ++layer)
+    for (const std::string& linear : LlamaModel::linear_names()) linears[LlamaModel::tensor_name(layer, linear)] = {layer, linear};
+  SafetensorsWriter writer;
+  for (const std::string& name : source.tensor_names()) {
+    const TensorInfo& info = source.info(name);
+    const auto linear = linears.find(name);
+    if (linear != linears.end()) {
+      writer.add(name, model.linear_weight(linear->second.first, linear->second.second), info.dtype);
+    } else {
+      const ByteView bytes = source.file_of(name).raw_bytes(name);
+      writer.add_bytes(name, info.dtype, info.shape, std::vector<std::uint8_t>(bytes.data, bytes.data + bytes.size));
+    }
+  }
+  writer.set_metadata("format", "pt");
+  writer.set_metadata("quantized_by", "gsq");
+  writer.write(directory + "/model.safetensors");
+}
+
+}  // namespace gsq

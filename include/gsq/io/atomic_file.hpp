@@ -1,0 +1,82 @@
+// gsq/io/atomic_file.hpp -- writing outputs so that nothing is ever half-written: a file is
+// written beside its destination, synced, and renamed into place; a directory is built beside
+// its destination and renamed into place. Readers see the old output or the new one.
+#pragma once
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "gsq/common/error.hpp"
+
+namespace gsq {
+
+/// Writes `chunks` (in order) to `path` through a temporary file in the same directory that is
+/// fsynced and then renamed over `path`: readers see the old file or the whole new one, and a
+/// failure removes the temporary file and leaves any existing file untouched.
+inline void write_file_atomically(const std::string& path, const std::vector<std::pair<const void*, std::size_t>>& chunks) {
+  std::string temporary;
+  int descriptor = -1;
+  for (int attempt = 0; descriptor < 0; ++attempt) {
+    temporary = path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(attempt);
+    descriptor = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (descriptor < 0 && (errno != EEXIST || attempt == 100))
+      throw Error("writing '" + path + "' failed (cannot create a temporary file beside it: " +
+                  std::strerror(errno) + ")");
+  }
+  auto fail = [&](const std::string& step) {
+    const std::string reason = std::strerror(errno);
+    if (descriptor >= 0) ::close(descriptor);
+    ::unlink(temporary.c_str());
+    throw Error("writing '" + path + "' failed (" + step + ": " + reason + "); any existing file is unchanged");
+  };
+  for (const auto& [data, size] : chunks) {
+    const auto* next = static_cast<const char*>(data);
+    std::size_t left = size;
+    while (left > 0) {
+      const ssize_t written = ::write(descriptor, next, left);
+      if (written < 0 && errno == EINTR) continue;
+      if (written <= 0) fail("write");
+      next += written;
+      left -= static_cast<std::size_t>(written);
+    }
+  }
+  if (::fsync(descriptor) != 0) fail("fsync");
+  const int closed = ::close(descriptor);
+  descriptor = -1;
+  if (closed != 0) fail("close");
+  if (::rename(temporary.c_str(), path.c_str()) != 0) fail("rename");
+  // Make the rename itself durable; a directory that cannot be synced is not worth failing for.
+  const std::size_t slash = path.rfind('/');
+  const std::string directory = slash == std::string::npos ? "." : path.substr(0, slash + 1);
+  const int directory_descriptor = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (directory_descriptor >= 0) {
+    ::fsync(directory_descriptor);
+    ::close(directory_descriptor);
+  }
+}
+
+
+/// Writes `text` to `path` atomically (see write_file_atomically).
+inline void write_text_atomically(const std::string& path, const std::string& text) {
+  write_file_atomically(path, {{text.data(), text.size()}});
+}
+
+/// Replaces directory `destination` by `staged` (a complete directory beside it) with renames,
+/// so the destination is always either the old output or the new one.
+inline void replace_directory(const std::string& staged, const std::string& destination) {
+  namespace fs = std::filesystem;
+  const std::string previous = destination + ".previous-" + std::to_string(::getpid());
+  const bool existed = fs::exists(destination);
+  if (existed) fs::rename(destination, previous);
+  fs::rename(staged, destination);
+  if (existed) fs::remove_all(previous);
+}
+
+}  // namespace gsq

@@ -1,0 +1,246 @@
+// gsq/model/evaluation.hpp -- token streams and the language-model evaluation every quantized model is
+// compared on: mean negative log-likelihood per predicted token, perplexity, bits per token.
+//
+// The rule (data/llama-bytes-3m/README.md): cut the stream into non-overlapping windows of
+// `window` tokens, dropping the incomplete tail; run each window's first window - 1 tokens as a
+// fresh sequence (positions from 0) and score the prediction at every position against the next
+// token: window - 1 predictions per window.
+//
+//   std::vector<gsq::TokenId> tokens = gsq::read_byte_tokens("data/llama-bytes-3m/eval.txt");
+//   gsq::EvaluationResult result = gsq::evaluate(model, tokens, gsq::EvaluationOptions{});
+//   result.bits_per_token();  // bits per byte for a byte-level model
+//
+// Token files: raw little-endian uint32 ids, or NumPy .npy arrays of dtype <u4, <i4, <u2 or <i8.
+#pragma once
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "gsq/common/error.hpp"
+#include "gsq/common/matrix.hpp"
+#include "gsq/model/llama.hpp"
+
+namespace gsq {
+
+// ---------------------------------------------------------------------------------------------
+// Token streams.
+
+namespace detail {
+
+inline std::vector<std::uint8_t> read_whole_file(const std::string& path, const std::string& what) {
+  std::ifstream stream(path, std::ios::binary);
+  require(static_cast<bool>(stream), "cannot open " + what + " '" + path + "'");
+  std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(stream)), std::istreambuf_iterator<char>());
+  require(!stream.bad(), "cannot read " + what + " '" + path + "'");
+  return bytes;
+}
+
+inline std::uint64_t load_unsigned(const std::uint8_t* bytes, std::size_t size) {
+  std::uint64_t value = 0;
+  for (std::size_t i = 0; i < size; ++i) value |= static_cast<std::uint64_t>(bytes[i]) << (8 * i);
+  return value;
+}
+
+/// The text after `key` and a colon in a .npy header's Python dict literal, or throws.
+inline std::string npy_field(const std::string& header, const std::string& key, const std::string& context) {
+  std::size_t at = header.find("'" + key + "'");
+  if (at == std::string::npos) at = header.find("\"" + key + "\"");
+  require(at != std::string::npos, context + ": the header has no '" + key + "'");
+  at = header.find(':', at + key.size() + 2);
+  require(at != std::string::npos, context + ": the header's '" + key + "' has no value");
+  at = header.find_first_not_of(' ', at + 1);
+  require(at != std::string::npos, context + ": the header's '" + key + "' has no value");
+  return header.substr(at);
+}
+
+}  // namespace detail
+
+/// Parses a NumPy .npy file held in memory as token ids: a C-order array (any shape, read
+/// flat) of dtype <u4, <i4, <u2 or <i8, with every value in [0, 2^32). `label` names it in errors.
+inline std::vector<TokenId> parse_npy_tokens(const std::vector<std::uint8_t>& file, const std::string& label) {
+  const std::string context = "token file '" + label + "'";
+  static const char magic[] = "\x93NUMPY";
+  require(file.size() >= 10 && std::memcmp(file.data(), magic, 6) == 0,
+          context + ": not a .npy file (no \\x93NUMPY magic at its start)");
+  const unsigned major = file[6];
+  require(major >= 1 && major <= 3, context + ": .npy format version " + std::to_string(major) + " is not supported");
+  // Version 1 stores the header length in 2 bytes, versions 2 and 3 in 4.
+  const std::size_t length_size = major == 1 ? 2 : 4;
+  require(file.size() >= 8 + length_size, context + ": truncated in the header length");
+  const std::uint64_t header_size = detail::load_unsigned(file.data() + 8, length_size);
+  const std::size_t data_begin = 8 + length_size + static_cast<std::size_t>(header_size);
+  require(header_size <= file.size() && data_begin <= file.size(), context + ": truncated in the header");
+  const std::string header(reinterpret_cast<const char*>(file.data() + 8 + length_size), static_cast<std::size_t>(header_size));
+
+  const std::string descr = detail::npy_field(header, "descr", context);
+  require(!descr.empty() && (descr[0] == '\'' || descr[0] == '"'), context + ": the header's 'descr' is not a string");
+  const std::string dtype = descr.substr(1, descr.find(descr[0], 1) - 1);
+  std::size_t item_size = 0;
+  if (dtype == "<u4" || dtype == "<i4") item_size = 4;
+  if (dtype == "<u2") item_size = 2;
+  if (dtype == "<i8") item_size = 8;
+  require(item_size != 0, context + ": dtype '" + dtype + "' is not a token type (gsq reads <u4, <i4, <u2 and <i8)");
+
+  const std::string fortran = detail::npy_field(header, "fortran_order", context);
+  require(fortran.compare(0, 5, "False") == 0 || fortran.compare(0, 4, "True") == 0,
+          context + ": the header's 'fortran_order' is neither True nor False");
+  const std::string shape = detail::npy_field(header, "shape", context);
+  require(!shape.empty() && shape[0] == '(' && shape.find(')') != std::string::npos,
+          context + ": the header's 'shape' is not a tuple");
+  std::uint64_t count = 1;
+  long dimensions = 0;
+  for (std::size_t at = 1; shape[at] != ')';) {
+    if (shape[at] == ' ' || shape[at] == ',') {
+      ++at;
+      continue;
+    }
+    require(std::isdigit(static_cast<unsigned char>(shape[at])) != 0,
+            context + ": the header's 'shape' holds something other than integers");
+    std::uint64_t dimension = 0;
+    for (; std::isdigit(static_cast<unsigned char>(shape[at])) != 0; ++at) {
+      dimension = dimension * 10 + static_cast<std::uint64_t>(shape[at] - '0');
+      require(dimension < (1ULL << 40), context + ": the header's 'shape' is too large");
+    }
+    count *= dimension;
+    require(count < (1ULL << 40), context + ": the header's 'shape' is too large");
+    ++dimensions;
+  }
+  require(fortran[0] == 'F' || dimensions <= 1,
+          context + ": the array is in Fortran order; gsq reads tokens in C order");
+
+  const std::uint64_t data_size = file.size() - data_begin;
+  require(data_size >= count * item_size, context + ": truncated: the shape needs " + std::to_string(count * item_size) +
+                                              " data bytes but the file holds " + std::to_string(data_size));
+  require(data_size == count * item_size, context + ": " + std::to_string(data_size - count * item_size) +
+                                              " bytes follow the array's data");
+  std::vector<TokenId> tokens(static_cast<std::size_t>(count));
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    const std::uint64_t bits = detail::load_unsigned(file.data() + data_begin + i * item_size, item_size);
+    // <i4 is sign-extended and <i8 reinterpreted, so negative ids are seen as such.
+    const std::int64_t value = dtype == "<i4" ? static_cast<std::int32_t>(static_cast<std::uint32_t>(bits))
+                                              : static_cast<std::int64_t>(bits);
+    if (value < 0 || value > std::numeric_limits<TokenId>::max())
+      throw Error(context + ": value " + std::to_string(value) + " at position " + std::to_string(i) +
+                  " is not a token id");
+    tokens[i] = static_cast<TokenId>(value);
+  }
+  return tokens;
+}
+
+/// Token ids from a file: a NumPy array when the name ends in ".npy", otherwise raw
+/// little-endian uint32 values.
+inline std::vector<TokenId> read_token_file(const std::string& path) {
+  const std::vector<std::uint8_t> bytes = detail::read_whole_file(path, "token file");
+  const std::string suffix = ".npy";
+  if (path.size() >= suffix.size() && path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0)
+    return parse_npy_tokens(bytes, path);
+  require(bytes.size() % 4 == 0, "token file '" + path + "': " + std::to_string(bytes.size()) +
+                                     " bytes are not whole uint32 token ids (truncated?)");
+  std::vector<TokenId> tokens(bytes.size() / 4);
+  for (std::size_t i = 0; i < tokens.size(); ++i)
+    tokens[i] = static_cast<TokenId>(detail::load_unsigned(bytes.data() + 4 * i, 4));
+  return tokens;
+}
+
+/// A text file's bytes as token ids 0-255, the tokens of a byte-level model.
+inline std::vector<TokenId> read_byte_tokens(const std::string& path) {
+  const std::vector<std::uint8_t> bytes = detail::read_whole_file(path, "text file");
+  return std::vector<TokenId>(bytes.begin(), bytes.end());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Evaluation.
+
+struct EvaluationOptions {
+  long window = 256;         // tokens per window; window - 1 predictions each
+  long max_windows = 0;      // evaluate only the first windows (0: all)
+  long windows_per_batch = 0;  // windows per forward call (0: about 32k tokens, memory permitting)
+  /// Called after each batch with the windows done and the windows in all.
+  std::function<void(long done, long total)> on_progress;
+};
+
+struct EvaluationResult {
+  double total_nll = 0;  // nats, summed over predictions
+  long predictions = 0;
+  long windows = 0;
+  long window = 0;
+
+  double mean_nll() const { return total_nll / static_cast<double>(predictions); }
+  double perplexity() const { return std::exp(mean_nll()); }
+  double bits_per_token() const { return mean_nll() / std::log(2.0); }
+};
+
+/// The windows a stream of `tokens` tokens holds (the incomplete tail dropped).
+inline long count_windows(long tokens, long window) { return window > 0 ? tokens / window : 0; }
+
+/// -log softmax(logits)[target], in double (log-sum-exp with the largest logit factored out).
+inline double token_nll(const float* logits, long vocabulary, TokenId target) {
+  const double largest = *std::max_element(logits, logits + vocabulary);
+  double sum = 0;
+  for (long i = 0; i < vocabulary; ++i) sum += std::exp(static_cast<double>(logits[i]) - largest);
+  return largest + std::log(sum) - static_cast<double>(logits[target]);
+}
+
+/// Evaluates `model` on `tokens` by the rule at the top of this file. The result does not
+/// depend on the thread count (the window NLLs are summed in a fixed order); the batch size
+/// changes it only by float rounding (the products block differently).
+inline EvaluationResult evaluate(const LlamaModel& model, const std::vector<TokenId>& tokens,
+                                 const EvaluationOptions& options) {
+  require(options.window >= 2, "the evaluation window must be at least 2 tokens, got " + std::to_string(options.window));
+  require(options.max_windows >= 0 && options.windows_per_batch >= 0,
+          "max_windows and windows_per_batch must not be negative");
+  const long window = options.window, inputs = window - 1;
+  long windows = count_windows(static_cast<long>(tokens.size()), window);
+  require(windows > 0, "the token stream has " + std::to_string(tokens.size()) +
+                           " tokens, fewer than one evaluation window of " + std::to_string(window));
+  if (options.max_windows > 0) windows = std::min(windows, options.max_windows);
+  const long vocabulary = model.config().vocab_size;
+  require_token_ids_below(tokens.data(), static_cast<std::size_t>(windows * window), vocabulary);
+
+  long batch = options.windows_per_batch;
+  if (batch == 0) {
+    // About 32k tokens per call: large products, and few parallel regions (each a barrier,
+    // costly when the cores are shared). The widest activation (logits or the MLP's) stays
+    // under 128 MB.
+    const long widest = std::max(vocabulary, model.config().intermediate_size);
+    const long affordable = (32L << 20) / widest / inputs;
+    batch = std::max(1L, std::min(32768 / inputs + 1, affordable));
+  }
+
+  std::vector<double> window_nll(static_cast<std::size_t>(windows), 0.0);
+  for (long first = 0; first < windows; first += batch) {
+    const long count = std::min(batch, windows - first);
+    std::vector<TokenId> batch_inputs;
+    batch_inputs.reserve(static_cast<std::size_t>(count * inputs));
+    for (long w = first; w < first + count; ++w)
+      batch_inputs.insert(batch_inputs.end(), tokens.begin() + w * window, tokens.begin() + w * window + inputs);
+    const Matrix<float> logits = model.forward(batch_inputs, inputs);
+#pragma omp parallel for
+    for (long w = 0; w < count; ++w) {
+      double sum = 0;
+      for (long t = 0; t < inputs; ++t) {
+        const TokenId target = tokens[static_cast<std::size_t>((first + w) * window + t + 1)];
+        sum += token_nll(logits.data() + (w * inputs + t) * vocabulary, vocabulary, target);
+      }
+      window_nll[static_cast<std::size_t>(first + w)] = sum;
+    }
+    if (options.on_progress) options.on_progress(first + count, windows);
+  }
+
+  EvaluationResult result;
+  for (const double nll : window_nll) result.total_nll += nll;
+  result.predictions = windows * inputs;
+  result.windows = windows;
+  result.window = window;
+  return result;
+}
+
+}  // namespace gsq

@@ -1,0 +1,102 @@
+// Tests of the JSON records of a model quantization run (gsq/model/report.hpp, and a layer's record
+// beside LayerResult in gsq/model/sequential.hpp): the keys that manifests, settings.json and the
+// scripts reading them rely on, optional keys only when measured, and a layer record read back
+// as it was written (a resumed run reports completed layers from their files).
+#include <catch2/catch.hpp>
+
+#include <cmath>
+
+#include <nlohmann/json.hpp>
+
+#include <gsq/model/report.hpp>
+
+TEST_CASE("report: an evaluation's record") {
+  gsq::EvaluationResult result;
+  result.total_nll = 2 * std::log(2.0) * 30;  // 2 bits per token over 30 predictions
+  result.predictions = 30;
+  result.windows = 2;
+  result.window = 16;
+  const nlohmann::json json = result;
+  CHECK(json.size() == 6);
+  CHECK(json["nll"].get<double>() == Approx(2 * std::log(2.0)));
+  CHECK(json["ppl"].get<double>() == Approx(4.0));
+  CHECK(json["bits_per_token"].get<double>() == Approx(2.0));
+  CHECK(json["tokens"] == 30);
+  CHECK(json["windows"] == 2);
+  CHECK(json["window"] == 16);
+}
+
+TEST_CASE("report: the settings a resumed run must share") {
+  gsq::ModelQuantizationConfig config;
+  config.method = gsq::Method::gptq;
+  config.gsq_init = gsq::Method::rtn;
+  config.mlp_objective = gsq::MlpObjective::layer;
+  config.gsq_attention = true;
+  config.train.steps = 30;
+  config.train.anneal = {1.5, 0.1, 50, 400};
+  config.train.logits.learning_rate = 2e-4;
+  config.train.scales.learning_rate = 1e-5;
+  config.train.seed = 7;
+  config.block_batches = 8;
+  config.gptq.scale_fit = gsq::ScaleFit::mse;
+  config.gptq.percdamp = 0.1;
+  config.gptq.act_order = true;
+  config.weight_dtype = gsq::Dtype::BF16;  // follows the input checkpoint: not a setting
+  CHECK(gsq::settings_json(config) == nlohmann::json{{"method", "gptq"},
+                                                     {"objective", "layer"},
+                                                     {"attention", "gsq"},
+                                                     {"init", "rtn"},
+                                                     {"steps", 30},
+                                                     {"tau", {1.5, 0.1}},
+                                                     {"kappa", {50.0, 400.0}},
+                                                     {"lr", {2e-4, 1e-5}},
+                                                     {"batches", 8},
+                                                     {"scale_search", "mse"},
+                                                     {"percdamp", 0.1},
+                                                     {"act_order", true},
+                                                     {"seed", 7}});
+}
+
+TEST_CASE("report: a layer's record has the block and starting-point errors only when measured") {
+  gsq::LayerResult gptq;
+  gptq.layer = 3;
+  gptq.seconds = 1.25;
+  gptq.linears.push_back({"model.layers.3.self_attn.q_proj.weight", {}, 0.125, -1, 0.5});
+  const nlohmann::json json = gptq;
+  CHECK(json == nlohmann::json{{"layer", 3},
+                               {"seconds", 1.25},
+                               {"linears", nlohmann::json::array({{{"name", "model.layers.3.self_attn.q_proj.weight"},
+                                                                   {"rel_error", 0.125},
+                                                                   {"seconds", 0.5}}})}});
+
+  gsq::LayerResult block = gptq;
+  block.linears[0].init_error = 0.25;
+  block.block_error = 0.0625;
+  block.block_init_error = 0.09375;
+  const nlohmann::json block_json = block;
+  CHECK(block_json["linears"][0]["init_rel_error"] == 0.25);
+  CHECK(block_json["block_rel_error"] == 0.0625);
+  CHECK(block_json["block_init_rel_error"] == 0.09375);
+}
+
+TEST_CASE("report: a layer's record reads back as it was written") {
+  gsq::LayerResult layer;
+  layer.layer = 1;
+  layer.seconds = 0.1 + 0.2;  // not exactly representable: the round trip must keep every bit
+  layer.block_error = 1.0 / 3;
+  layer.block_init_error = 2.0 / 3;
+  layer.linears.push_back({"a", {}, 1e-7 / 3, 0.7, 0.01});
+  layer.linears.push_back({"b", {}, 0.3, -1, 0.02});
+  const nlohmann::json written = layer;
+  const gsq::LayerResult read = nlohmann::json::parse(written.dump()).get<gsq::LayerResult>();
+  CHECK(read.layer == 1);
+  CHECK(read.seconds == layer.seconds);
+  CHECK(read.block_error == layer.block_error);
+  CHECK(read.block_init_error == layer.block_init_error);
+  REQUIRE(read.linears.size() == 2);
+  CHECK(read.linears[0].name == "a");
+  CHECK(read.linears[0].error == layer.linears[0].error);
+  CHECK(read.linears[0].init_error == 0.7);
+  CHECK(read.linears[1].init_error == -1);
+  CHECK(nlohmann::json(read).dump() == written.dump());
+}

@@ -30,6 +30,11 @@ gsq::Matrix<float> random_matrix(long rows, long cols, std::uint64_t seed, std::
 }
 
 void write_model(const Shape& shape, const std::string& out) {
+  for (long value : {shape.layers, shape.hidden, shape.intermediate, shape.heads, shape.kv_heads, shape.vocab})
+    gsq::require(value > 0, "every shape value must be positive");
+  // A timing model must never replace a real one.
+  gsq::require(!std::filesystem::exists(out) || std::filesystem::is_empty(out),
+               out + " exists and is not empty: give a new directory");
   const long head_dim = shape.hidden / shape.heads;
   gsq::require(head_dim * shape.heads == shape.hidden, "--hidden must be a multiple of --heads");
   gsq::require(shape.heads % shape.kv_heads == 0, "--heads must be a multiple of --kv-heads");
@@ -73,25 +78,25 @@ void write_model(const Shape& shape, const std::string& out) {
 int main(int argc, char** argv) {
   Shape shape;
   std::string out;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i];
-    const long value = flag == "--out" ? 0 : std::stol(argv[i + 1]);
-    if (flag == "--out") out = argv[i + 1];
-    else if (flag == "--layers") shape.layers = value;
-    else if (flag == "--hidden") shape.hidden = value;
-    else if (flag == "--intermediate") shape.intermediate = value;
-    else if (flag == "--heads") shape.heads = value;
-    else if (flag == "--kv-heads") shape.kv_heads = value;
-    else if (flag == "--vocab") shape.vocab = value;
-    else if (flag == "--seed") shape.seed = static_cast<std::uint64_t>(value);
-    else out.clear(), i = argc;
-  }
-  if (out.empty()) {
-    std::fprintf(stderr, "usage: random_model --out DIR [--layers 2] [--hidden 576] [--intermediate 1536] [--heads 9] "
-                         "[--kv-heads 3] [--vocab 49152] [--seed 1]\n");
-    return 2;
-  }
   try {
+    for (int i = 1; i + 1 < argc; i += 2) {
+      const std::string flag = argv[i];
+      const long value = flag == "--out" ? 0 : std::stol(argv[i + 1]);
+      if (flag == "--out") out = argv[i + 1];
+      else if (flag == "--layers") shape.layers = value;
+      else if (flag == "--hidden") shape.hidden = value;
+      else if (flag == "--intermediate") shape.intermediate = value;
+      else if (flag == "--heads") shape.heads = value;
+      else if (flag == "--kv-heads") shape.kv_heads = value;
+      else if (flag == "--vocab") shape.vocab = value;
+      else if (flag == "--seed") shape.seed = static_cast<std::uint64_t>(value);
+      else out.clear(), i = argc;
+    }
+    if (out.empty()) {
+      std::fprintf(stderr, "usage: random_model --out DIR [--layers 2] [--hidden 576] [--intermediate 1536] [--heads 9] "
+                           "[--kv-heads 3] [--vocab 49152] [--seed 1]\n");
+      return 2;
+    }
     write_model(shape, out);
   } catch (const std::exception& error) {
     std::fprintf(stderr, "random_model: error: %s\n", error.what());

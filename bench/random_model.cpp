@@ -7,6 +7,7 @@
 //                      [--heads 9] [--kv-heads 3] [--vocab 49152] [--seed 1]
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -81,7 +82,9 @@ int main(int argc, char** argv) {
   try {
     for (int i = 1; i + 1 < argc; i += 2) {
       const std::string flag = argv[i];
-      const long value = flag == "--out" ? 0 : std::stol(argv[i + 1]);
+      char* end = nullptr;
+      const long value = std::strtol(argv[i + 1], &end, 10);
+      gsq::require(flag == "--out" || (*argv[i + 1] && !*end), flag + ": '" + argv[i + 1] + "' is not an integer");
       if (flag == "--out") out = argv[i + 1];
       else if (flag == "--layers") shape.layers = value;
       else if (flag == "--hidden") shape.hidden = value;

@@ -128,12 +128,9 @@ int main(int argc, char** argv) {
                 result.mean_nll(), result.perplexity(), result.bits_per_token(), result.predictions, result.windows,
                 seconds);
     if (!options->json_path.empty()) {
-      const nlohmann::json record = {
-          {"nll", result.mean_nll()},        {"ppl", result.perplexity()}, {"bits_per_token", result.bits_per_token()},
-          {"tokens", result.predictions},    {"windows", result.windows},  {"window", result.window},
-          {"seconds", seconds},              {"model", options->model},    {"eval", options->eval},
-          {"byte_tokens", options->byte_tokens},
-      };
+      nlohmann::json record = result;
+      record.update({{"seconds", seconds}, {"model", options->model}, {"eval", options->eval},
+                     {"byte_tokens", options->byte_tokens}});
       gsq::write_text_atomically(options->json_path, record.dump(2) + "\n");
     }
     return 0;

@@ -24,6 +24,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "gsq/common/error.hpp"
 #include "gsq/common/matrix.hpp"
 #include "gsq/model/llama.hpp"
@@ -177,6 +179,13 @@ struct EvaluationResult {
   double perplexity() const { return std::exp(mean_nll()); }
   double bits_per_token() const { return mean_nll() / std::log(2.0); }
 };
+
+/// The JSON record of an evaluation (manifests, --json files): nlohmann's conversion, so
+/// `nlohmann::json record = result;` works.
+inline void to_json(nlohmann::json& json, const EvaluationResult& result) {
+  json = {{"nll", result.mean_nll()}, {"ppl", result.perplexity()}, {"bits_per_token", result.bits_per_token()},
+          {"tokens", result.predictions}, {"windows", result.windows}, {"window", result.window}};
+}
 
 /// The windows a stream of `tokens` tokens holds (the incomplete tail dropped).
 inline long count_windows(long tokens, long window) { return window > 0 ? tokens / window : 0; }

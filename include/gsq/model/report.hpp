@@ -3,7 +3,8 @@
 //
 //   settings_json(config)     the method settings a result depends on; a resumed run must have
 //                             the same (a driver adds its own: model, calibration, grid spellings)
-//   json(evaluation)          nll, ppl, bits_per_token, tokens, windows, window
+//   json(evaluation)          nll, ppl, bits_per_token, tokens, windows, window; it lives beside
+//                             EvaluationResult in gsq/model/evaluation.hpp
 //   json(layer)               a layer's errors and seconds; it lives beside LayerResult in
 //                             gsq/model/sequential.hpp, because the layer loop keeps it in each
 //                             completed layer's file and reads it back on resume
@@ -19,11 +20,6 @@
 #include "gsq/model/sequential.hpp"
 
 namespace gsq {
-
-inline void to_json(nlohmann::json& json, const EvaluationResult& result) {
-  json = {{"nll", result.mean_nll()}, {"ppl", result.perplexity()}, {"bits_per_token", result.bits_per_token()},
-          {"tokens", result.predictions}, {"windows", result.windows}, {"window", result.window}};
-}
 
 /// The settings of `config` that the quantize_model flags set. The weight dtype is left out: it
 /// follows the input checkpoint rather than a choice of the run.

@@ -38,11 +38,15 @@ struct Settings {
   std::string json_path;
 };
 
-/// Median of `repeats` timings of `work`: the floor.
-double floor_seconds(const std::function<void()>& work, int repeats = 7) {
+/// The floor: the median of timings of `work` taken before and after the run (`run`), so a
+/// machine that changes pace during the run moves the floor as it moves the steps.
+template <class Run>
+auto with_floor(const std::function<void()>& work, const Run& run, int repeats_each_side = 11) {
   std::vector<double> times;
-  for (int i = 0; i < repeats; ++i) times.push_back(seconds_of(work));
-  return median(times);
+  for (int i = 0; i < repeats_each_side; ++i) times.push_back(seconds_of(work));
+  auto report = run();
+  for (int i = 0; i < repeats_each_side; ++i) times.push_back(seconds_of(work));
+  return std::make_pair(median(times), report);
 }
 
 /// Medians of the steps in the first, middle and last eighth of a run, of all steps, and the
@@ -84,10 +88,10 @@ nlohmann::json bench_layer(long size, long steps) {
   auto quantizer = rtn_start<Grid, gsq::GroupSize<128>>(layer.weight);
 
   std::vector<float> product(layer.weight.size());
-  const double floor = floor_seconds([&] {
-    Backend::gemm(false, size, size, size, 1.0f, layer.weight.data(), hessian.data(), product.data());
-  });
-  nlohmann::json result = summarise(gsq::train(quantizer, objective, annealed_run(steps)), floor, double(size) * size);
+  const auto [floor, report] = with_floor(
+      [&] { Backend::gemm(false, size, size, size, 1.0f, layer.weight.data(), hessian.data(), product.data()); },
+      [&] { return gsq::train(quantizer, objective, annealed_run(steps)); });
+  nlohmann::json result = summarise(report, floor, double(size) * size);
   result.update({{"objective", "hessian"}, {"grid", Grid::name}, {"shape", std::to_string(size) + "x" + std::to_string(size)}});
   return result;
 }
@@ -110,7 +114,7 @@ nlohmann::json bench_block(long steps) {
   // dWg = dA^T X, dWu = dU^T X).
   std::vector<float> a(batch * intermediate), u(a.size()), m(a.size()), y(batch * hidden), grad(intermediate * hidden);
   const float* x = gate.inputs.data();
-  const double floor = floor_seconds([&] {
+  const auto products = [&] {
     Backend::gemm(false, batch, intermediate, hidden, 1.0f, x, gate.weight.data(), a.data(), true);
     Backend::gemm(false, batch, intermediate, hidden, 1.0f, x, up.weight.data(), u.data(), true);
     Backend::gemm(false, batch, hidden, intermediate, 1.0f, m.data(), down.weight.data(), y.data(), true);
@@ -118,9 +122,10 @@ nlohmann::json bench_block(long steps) {
     Backend::gemm(false, batch, intermediate, hidden, 1.0f, y.data(), down.weight.data(), m.data());
     Backend::gemm(true, intermediate, hidden, batch, 1.0f, a.data(), x, grad.data());
     Backend::gemm(true, intermediate, hidden, batch, 1.0f, u.data(), x, grad.data());
-  });
-  nlohmann::json result = summarise(gsq::train_jointly(objective, annealed_run(steps), {}, gate_q, up_q, down_q), floor,
-                                    3.0 * hidden * intermediate);
+  };
+  const auto [floor, report] =
+      with_floor(products, [&] { return gsq::train_jointly(objective, annealed_run(steps), {}, gate_q, up_q, down_q); });
+  nlohmann::json result = summarise(report, floor, 3.0 * hidden * intermediate);
   result.update({{"objective", "swiglu block"}, {"grid", Grid::name}, {"shape", "576x1536 mlp, 512 tokens"}});
   return result;
 }

@@ -73,6 +73,14 @@ TEST_CASE("late in the anneal the logits and their gradient hold no subnormal nu
   gsq::TrainConfig config;
   config.steps = 40;  // the whole anneal: tau 2 -> 0.05, kappa 100 -> 500
   gsq::train(quantizer, objective, config);
+  // One more backward at the last point of the anneal: train fuses the logits' update into the
+  // backward pass and so leaves no gradient behind.
+  const auto point = decltype(quantizer)::relaxation_at(config.anneal, config.steps - 1, config.steps, config.seed);
+  std::vector<float> weight(quantizer.size()), weight_grad(quantizer.size()), parameter_grad(quantizer.parameters().size());
+  quantizer.forward(point, weight.data());
+  CHECK_FALSE(holds_subnormal(quantizer.logit_gradient()));  // the probabilities
+  objective.value_and_gradient(weight.data(), weight_grad.data());
+  quantizer.backward(point, weight_grad.data(), parameter_grad.data());
   const std::vector<float>& gradient = quantizer.logit_gradient();
   // At tau 0.05 most candidates' probabilities, and so their gradients, are below FLT_MIN.
   const auto zeros = std::count(gradient.begin(), gradient.end(), 0.0f);

@@ -7,8 +7,9 @@
 //   soft code q = sum_k p_k d_k;  weight = Parametrisation::weight(q, group parameters)
 //   dL/da_k = (kappa / tau) p_k (d_k - q) dL/dq
 // Candidates a shift grid masks out get probability 0. The forward pass saves p_k; the backward
-// pass overwrites them with dL/da_k, so the pair costs one buffer the size of the logits and the
-// noise is drawn once per step. Logits are stored candidate-major (a_k of element e at
+// pass reads them and either overwrites them with dL/da_k or hands dL/da_k straight to the
+// optimizer, so the pair costs one buffer the size of the logits and the noise is drawn once per
+// step. Logits are stored candidate-major (a_k of element e at
 // k * elements + e), so neighbouring elements are contiguous for SIMD lanes and coalesced GPU
 // loads.
 #pragma once
@@ -47,13 +48,18 @@ struct Sample {
     Real noise[K] = {};
     if (Estimator::noisy) gumbel_noise<Real, K>(point.seed, point.step, element, noise);
     // Arithmetic masks instead of branches over K (a masked candidate sits 1e30 below the rest,
-    // then gets weight 0), so the per-element loop around this vectorises.
+    // then gets weight 0), so the per-element loop around this vectorises. Full grids test the
+    // starting code too (always on the grid, so nothing changes): GCC sizes a SIMD loop by the
+    // narrowest type it reads, and that byte per weight makes it run four float vectors side by
+    // side, hiding the latency of Philox's and the polynomials' dependency chains (the 2-bit
+    // forward pass runs 1.6x faster).
+    const bool on_grid = base >= Grid::min_level;
     Real admissible[K];
     Real largest = Real(-1e30);
     int sampled = 0;
     GSQ_UNROLL
     for (int k = 0; k < K; ++k) {
-      admissible[k] = Grid::admissible(base, k) ? Real(1) : Real(0);
+      admissible[k] = Grid::admissible(base, k) & on_grid ? Real(1) : Real(0);
       probability[k] = (point.logit_scale * logits[k * elements + element] + noise[k]) / point.temperature *
                            admissible[k] + (admissible[k] - Real(1)) * Real(1e30);
       sampled = probability[k] > largest ? k : sampled;
@@ -103,36 +109,45 @@ struct RelaxedForward {
   }
 };
 
-/// Backward to the logits, from the probabilities the forward pass saved, written over them:
-/// the softmax Jacobian applied without forming it (DESIGN section 2). Every estimator
-/// back-propagates through the soft sample. Reading the saved probabilities gives the values a
-/// replay of the noise would give, without drawing it a second time.
-template <class Grid, class Parametrisation, class Real>
+/// Where RelaxedLogitGradient puts dL/da_k of logit i: stored (over the probabilities), or
+/// handed to an optimizer's Update::apply, which steps the logit without a pass of its own.
+template <class Real>
+struct StoreGradient {
+  Real* gradient;
+  GSQ_HOST_DEVICE void apply(std::size_t i, Real value) const { gradient[i] = value; }
+};
+
+/// Backward to the logits, from the probabilities the forward pass saved: the softmax Jacobian
+/// applied without forming it (DESIGN section 2). Every estimator back-propagates through the
+/// soft sample. Reading the saved probabilities gives the values a replay of the noise would
+/// give, without drawing it a second time.
+template <class Grid, class Parametrisation, class Real, class Sink = StoreGradient<Real>>
 struct RelaxedLogitGradient {
   std::size_t elements;
   const std::int8_t* base;
   const Real* parameters;
   GroupLayout layout;
   RelaxationPoint<Real> point;
-  const Real* weight_grad;       // dL/dweight per element
-  Real* probability_then_grad;   // in: p_k from RelaxedForward; out: dL/da_k (same layout)
+  const Real* weight_grad;   // dL/dweight per element
+  const Real* probability;   // p_k from RelaxedForward, candidate-major
+  Sink sink;                 // receives dL/da_k at the logit's index (may write over `probability`)
 
   GSQ_HOST_DEVICE void operator()(std::size_t element) const {
     constexpr int K = Grid::candidate_count;
-    Real probability[K];
+    Real p[K];
     Real soft_code = Real(0);  // summed in the order detail::Sample sums it
     GSQ_UNROLL
     for (int k = 0; k < K; ++k) {
-      probability[k] = probability_then_grad[k * elements + element];
-      soft_code += probability[k] * static_cast<Real>(Grid::candidate(base[element], k));
+      p[k] = probability[k * elements + element];
+      soft_code += p[k] * static_cast<Real>(Grid::candidate(base[element], k));
     }
     const Real code_grad = Parametrisation::code_gradient(
         weight_grad[element], parameters + layout.group_of(element) * Parametrisation::parameter_count);
     const Real factor = point.logit_scale / point.temperature * code_grad;
     GSQ_UNROLL
     for (int k = 0; k < K; ++k)
-      probability_then_grad[k * elements + element] =
-          factor * probability[k] * (static_cast<Real>(Grid::candidate(base[element], k)) - soft_code);
+      sink.apply(k * elements + element,
+                 factor * p[k] * (static_cast<Real>(Grid::candidate(base[element], k)) - soft_code));
   }
 };
 

@@ -141,15 +141,19 @@ class Quantizer {
   /// Backward pass of the last forward at the same point: from dL/dweight, writes
   /// dL/dparameters (per group) and leaves dL/dlogits in logit_gradient() (laid out as the logits).
   void backward(const RelaxationPoint<Real>& point, const Real* weight_grad, Real* parameter_grad) {
-    Backend::for_each_index(size(), RelaxedLogitGradient<Grid, Parametrisation, Real>{
-                                        size(), Backend::raw(base_), Backend::raw(parameters_), layout_, point,
-                                        weight_grad, Backend::raw(logit_grad_)});
-    Backend::for_each_index(static_cast<std::size_t>(rows_ * layout_.groups_per_row),
-                            GroupParameterGradient<Parametrisation, Real>{weight_grad, Backend::raw(code_),
-                                                                          layout_, parameter_grad});
+    backward_into(point, weight_grad, parameter_grad, StoreGradient<Real>{Backend::raw(logit_grad_)});
   }
 
-  /// dL/dlogits of the last backward pass.
+  /// The backward pass with the logits' optimizer step fused in: logit_update.apply(i, dL/da_i)
+  /// (an optimizer policy's Update) steps each logit as its gradient is computed, which saves a
+  /// pass over the K logits of every weight. logit_gradient() keeps the forward's probabilities.
+  template <class LogitUpdate>
+  void backward_and_update(const RelaxationPoint<Real>& point, const Real* weight_grad, Real* parameter_grad,
+                           const LogitUpdate& logit_update) {
+    backward_into(point, weight_grad, parameter_grad, logit_update);
+  }
+
+  /// dL/dlogits of the last backward() (after forward() and before backward(): the probabilities).
   const vector<Real>& logit_gradient() const { return logit_grad_; }
 
   /// The hard result: each weight's argmax candidate and the learned scales.
@@ -180,6 +184,17 @@ class Quantizer {
                                                               static_cast<Real>(init.noise_std),
                                                               static_cast<Real>(init.strength), init.seed, size(),
                                                               Backend::raw(logits_)});
+  }
+
+  template <class Sink>
+  void backward_into(const RelaxationPoint<Real>& point, const Real* weight_grad, Real* parameter_grad,
+                     const Sink& sink) {
+    Backend::for_each_index(size(), RelaxedLogitGradient<Grid, Parametrisation, Real, Sink>{
+                                        size(), Backend::raw(base_), Backend::raw(parameters_), layout_, point,
+                                        weight_grad, Backend::raw(logit_grad_), sink});
+    Backend::for_each_index(static_cast<std::size_t>(rows_ * layout_.groups_per_row),
+                            GroupParameterGradient<Parametrisation, Real>{weight_grad, Backend::raw(code_),
+                                                                          layout_, parameter_grad});
   }
 
   long rows_, cols_;

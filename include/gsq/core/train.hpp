@@ -8,6 +8,7 @@
 //     loss, dL/dweight = objective.value_and_gradient(weight)         one matrix product
 //     dL/dlogits, dL/dscales = quantizer.backward(point, dL/dweight)  element-wise + per group
 //     Optimizer updates logits (decoupled weight decay) and scales    element-wise
+// (the logits' update is fused into their backward pass: Quantizer::backward_and_update)
 #pragma once
 
 #include <algorithm>
@@ -104,8 +105,8 @@ struct Trainee {
   }
 
   void backward_and_update(long step, double rate_factor) {
-    quantizer.backward(point, Backend::raw(weight_grad), Backend::raw(parameter_grad));
-    logit_optimizer.update(Backend::raw(quantizer.logits()), Backend::raw(quantizer.logit_gradient()), step, rate_factor);
+    quantizer.backward_and_update(point, Backend::raw(weight_grad), Backend::raw(parameter_grad),
+                                  logit_optimizer.update_at(Backend::raw(quantizer.logits()), nullptr, step, rate_factor));
     scale_optimizer.update(Backend::raw(quantizer.parameters()), Backend::raw(parameter_grad), step, rate_factor);
   }
 };

@@ -2,7 +2,8 @@
 // schedule (DESIGN section 3).
 //
 // An optimizer policy gives `state_slots` (values of state per parameter), its default betas,
-// and `Update<Real>`: an element-wise functor that applies one step to parameter i.
+// and `Update<Real>`: an element-wise functor that applies one step to parameter i, from the
+// stored gradient (operator()) or from one its caller has just computed (apply).
 #pragma once
 
 #include <cmath>
@@ -37,8 +38,10 @@ struct Lion {
     Real* state;  // momentum
     UpdateStep<Real> step;
 
-    GSQ_HOST_DEVICE void operator()(std::size_t i) const {
-      const Real g = gradient[i];
+    GSQ_HOST_DEVICE void operator()(std::size_t i) const { apply(i, gradient[i]); }
+
+    /// The step of parameter i with gradient g, for passes that compute g and apply it at once.
+    GSQ_HOST_DEVICE void apply(std::size_t i, Real g) const {
       const Real direction = step.beta1 * state[i] + (Real(1) - step.beta1) * g;
       const Real sign = direction > Real(0) ? Real(1) : direction < Real(0) ? Real(-1) : Real(0);
       parameter[i] = parameter[i] * (Real(1) - step.learning_rate * step.weight_decay) - step.learning_rate * sign;
@@ -60,8 +63,9 @@ struct Adam {
     Real* state;  // per parameter: first moment, second moment
     UpdateStep<Real> step;
 
-    GSQ_HOST_DEVICE void operator()(std::size_t i) const {
-      const Real g = gradient[i];
+    GSQ_HOST_DEVICE void operator()(std::size_t i) const { apply(i, gradient[i]); }
+
+    GSQ_HOST_DEVICE void apply(std::size_t i, Real g) const {
       Real& mean = state[2 * i];
       Real& square = state[2 * i + 1];
       mean = step.beta1 * mean + (Real(1) - step.beta1) * g;
@@ -127,12 +131,19 @@ class GroupOptimizer {
 
   /// Applies step `step` (0-based) with the peak learning rate times `rate_factor`.
   void update(Real* parameter, const Real* gradient, long step, double rate_factor) {
+    Backend::for_each_index(count_, update_at(parameter, gradient, step, rate_factor));
+  }
+
+  /// Step `step` as a functor (its apply(i, g) takes the gradient from the caller; `gradient`
+  /// may then be null), for a pass that computes the gradient and applies it at once.
+  typename Optimizer::template Update<Real> update_at(Real* parameter, const Real* gradient, long step,
+                                                      double rate_factor) {
     const UpdateStep<Real> numbers{static_cast<Real>(group_.learning_rate * rate_factor),
                                    static_cast<Real>(group_.weight_decay), static_cast<Real>(beta1_),
                                    static_cast<Real>(beta2_), static_cast<Real>(epsilon_),
                                    static_cast<Real>(1 - std::pow(beta1_, step + 1)),
                                    static_cast<Real>(1 - std::pow(beta2_, step + 1))};
-    Backend::for_each_index(count_, typename Optimizer::template Update<Real>{parameter, gradient, Backend::raw(state_), numbers});
+    return {parameter, gradient, Backend::raw(state_), numbers};
   }
 
  private:

@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <exception>
+#include <new>
 
 #include <boost/program_options/errors.hpp>
 
@@ -22,6 +23,10 @@ int run(const char* program, Body&& body) {
   } catch (const Error& error) {
     std::fprintf(stderr, "%s: error: %s\n", program, error.what());
     return 2;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "%s: error: out of memory (the settings ask for more than this machine can give; "
+                         "try fewer tokens, a shorter window or a smaller layer)\n", program);
+    return 1;
   } catch (const std::exception& error) {
     std::fprintf(stderr, "%s: error: %s\n", program, error.what());
     return 1;

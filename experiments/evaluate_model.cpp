@@ -17,6 +17,7 @@
 
 #include "driver.hpp"
 #include <gsq/io/atomic_file.hpp>
+#include <gsq/io/output_location.hpp>
 #include <gsq/io/safetensors.hpp>
 #include <gsq/model/evaluation.hpp>
 #include <gsq/model/llama.hpp>
@@ -107,6 +108,12 @@ int main(int argc, char** argv) {
     std::optional<Options> options = parse_options(argc, argv);
     if (!options) return 0;
     gsq::set_host_threads(options->threads);
+    if (!options->json_path.empty())
+      options->json_path = gsq::claim_output({"--json", options->json_path}, gsq::OutputKind::file,
+                                             {{"--model", options->model}, {"--eval", options->eval}});
+    const gsq::LlamaConfig model_config = gsq::LlamaConfig::load(options->model + "/config.json");
+    gsq::require_memory(model_config.forward_bytes(options->evaluation.window + 32768, options->evaluation.window),
+                        "an evaluation window of " + std::to_string(options->evaluation.window) + " tokens (--window)");
 
     const Clock::time_point loading = Clock::now();
     const gsq::LlamaModel model = gsq::LlamaModel::load(options->model);
@@ -129,9 +136,9 @@ int main(int argc, char** argv) {
                 seconds);
     if (!options->json_path.empty()) {
       nlohmann::json record = result;
-      record.update({{"seconds", seconds}, {"model", options->model}, {"eval", options->eval},
+      record.update({{"producer", gsq::producer}, {"seconds", seconds}, {"model", options->model}, {"eval", options->eval},
                      {"byte_tokens", options->byte_tokens}});
-      gsq::write_text_atomically(options->json_path, record.dump(2) + "\n");
+      gsq::write_json_atomically(options->json_path, record);
     }
     return 0;
   });

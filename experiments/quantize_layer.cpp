@@ -21,6 +21,7 @@
 #include <iostream>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <boost/program_options.hpp>
@@ -29,6 +30,7 @@
 #include <gsq/experiment/dispatch.hpp>
 #include <gsq/format/checkpoint.hpp>
 #include <gsq/gsq.hpp>
+#include <gsq/io/output_location.hpp>
 #include <gsq/model/sequential.hpp>
 
 #include "driver.hpp"
@@ -120,11 +122,16 @@ std::vector<gsq::Method> parse_methods(const std::vector<std::string>& values) {
 }
 
 /// Fails now, not after the run, when `path` cannot be created because its directory is missing.
-void require_writable_location(const std::string& flag, const std::string& path) {
-  if (path.empty()) return;
-  const std::filesystem::path directory = std::filesystem::absolute(path).parent_path();
-  gsq::require(std::filesystem::is_directory(directory),
-               flag + " " + path + ": the directory " + directory.string() + " does not exist");
+/// Claims the files the run writes (gsq/io/output_location.hpp), apart from --input and each
+/// other, before any work.
+void claim_outputs(Options& options) {
+  std::vector<gsq::NamedPath> apart{{"--input", options.file.input}};
+  for (auto [flag, path] : {std::pair<const char*, std::string*>{"--json", &options.json_path},
+                            {"--save", &options.save_path}, {"--save-layer", &options.save_layer_path}}) {
+    if (path->empty()) continue;
+    *path = gsq::claim_output({flag, *path}, gsq::OutputKind::file, apart);
+    apart.push_back({flag, *path});
+  }
 }
 
 /// Where the layer comes from: the synthetic generator's flags, or --input with its tensor names.
@@ -271,9 +278,7 @@ std::optional<Options> parse_options(int argc, char** argv) {
   options.estimator.validate();
   options.optimizer.validate();
   train.validate();
-  require_writable_location("--json", options.json_path);
-  require_writable_location("--save", options.save_path);
-  require_writable_location("--save-layer", options.save_layer_path);
+  claim_outputs(options);
   return options;
 }
 
@@ -326,6 +331,7 @@ Layer load_layer(const Options& options) {
   }
   const gsq::SafetensorsFile file = gsq::SafetensorsFile::open(source.input);
   gsq::Matrix<float> weight = read_matrix(file, "--weight", source.weight);
+  for_flag("--weight " + source.weight, [&] { gsq::require_finite_nonempty(weight, "the weight"); });
   gsq::Matrix<float> hessian;
   std::string hessian_source;
   if (!source.hessian.empty()) {
@@ -357,6 +363,7 @@ void save_layer(const Layer& layer, const std::string& path) {
   writer.add("W", layer.weight);
   writer.add("H", layer.hessian);
   writer.set_metadata("layer", layer.description);
+  writer.set_metadata("producer", gsq::producer);
   writer.write(path);
 }
 
@@ -388,7 +395,7 @@ struct MethodResult {
 /// Rounds the scales to fp16 (what --save stores and bpp counts) and measures the result.
 MethodResult measure(gsq::Method method, gsq::QuantizedTensor quantized, double seconds, nlohmann::json details,
                      Layer& layer) {
-  const double rel_error = layer.objective.relative_error(gsq::store_result(quantized, gsq::Dtype::F32));
+  const double rel_error = layer.objective.relative_error(gsq::store_result(quantized, gsq::Dtype::F32, layer.description));
   return {method, std::move(quantized), rel_error, seconds, std::move(details)};
 }
 
@@ -526,7 +533,8 @@ int group_size(const Options& options) {
   return options.grouping.visit([](auto tag) { return gsq::type_of<decltype(tag)>::size; });
 }
 
-nlohmann::json json_records(const Layer& layer, const Options& options, const std::vector<MethodResult>& results) {
+/// The --json report: {"producer": "gsq", "records": [one per method]}.
+nlohmann::json json_report(const Layer& layer, const Options& options, const std::vector<MethodResult>& results) {
   nlohmann::json records = nlohmann::json::array();
   for (const MethodResult& result : results) {
     const gsq::QuantizedTensor& quantized = result.quantized;
@@ -547,7 +555,7 @@ nlohmann::json json_records(const Layer& layer, const Options& options, const st
     record.update(result.details);
     records.push_back(std::move(record));
   }
-  return records;
+  return {{"producer", gsq::producer}, {"records", std::move(records)}};
 }
 
 /// Writes a result as quantize_model's quantized.safetensors holds a layer (gsq/format/checkpoint.hpp,
@@ -565,6 +573,7 @@ void save_result(const MethodResult& result, const Options& options, const std::
   writer.set_metadata("packed_code_bits", std::to_string(quantized.packed_code_bits()));
   writer.set_metadata("rows", std::to_string(quantized.rows));
   writer.set_metadata("cols", std::to_string(quantized.cols));
+  writer.set_metadata("producer", gsq::producer);
   writer.write(path);
 }
 
@@ -581,7 +590,7 @@ int main(int argc, char** argv) {
     const std::vector<MethodResult> results = run_methods(layer, format, *options);
     print_table(layer, *options, results);
     if (!options->json_path.empty())
-      gsq::write_text_atomically(options->json_path, json_records(layer, *options, results).dump(2) + "\n");
+      gsq::write_json_atomically(options->json_path, json_report(layer, *options, results));
     if (!options->save_path.empty()) save_result(results.back(), *options, options->save_path);
     return 0;
   });

@@ -21,6 +21,7 @@
 #include <gsq/experiment/dispatch.hpp>
 #include <gsq/format/checkpoint.hpp>
 #include <gsq/gsq.hpp>
+#include <gsq/io/output_location.hpp>
 #include <gsq/io/resumable_output.hpp>
 #include <gsq/model/evaluation.hpp>
 #include <gsq/model/report.hpp>
@@ -118,6 +119,8 @@ Options parse_options(int argc, char** argv) {
   gsq::require(options.calib_tokens >= 0 && options.calib_window >= 2 && options.window >= 2,
                "--calib-tokens must not be negative, --calib-window and --window at least 2");
   gsq::require(options.stop_after >= 0, "--stop-after must not be negative");
+  gsq::require(options.threads >= 0, "--threads must not be negative (0: all cores), got " + std::to_string(options.threads));
+  options.config.validate();
   return options;
 }
 
@@ -125,12 +128,73 @@ std::vector<gsq::TokenId> read_tokens(const std::string& path, bool byte_tokens)
   return byte_tokens ? gsq::read_byte_tokens(path) : gsq::read_token_file(path);
 }
 
-/// The settings a run's result depends on: a resumed run must have the same.
-nlohmann::json run_settings(const Options& options, const gsq::ModelQuantizationConfig& config) {
+/// What a run reads, checked, and where it writes, claimed: all before any work or any file.
+struct Plan {
+  std::vector<gsq::TokenId> calibration, evaluation;
+  std::vector<std::string> outs;  // one output directory per method
+  std::string json, dump_layers;
+};
+
+std::vector<gsq::TokenId> read_checked_tokens(const std::string& flag, const std::string& path, bool byte_tokens,
+                                              long vocabulary) {
+  std::vector<gsq::TokenId> tokens = read_tokens(path, byte_tokens);
+  try {
+    gsq::require_token_ids_below(tokens.data(), tokens.size(), vocabulary);
+  } catch (const gsq::Error& error) {
+    throw gsq::Error(flag + " " + path + ": " + error.what());
+  }
+  return tokens;
+}
+
+Plan plan_run(const Options& options) {
+  const gsq::LlamaConfig model = gsq::LlamaConfig::load(options.model + "/config.json");
+  Plan plan;
+  plan.calibration = read_checked_tokens("--calib", options.calib, options.byte_tokens, model.vocab_size);
+  const std::size_t available = plan.calibration.size();
+  if (options.calib_tokens > 0 && static_cast<long>(available) > options.calib_tokens)
+    plan.calibration.resize(static_cast<std::size_t>(options.calib_tokens));
+  const auto window = static_cast<std::size_t>(options.calib_window);
+  plan.calibration.resize(plan.calibration.size() / window * window);
+  gsq::require(!plan.calibration.empty(), "--calib " + options.calib + " holds " + std::to_string(available) +
+                                              " calibration tokens, fewer than --calib-window = " + std::to_string(window));
+  if (options.calib_tokens > static_cast<long>(plan.calibration.size()) && !options.quiet)
+    std::fprintf(stderr, "note: --calib-tokens %ld, but --calib holds %zu tokens: using %zu (whole windows of %zu)\n",
+                 options.calib_tokens, available, plan.calibration.size(), window);
+  gsq::require_memory(model.forward_bytes(static_cast<long>(plan.calibration.size()), options.calib_window),
+                      "calibrating on " + std::to_string(plan.calibration.size()) + " tokens in windows of " +
+                          std::to_string(window) + " (--calib-tokens, --calib-window)");
+  if (!options.eval.empty()) {
+    plan.evaluation = read_checked_tokens("--eval", options.eval, options.byte_tokens, model.vocab_size);
+    gsq::require_memory(model.forward_bytes(std::min<long>(static_cast<long>(plan.evaluation.size()), 32768 + options.window),
+                                            options.window),
+                        "an evaluation window of " + std::to_string(options.window) + " tokens (--window)");
+  }
+
+  const std::vector<gsq::NamedPath> inputs{{"--model", options.model}, {"--calib", options.calib}, {"--eval", options.eval}};
+  std::vector<gsq::NamedPath> apart = inputs;
+  if (options.methods.size() == 1) {
+    plan.outs.push_back(gsq::claim_output({"--out", options.out}, gsq::OutputKind::directory, inputs));
+  } else {
+    const std::string parent = gsq::claim_output({"--out", options.out}, gsq::OutputKind::container, inputs);
+    for (gsq::Method method : options.methods)
+      plan.outs.push_back(gsq::claim_output({"--out", parent + "/" + gsq::method_name(method)}, gsq::OutputKind::directory, inputs));
+  }
+  for (const std::string& out : plan.outs) {
+    gsq::ResumableOutput::require_startable(out, options.resume);
+    apart.push_back({"--out", out});
+  }
+  if (!options.json.empty()) plan.json = gsq::claim_output({"--json", options.json}, gsq::OutputKind::file, apart);
+  if (!options.dump_layers.empty())
+    plan.dump_layers = gsq::claim_output({"--dump-layers", options.dump_layers}, gsq::OutputKind::container, apart);
+  return plan;
+}
+
+/// The settings a run's result depends on, as used: a resumed run must have the same.
+nlohmann::json run_settings(const Options& options, const gsq::ModelQuantizationConfig& config, std::size_t calib_tokens) {
   nlohmann::json settings = gsq::settings_json(config);
   settings.update({{"model", fs::absolute(options.model).string()}, {"bits", options.grid.spelling()},
                    {"group", options.grouping.spelling()}, {"calib", fs::absolute(options.calib).string()},
-                   {"calib_tokens", options.calib_tokens}, {"calib_window", options.calib_window},
+                   {"calib_tokens", calib_tokens}, {"calib_window", options.calib_window},
                    {"byte_tokens", options.byte_tokens}});
   return settings;
 }
@@ -167,12 +231,12 @@ void print_layer(const gsq::LayerResult& result, const gsq::LayerProgress& progr
 
 /// Saves each linear layer's W and H as DIR/<tensor>.safetensors (--dump-layers).
 gsq::LinearObserver layer_dumper(const std::string& directory) {
-  fs::create_directories(directory);
   return [directory](const std::string& name, const gsq::Matrix<float>& weight, const gsq::Matrix<float>& hessian) {
     gsq::SafetensorsWriter writer;
     writer.add("W", weight);
     writer.add("H", hessian);
     writer.set_metadata("tensor", name);
+    writer.set_metadata("producer", gsq::producer);
     writer.write(directory + "/" + name + ".safetensors");
   };
 }
@@ -182,15 +246,16 @@ struct MethodRun {
   double bpp = 0;
 };
 
-MethodRun run_method(gsq::Method method, const Options& options, const std::vector<gsq::TokenId>& calibration,
-                     const std::vector<gsq::TokenId>& evaluation, const std::string& out) {
+MethodRun run_method(gsq::Method method, const Options& options, const Plan& plan, const std::string& out) {
+  const std::vector<gsq::TokenId>& calibration = plan.calibration;
+  const std::vector<gsq::TokenId>& evaluation = plan.evaluation;
   const Clock::time_point start = Clock::now();
   const gsq::Checkpoint source = gsq::Checkpoint::open(options.model);
   gsq::LlamaModel model = gsq::LlamaModel::load(options.model);
   gsq::ModelQuantizationConfig config = options.config;
   config.method = method;
   config.weight_dtype = source.info(gsq::LlamaModel::tensor_name(0, gsq::LlamaModel::linear_names()[0])).dtype;
-  const nlohmann::json settings = run_settings(options, config);
+  const nlohmann::json settings = run_settings(options, config, calibration.size());
   const gsq::ResumableOutput output(out, settings, options.resume);
   if (!options.quiet) std::fprintf(stderr, "%s: quantizing %s into %s\n", gsq::method_name(method), options.model.c_str(), out.c_str());
 
@@ -208,7 +273,7 @@ MethodRun run_method(gsq::Method method, const Options& options, const std::vect
         using Grid = gsq::type_of<decltype(grid)>;
         using Grouping = gsq::type_of<decltype(grouping)>;
         gsq::SequentialQuantizer<Grid, Grouping> quantizer(model, config);
-        if (!options.dump_layers.empty()) quantizer.observe_linears(layer_dumper(options.dump_layers));
+        if (!plan.dump_layers.empty()) quantizer.observe_linears(layer_dumper(plan.dump_layers));
         packed = quantizer.quantize_layers(calibration, options.calib_window, output, finished,
                                            ProgressPrinter{options.quiet});
         const long width = Grouping::group_width(static_cast<int>(model.config().hidden_size));
@@ -218,7 +283,7 @@ MethodRun run_method(gsq::Method method, const Options& options, const std::vect
   packed.set_metadata("method", gsq::method_name(method));
   const double quantize_seconds = seconds_since(start);
 
-  nlohmann::json manifest = {{"method", gsq::method_name(method)}, {"bits", options.grid.spelling()},
+  nlohmann::json manifest = {{"producer", gsq::producer}, {"method", gsq::method_name(method)}, {"bits", options.grid.spelling()},
                              {"group", options.grouping.spelling()}, {"bpp", bpp}, {"settings", settings},
                              {"layers", layers}, {"quantize_seconds", quantize_seconds}};
   if (!evaluation.empty()) {
@@ -232,7 +297,7 @@ MethodRun run_method(gsq::Method method, const Options& options, const std::vect
   output.publish([&](const std::string& directory) {
     gsq::write_checkpoint(model, options.model, source, directory);
     packed.write(directory + "/quantized.safetensors");
-    gsq::write_text_atomically(directory + "/manifest.json", manifest.dump(2) + "\n");
+    gsq::write_json_atomically(directory + "/manifest.json", manifest);
   });
   return {manifest, bpp};
 }
@@ -247,13 +312,9 @@ void print_row(const std::string& method, const std::string& bits, const std::st
 
 int run(const Options& options) {
   if (options.threads > 0) gsq::set_host_threads(options.threads);
-  std::vector<gsq::TokenId> calibration = read_tokens(options.calib, options.byte_tokens);
-  if (options.calib_tokens > 0 && static_cast<long>(calibration.size()) > options.calib_tokens)
-    calibration.resize(static_cast<std::size_t>(options.calib_tokens));
-  calibration.resize(calibration.size() / static_cast<std::size_t>(options.calib_window) * static_cast<std::size_t>(options.calib_window));
-  gsq::require(!calibration.empty(), "the calibration set holds fewer than --calib-window = " +
-                                         std::to_string(options.calib_window) + " tokens");
-  const std::vector<gsq::TokenId> evaluation = options.eval.empty() ? std::vector<gsq::TokenId>{} : read_tokens(options.eval, options.byte_tokens);
+  const Plan plan = plan_run(options);
+  const std::vector<gsq::TokenId>& calibration = plan.calibration;
+  const std::vector<gsq::TokenId>& evaluation = plan.evaluation;
 
   nlohmann::json baseline;
   const Clock::time_point baseline_start = Clock::now();
@@ -266,10 +327,8 @@ int run(const Options& options) {
 
   nlohmann::json runs = nlohmann::json::array();
   std::vector<double> bpps;
-  if (options.methods.size() > 1) fs::create_directories(options.out);
-  for (gsq::Method method : options.methods) {
-    const std::string out = options.methods.size() > 1 ? options.out + "/" + gsq::method_name(method) : options.out;
-    MethodRun run = run_method(method, options, calibration, evaluation, out);
+  for (std::size_t i = 0; i < options.methods.size(); ++i) {
+    MethodRun run = run_method(options.methods[i], options, plan, plan.outs[i]);
     runs.push_back(run.manifest);
     bpps.push_back(run.bpp);
   }
@@ -284,7 +343,8 @@ int run(const Options& options) {
     print_row(run["method"], run["bits"], run["group"], bpps[i], run.contains("evaluation") ? run["evaluation"] : nlohmann::json(),
               run["quantize_seconds"].get<double>());
   }
-  if (!options.json.empty()) gsq::write_text_atomically(options.json, nlohmann::json{{"baseline", baseline}, {"runs", runs}}.dump(2) + "\n");
+  if (!plan.json.empty())
+    gsq::write_json_atomically(plan.json, {{"producer", gsq::producer}, {"baseline", baseline}, {"runs", runs}});
   return 0;
 }
 

@@ -207,8 +207,12 @@ std::vector<Layer> load_layers(const Options& options) {
       gsq::require(static_cast<unsigned char>(c) >= 0x20, "the layer file name " + path.string() + " holds a control character");
     const gsq::SafetensorsFile file = gsq::SafetensorsFile::open(path.string());
     gsq::Matrix<float> weight = file.matrix("W"), hessian = file.matrix("H");
-    gsq::HessianObjective<> objective(weight, hessian);  // validates the shapes and H
-    layers.push_back({name, std::move(weight), objective.hessian(), std::move(objective)});
+    try {
+      gsq::HessianObjective<> objective(weight, hessian);  // validates the shapes and H
+      layers.push_back({name, std::move(weight), objective.hessian(), std::move(objective)});
+    } catch (const gsq::Error& error) {
+      throw gsq::Error(path.string() + ": " + error.what());
+    }
   }
   return layers;
 }

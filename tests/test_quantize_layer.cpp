@@ -39,7 +39,12 @@ using gsq::testing::ScratchDirectory;
 
 
 
-nlohmann::json read_json(const fs::path& path) { return nlohmann::json::parse(read_file(path)); }
+/// The records of a --json report ({"producer": "gsq", "records": [...]}).
+nlohmann::json read_records(const fs::path& path) {
+  const nlohmann::json report = nlohmann::json::parse(read_file(path));
+  REQUIRE(report.at("producer") == "gsq");
+  return report.at("records");
+}
 
 std::size_t entries_in(const fs::path& directory) {
   return static_cast<std::size_t>(std::distance(fs::directory_iterator(directory), fs::directory_iterator()));
@@ -53,7 +58,7 @@ nlohmann::json run_records(const std::string& arguments, const ScratchDirectory&
   const Outcome outcome = run_quantize_layer(arguments + " --json '" + json_path + "'");
   INFO(arguments << "\nstderr: " << outcome.err);
   REQUIRE(outcome.status == 0);
-  return read_json(json_path);
+  return read_records(json_path);
 }
 
 const nlohmann::json& record_of(const nlohmann::json& records, const std::string& method) {
@@ -83,7 +88,7 @@ TEST_CASE("quantize_layer: by default RTN, GPTQ and GSQ from GPTQ, and the JSON 
   REQUIRE(fs::exists(json_path));
   CHECK(entries_in(scratch.path) == 1);
 
-  const nlohmann::json records = read_json(json_path);
+  const nlohmann::json records = read_records(json_path);
   REQUIRE(records.is_array());
   REQUIRE(records.size() == 3);
   const nlohmann::json& rtn = records[0];
@@ -177,7 +182,7 @@ TEST_CASE("quantize_layer: --bits and --group select the grid and the grouping")
     INFO(c.flags << "\nstderr: " << outcome.err);
     REQUIRE(outcome.status == 0);
     CHECK(outcome.err.empty());  // --quiet
-    const nlohmann::json records = read_json(json_path);
+    const nlohmann::json records = read_records(json_path);
     REQUIRE(records.size() == 3);
     for (const nlohmann::json& record : records) {
       CHECK(record.at("grid") == c.grid);

@@ -117,6 +117,15 @@ struct Host {
   static const T* raw(const vector<T>& values) { return values.data(); }
 };
 
+/// The threads the host backend's parallel work runs on.
+inline int host_thread_count() {
+#if defined(_OPENMP)
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
 /// Sets the threads the host backend uses (OpenMP); 0 keeps the default.
 inline void set_host_threads([[maybe_unused]] int threads) {
 #if defined(_OPENMP)

@@ -46,6 +46,7 @@
 #include "gsq/common/error.hpp"
 #include "gsq/core/train.hpp"
 #include "gsq/experiment/dispatch.hpp"
+#include "gsq/io/regular_file.hpp"
 
 namespace gsq {
 
@@ -218,11 +219,17 @@ inline TrainConfig train_config(const SweepPoint& point) {
   return config;
 }
 
-/// Number of points in the grid: the product of the lengths of its lists.
+/// Number of points in the grid: the product of the lengths of its lists, refused beyond a
+/// million (counted in floating point, so a product of long lists cannot wrap around).
 inline std::size_t point_count(const SweepGrid& grid) {
-  std::size_t count = 1;
-  for_each_axis([&](const char*, const char*, const auto& values) { count *= values.size(); }, grid);
-  return count;
+  constexpr double max_points = 1e6;
+  double count = 1;
+  for_each_axis([&](const char*, const char*, const auto& values) { count *= static_cast<double>(values.size()); }, grid);
+  char text[32];
+  std::snprintf(text, sizeof text, "%.3g", count);
+  require(count <= max_points, std::string("the sweep's lists make ") + text +
+                                   " points, more than a million: shorten them or split the sweep");
+  return static_cast<std::size_t>(count);
 }
 
 /// Every point of the grid, the first axis varying fastest.
@@ -534,16 +541,22 @@ inline void append_line(int fd, const std::string& line, const std::string& path
 }
 
 inline int open_for_append(const std::string& path, int extra_flags) {
-  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC | extra_flags, 0644);
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_NONBLOCK | O_CLOEXEC | extra_flags, 0644);
   require(fd >= 0, "cannot open " + path + ": " + std::strerror(errno));
+  struct stat status {};
+  if (::fstat(fd, &status) != 0 || !S_ISREG(status.st_mode)) {
+    ::close(fd);
+    throw Error("cannot use " + path + " for the sweep's records: it is " + file_type_name(status.st_mode) +
+                ", not a regular file");
+  }
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
   return fd;
 }
 }  // namespace detail
 
 /// The records of a sweep CSV, for reading only (a summary): a torn last line is ignored, not cut.
 inline std::vector<SweepRecord> read_sweep_records(const std::string& csv_path) {
-  const int fd = ::open(csv_path.c_str(), O_RDONLY | O_CLOEXEC);
-  require(fd >= 0, "cannot open " + csv_path + ": " + std::strerror(errno));
+  const int fd = open_regular_file(csv_path, "sweep records");
   std::string text;
   try {
     text = detail::read_whole_file(fd, csv_path);

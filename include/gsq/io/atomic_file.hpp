@@ -4,6 +4,7 @@
 #pragma once
 
 #include <fcntl.h>
+#include <stdio.h>  // renameat2
 #include <unistd.h>
 
 #include <cerrno>
@@ -12,6 +13,8 @@
 #include <string>
 #include <utility>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "gsq/common/error.hpp"
 
@@ -68,15 +71,36 @@ inline void write_text_atomically(const std::string& path, const std::string& te
   write_file_atomically(path, {{text.data(), text.size()}});
 }
 
-/// Replaces directory `destination` by `staged` (a complete directory beside it) with renames,
-/// so the destination is always either the old output or the new one.
+/// Writes `json` to `path` atomically, indented. Text that is not UTF-8 (a path of odd bytes)
+/// is written with U+FFFD in its place rather than failing the write.
+inline void write_json_atomically(const std::string& path, const nlohmann::json& json) {
+  write_text_atomically(path, json.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
+}
+
+/// Replaces directory `destination` by `staged` (a complete directory beside it, named
+/// DESTINATION.writing-PID) so that at every instant the destination is the old output or the
+/// new one: the two are swapped in one atomic exchange (Linux renameat2), then the old one is
+/// removed. Where the file system cannot exchange, the old output is renamed aside to
+/// DESTINATION.previous-PID first; a kill between the two renames leaves it there, and the next
+/// claim of the destination puts it back (gsq::clear_debris).
 inline void replace_directory(const std::string& staged, const std::string& destination) {
   namespace fs = std::filesystem;
+  if (!fs::exists(fs::symlink_status(destination))) {
+    fs::rename(staged, destination);
+    return;
+  }
+#if defined(RENAME_EXCHANGE)
+  if (::renameat2(AT_FDCWD, staged.c_str(), AT_FDCWD, destination.c_str(), RENAME_EXCHANGE) == 0) {
+    fs::remove_all(staged);  // now the old output
+    return;
+  }
+  if (errno != EINVAL && errno != ENOSYS)
+    throw Error("cannot replace '" + destination + "': " + std::strerror(errno) + "; the new output is in " + staged);
+#endif
   const std::string previous = destination + ".previous-" + std::to_string(::getpid());
-  const bool existed = fs::exists(destination);
-  if (existed) fs::rename(destination, previous);
+  fs::rename(destination, previous);
   fs::rename(staged, destination);
-  if (existed) fs::remove_all(previous);
+  fs::remove_all(previous);
 }
 
 }  // namespace gsq

@@ -39,15 +39,25 @@ class ResumableOutput {
       : destination_(std::move(destination)), partial_(destination_ + ".partial") {
     namespace fs = std::filesystem;
     const std::string settings_path = partial_ + "/settings.json";
+    require_startable(destination_, resume);
     if (fs::exists(partial_)) {
-      require(resume, "a run into this output stopped part-way (" + partial_ +
-                          " exists): add --resume to continue it, or delete that directory");
-      require(read_json(settings_path) == settings, "--resume: the settings differ from those of the stopped run in " +
+      // Compared as written: text that is not UTF-8 (a path of odd bytes) is stored replaced.
+      const nlohmann::json as_written =
+          nlohmann::json::parse(settings.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+      require(read_json(settings_path) == as_written, "--resume: the settings differ from those of the stopped run in " +
                                                         partial_ + " (compare with its settings.json)");
       return;
     }
     fs::create_directories(partial_);
-    write_text_atomically(settings_path, settings.dump(2) + "\n");
+    write_json_atomically(settings_path, settings);
+  }
+
+  /// Throws gsq::Error if a run into `destination` stopped part-way and `resume` is not set:
+  /// drivers call it before any work, the constructor again.
+  static void require_startable(const std::string& destination, bool resume) {
+    const std::string partial = destination + ".partial";
+    require(resume || !std::filesystem::exists(partial),
+            "a run into this output stopped part-way (" + partial + " exists): add --resume to continue it, or delete that directory");
   }
 
   /// The file that holds completed unit `unit`.

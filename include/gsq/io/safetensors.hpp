@@ -42,6 +42,7 @@
 #include <nlohmann/json.hpp>
 
 #include "gsq/common/error.hpp"
+#include "gsq/io/regular_file.hpp"
 #include "gsq/common/matrix.hpp"
 #include "gsq/io/atomic_file.hpp"
 
@@ -290,16 +291,9 @@ inline nlohmann::json parse_json_strictly(const char* first, const char* last, c
 class MappedFile {
  public:
   explicit MappedFile(const std::string& path) {
-    const int descriptor = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    require(descriptor >= 0, "cannot open safetensors file '" + path + "': " + std::strerror(errno));
+    const int descriptor = open_regular_file(path, "safetensors file");
     struct stat status {};
-    const bool stat_ok = ::fstat(descriptor, &status) == 0;
-    const int stat_errno = errno;
-    if (!stat_ok || !S_ISREG(status.st_mode)) {
-      ::close(descriptor);
-      throw Error("cannot read safetensors file '" + path +
-                  (stat_ok ? "': not a regular file" : "': " + std::string(std::strerror(stat_errno))));
-    }
+    ::fstat(descriptor, &status);
     size_ = static_cast<std::size_t>(status.st_size);
     if (size_ > 0) {  // mmap rejects length 0; an empty file is reported by the header parser
       void* mapping = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, descriptor, 0);
@@ -581,11 +575,16 @@ class Checkpoint {
       const std::string single = path + "/" + single_file_name;
       require(::stat(single.c_str(), &status) == 0, "checkpoint directory '" + path + "' holds neither " +
                                                         index_file_name + " nor " + single_file_name);
-      return open(single);
+      return open_file(single);
     }
     const std::string json_suffix = ".json";
     if (path.size() >= json_suffix.size() && path.compare(path.size() - json_suffix.size(), json_suffix.size(), json_suffix) == 0)
       return open_index(path);
+    return open_file(path);
+  }
+
+  /// A checkpoint of one safetensors file.
+  static Checkpoint open_file(const std::string& path) {
     Checkpoint checkpoint;
     checkpoint.source_ = path;
     checkpoint.add_shard(SafetensorsFile::open(path));
@@ -619,14 +618,7 @@ class Checkpoint {
  private:
   static Checkpoint open_index(const std::string& index_path) {
     const std::string context = "safetensors index '" + index_path + "'";
-    struct stat status {};
-    if (::stat(index_path.c_str(), &status) != 0) throw Error("cannot open " + context + ": " + std::strerror(errno));
-    require(static_cast<std::uint64_t>(status.st_size) <= detail::max_header_bytes,
-            context + " is larger than " + std::to_string(detail::max_header_bytes) + " bytes");
-    std::ifstream stream(index_path, std::ios::binary);
-    std::string text(static_cast<std::size_t>(status.st_size), '\0');
-    require(stream.read(&text[0], static_cast<std::streamsize>(text.size())).good() || text.empty(),
-            "cannot read " + context);
+    const std::string text = read_regular_file(index_path, "safetensors index", detail::max_header_bytes);
     const nlohmann::json index = detail::parse_json_strictly(text.data(), text.data() + text.size(), context, 16,
                                                              detail::max_header_json_values);
     require(index.is_object() && index.contains("weight_map") && index["weight_map"].is_object(),
@@ -686,6 +678,11 @@ class Checkpoint {
 // ---------------------------------------------------------------------------------------------
 // Writing.
 
+
+/// The mark gsq puts on the outputs it writes (a safetensors file's metadata "producer", the
+/// key "producer" of a JSON report or manifest), so that a later run knows which existing files
+/// are its own to replace (gsq/io/output_location.hpp).
+inline constexpr const char* producer = "gsq";
 
 /// Collects named tensors and metadata, then writes them as one safetensors file. Each add()
 /// validates and converts at once, so a bad tensor is reported before any file is touched.

@@ -28,6 +28,7 @@
 
 #include "gsq/common/error.hpp"
 #include "gsq/common/matrix.hpp"
+#include "gsq/io/regular_file.hpp"
 #include "gsq/model/llama.hpp"
 
 namespace gsq {
@@ -38,11 +39,8 @@ namespace gsq {
 namespace detail {
 
 inline std::vector<std::uint8_t> read_whole_file(const std::string& path, const std::string& what) {
-  std::ifstream stream(path, std::ios::binary);
-  require(static_cast<bool>(stream), "cannot open " + what + " '" + path + "'");
-  std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(stream)), std::istreambuf_iterator<char>());
-  require(!stream.bad(), "cannot read " + what + " '" + path + "'");
-  return bytes;
+  const std::string content = read_regular_file(path, what);
+  return std::vector<std::uint8_t>(content.begin(), content.end());
 }
 
 inline std::uint64_t load_unsigned(const std::uint8_t* bytes, std::size_t size) {

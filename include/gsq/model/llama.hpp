@@ -34,6 +34,7 @@
 #include "gsq/backend/host.hpp"
 #include "gsq/common/error.hpp"
 #include "gsq/common/matrix.hpp"
+#include "gsq/common/memory.hpp"
 #include "gsq/io/safetensors.hpp"
 
 namespace gsq {
@@ -97,6 +98,16 @@ struct LlamaConfig {
   static LlamaConfig from_json(const nlohmann::json& json, const std::string& context = "model config");
   /// Reads and parses a config.json file.
   static LlamaConfig load(const std::string& path);
+
+  /// Bytes a forward pass over `tokens` tokens in sequences of `length` needs at its widest:
+  /// one layer's activations and the logits, plus each thread's attention scratch (the
+  /// length x length scores). Drivers check it against the machine before they start.
+  double forward_bytes(long tokens, long length) const {
+    const double activations =
+        static_cast<double>(tokens) * static_cast<double>(8 * hidden_size + 3 * intermediate_size + vocab_size);
+    const double per_thread = static_cast<double>(length) * static_cast<double>(length + 4 * head_dim);
+    return 4.0 * (activations + per_thread * host_thread_count());
+  }
 };
 
 namespace detail {
@@ -253,12 +264,7 @@ inline LlamaConfig LlamaConfig::from_json(const nlohmann::json& json, const std:
 }
 
 inline LlamaConfig LlamaConfig::load(const std::string& path) {
-  std::ifstream stream(path, std::ios::binary);
-  require(static_cast<bool>(stream), "cannot open model config '" + path + "'");
-  std::ostringstream text;
-  text << stream.rdbuf();
-  require(!stream.bad(), "cannot read model config '" + path + "'");
-  const std::string content = text.str();
+  const std::string content = read_regular_file(path, "model config", std::size_t(1) << 24);
   const std::string context = "model config '" + path + "'";
   return from_json(detail::parse_json_strictly(content.data(), content.data() + content.size(), context, 32, 100000),
                    context);
@@ -372,6 +378,9 @@ class LlamaModel {
     require(!tokens.empty() && tokens.size() % static_cast<std::size_t>(sequence_length) == 0,
             std::to_string(tokens.size()) + " tokens are not whole sequences of " + std::to_string(sequence_length));
     require_token_ids_below(tokens.data(), tokens.size(), config_.vocab_size);
+    require_memory(config_.forward_bytes(static_cast<long>(tokens.size()), sequence_length),
+                   "a forward pass over " + std::to_string(tokens.size()) + " tokens in sequences of " +
+                       std::to_string(sequence_length));
     const long hidden = config_.hidden_size;
     HiddenStates states{sequence_length, Matrix<float>(static_cast<long>(tokens.size()), hidden)};
 #pragma omp parallel for

@@ -15,8 +15,10 @@
 // so the model in memory is the model that is written.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -74,6 +76,15 @@ struct ModelQuantizationConfig {
   LogitInit logit_init;
   long block_batches = 64;         // mini-batches the calibration set is cut into (block objective)
   Dtype weight_dtype = Dtype::F32;  // what the output checkpoint stores the dequantized weights as
+
+  /// Throws gsq::Error naming the first impossible setting (drivers call it before any work).
+  void validate() const {
+    train.validate();
+    require(gsq_init != Method::gsq, "GSQ starts from RTN or GPTQ, not from GSQ");
+    require(block_batches > 0, "the number of calibration mini-batches must be positive, got " + std::to_string(block_batches));
+    require(std::isfinite(gptq.percdamp) && gptq.percdamp >= 0,
+            "the GPTQ damping must be finite and non-negative, got " + std::to_string(gptq.percdamp));
+  }
 };
 
 /// One quantized linear layer: its result, its relative Hessian error, and for GSQ the error of
@@ -169,11 +180,22 @@ inline std::uint64_t part_seed(std::uint64_t seed, long layer, long part) {
 }  // namespace detail
 
 /// Stores a result as the output files will: scales rounded to fp16 (the 16-bit scales of the
-/// format), then returns the dequantized weight rounded to `weight_dtype`.
-inline Matrix<float> store_result(QuantizedTensor& tensor, Dtype weight_dtype) {
-  for (float& scale : tensor.scales) scale = detail::stored_value(scale, Dtype::F16);
+/// format), then returns the dequantized weight rounded to `weight_dtype`. A result that does
+/// not survive that (a scale beyond fp16's 65504, a non-finite weight) is an error naming
+/// `name`, never written.
+inline Matrix<float> store_result(QuantizedTensor& tensor, Dtype weight_dtype, const std::string& name) {
+  for (std::size_t group = 0; group < tensor.scales.size(); ++group) {
+    const float scale = tensor.scales[group];
+    tensor.scales[group] = detail::stored_value(scale, Dtype::F16);
+    require(std::isfinite(tensor.scales[group]) && tensor.scales[group] > 0,
+            name + ": the scale of group " + std::to_string(group) + " is " + std::to_string(scale) +
+                ", which the format's fp16 scales cannot hold (they must be positive and at most 65504): "
+                "the weights are too large for this format");
+  }
   Matrix<float> weight = tensor.dequantize();
   for (float& value : weight.values) value = detail::stored_value(value, weight_dtype);
+  require(std::all_of(weight.values.begin(), weight.values.end(), [](float v) { return std::isfinite(v); }),
+          name + ": the quantized weights are not finite in " + dtype_name(weight_dtype));
   return weight;
 }
 
@@ -185,9 +207,7 @@ class SequentialQuantizer {
   using Gsq = Quantizer<Grid, Grouping>;
 
   SequentialQuantizer(LlamaModel& model, ModelQuantizationConfig config) : model_(model), config_(std::move(config)) {
-    config_.train.validate();
-    require(config_.gsq_init != Method::gsq, "GSQ starts from RTN or GPTQ, not from GSQ");
-    require(config_.block_batches > 0, "the number of calibration mini-batches must be positive");
+    config_.validate();
   }
 
   void observe_linears(LinearObserver observer) { observer_ = std::move(observer); }
@@ -274,7 +294,7 @@ class SequentialQuantizer {
       LinearResult& linear = result.linears[i];
       linear.tensor = read_packed(file, LlamaModel::tensor_name(layer, names[i]), grid_spec<Grid>(), weight.rows,
                                   weight.cols, Grouping::group_width(static_cast<int>(weight.cols)));
-      model_.set_linear_weight(layer, names[i], store_result(linear.tensor, config_.weight_dtype));
+      model_.set_linear_weight(layer, names[i], store_result(linear.tensor, config_.weight_dtype, file.path()));
     }
     return result;
   }
@@ -334,7 +354,7 @@ class SequentialQuantizer {
       // The starting point is a candidate too: a short run can end above it.
       if (objective.relative_error(trained.dequantize()) < result.init_error) result.tensor = std::move(trained);
     }
-    const Matrix<float> stored = store_result(result.tensor, config_.weight_dtype);
+    const Matrix<float> stored = store_result(result.tensor, config_.weight_dtype, LlamaModel::tensor_name(layer, linear));
     result.error = objective.relative_error(stored);
     model_.set_linear_weight(layer, linear, stored);
     result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -374,7 +394,7 @@ class SequentialQuantizer {
 
     std::array<Matrix<float>, 3> stored;
     for (int i = 0; i < 3; ++i) {
-      stored[i] = store_result(linears[i].tensor, config_.weight_dtype);
+      stored[i] = store_result(linears[i].tensor, config_.weight_dtype, LlamaModel::tensor_name(layer, names[4 + i]));
       linears[i].error = objectives[i].relative_error(stored[i]);
       model_.set_linear_weight(layer, names[4 + i], stored[i]);
     }

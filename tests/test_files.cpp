@@ -285,19 +285,69 @@ TEST_CASE("quantize_model records the calibration tokens it used, not those aske
   CHECK(manifest["settings"]["calib_tokens"] == 768);
 }
 
-TEST_CASE("FIFOs where the drivers expect files are refused, not waited on", "[files][drivers]") {
+TEST_CASE("FIFOs and directories where the drivers expect files are refused, not waited on", "[files][drivers]") {
   const ScratchDirectory scratch;
   for (const char* name : {"config.json", "model.safetensors"}) {
-    const fs::path model = scratch.path / name;
-    copy_model(model);
-    fs::remove(model / name);
-    REQUIRE(::mkfifo((model / name).c_str(), 0600) == 0);
-    const Outcome outcome = gsq::testing::run_program(
-        "evaluate_model", "--model '" + model.string() + "' --eval '" + model.string() + "/eval.txt' --byte-tokens");
-    INFO(outcome.err);
-    CHECK(outcome.status == 2);
-    CHECK(outcome.err.find("FIFO") != std::string::npos);
+    for (const bool fifo : {true, false}) {
+      const fs::path model = scratch.path / (std::string(name) + (fifo ? "-fifo" : "-directory"));
+      copy_model(model);
+      fs::remove(model / name);
+      if (fifo)
+        REQUIRE(::mkfifo((model / name).c_str(), 0600) == 0);
+      else
+        fs::create_directory(model / name);
+      const Outcome outcome = gsq::testing::run_program(
+          "evaluate_model", "--model '" + model.string() + "' --eval '" + model.string() + "/eval.txt' --byte-tokens");
+      INFO(model << "\n" << outcome.err);
+      CHECK(outcome.status == 2);
+      CHECK(outcome.err.find(fifo ? "FIFO" : "a directory, not a regular file") != std::string::npos);
+    }
   }
+  const fs::path layers = scratch.path / "layers";
+  fs::create_directories(layers);
+  REQUIRE(::mkfifo((layers / "proj.safetensors").c_str(), 0600) == 0);
+  const Outcome sweep = gsq::testing::run_program(
+      "sweep", "--layers '" + layers.string() + "' --steps 3 --quiet --out '" + (scratch.path / "sweep").string() + "'");
+  CHECK(sweep.status == 2);
+  CHECK(sweep.err.find("FIFO") != std::string::npos);
+}
+
+TEST_CASE("sizes the machine cannot hold are refused by name before anything is allocated", "[files][drivers]") {
+  const Outcome outcome = gsq::testing::run_program(
+      "evaluate_model", "--model '" + model_dir + "' --eval '" + model_dir + "/eval.txt' --byte-tokens --window 10000000");
+  INFO(outcome.err);
+  CHECK(outcome.status == 2);
+  CHECK(outcome.err.find("--window") != std::string::npos);
+  CHECK(outcome.err.find("GiB") != std::string::npos);
+}
+
+TEST_CASE("a sweep layer with a bad H names its file", "[files][drivers]") {
+  const ScratchDirectory scratch;
+  const fs::path layers = scratch.path / "layers";
+  fs::create_directories(layers);
+  gsq::Matrix<float> weight(4, 8), hessian(8, 8);
+  for (long i = 0; i < 8; ++i) hessian(i, i) = 1.0f;
+  hessian(0, 1) = 0.5f;  // not symmetric
+  gsq::SafetensorsWriter writer;
+  writer.add("W", weight);
+  writer.add("H", hessian);
+  writer.write((layers / "skewed.safetensors").string());
+  const Outcome outcome = gsq::testing::run_program(
+      "sweep", "--layers '" + layers.string() + "' --steps 3 --quiet --out '" + (scratch.path / "sweep").string() + "'");
+  CHECK(outcome.status == 2);
+  CHECK(outcome.err.find("skewed.safetensors") != std::string::npos);
+  CHECK(outcome.err.find("symmetric") != std::string::npos);
+}
+
+TEST_CASE("a model path that is not UTF-8 is quantized, its manifest written", "[files][drivers]") {
+  const ScratchDirectory scratch;
+  const fs::path model = scratch.path / "model-\xff\xfe";
+  copy_model(model);
+  const fs::path out = scratch.path / "out";
+  const Outcome outcome = quantize_model(model.string(), quick(model.string()) + "--out '" + out.string() + "'");
+  INFO(outcome.err);
+  CHECK(outcome.status == 0);
+  CHECK(nlohmann::json::parse(read_file(out / "manifest.json"))["producer"] == "gsq");
 }
 
 TEST_CASE("quantize_layer never overwrites its input, and refuses a result fp16 scales cannot hold", "[files][drivers]") {
@@ -316,6 +366,9 @@ TEST_CASE("quantize_layer never overwrites its input, and refuses a result fp16 
   CHECK(outcome.status == 2);
   CHECK(outcome.err.find("is --input") != std::string::npos);
   CHECK(read_file(layer) == before);
+  outcome = gsq::testing::run_program("quantize_layer", input + "--save /proc/gsq.safetensors");
+  CHECK(outcome.status == 2);
+  CHECK(outcome.err.find("cannot write into /proc") != std::string::npos);
 
   weight(3, 5) = 1e6f;  // a scale of about 6.7e5: beyond fp16
   writer = gsq::SafetensorsWriter();

@@ -130,9 +130,12 @@ TEST_CASE("only gsq's own outputs are replaced; anything else is refused and lef
         std::string::npos);
   CHECK(user.intact());
 
-  const fs::path earlier = scratch.path / "earlier";
+  const fs::path earlier = scratch.path / "earlier", legacy = scratch.path / "legacy";
   make_gsq_output(earlier);
   CHECK(claim_directory(earlier.string() + "/", {}) == earlier.string());
+  fs::create_directories(legacy);  // an output of a gsq release before the mark
+  write(legacy / "manifest.json", R"({"method": "gsq", "settings": {}, "layers": []})");
+  CHECK(claim_directory(legacy.string(), {}) == legacy.string());
   const fs::path report = scratch.path / "report.json";
   write(report, R"({"producer": "gsq", "runs": []})");
   CHECK(gsq::claim_output({"--json", report.string()}, gsq::OutputKind::file, {}) == report.string());

@@ -21,6 +21,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <map>
 #include <string>
 #include <vector>
@@ -61,7 +62,15 @@ inline bool is_gsq_json(const fs::path& path) {
   if (!fs::is_regular_file(path)) return false;
   std::ifstream stream(path);
   const nlohmann::json json = nlohmann::json::parse(stream, nullptr, /*allow_exceptions=*/false);
-  return json.is_object() && json.value("producer", std::string()) == producer;
+  if (!json.is_object()) return false;
+  const auto has = [&](std::initializer_list<const char*> keys) {
+    for (const char* key : keys)
+      if (!json.contains(key)) return false;
+    return true;
+  };
+  // Manifests and reports of gsq releases before the mark carry these keys together.
+  return json.value("producer", std::string()) == producer || has({"method", "settings", "layers"}) ||
+         has({"baseline", "runs"});
 }
 
 inline bool is_gsq_safetensors(const fs::path& path) {

@@ -112,7 +112,7 @@ int main(int argc, char** argv) {
       options->json_path = gsq::claim_output({"--json", options->json_path}, gsq::OutputKind::file,
                                              {{"--model", options->model}, {"--eval", options->eval}});
     const gsq::LlamaConfig model_config = gsq::LlamaConfig::load(options->model + "/config.json");
-    gsq::require_memory(model_config.forward_bytes(options->evaluation.window + 32768, options->evaluation.window),
+    gsq::require_memory(gsq::evaluation_bytes(model_config, options->evaluation.window),
                         "an evaluation window of " + std::to_string(options->evaluation.window) + " tokens (--window)");
 
     const Clock::time_point loading = Clock::now();

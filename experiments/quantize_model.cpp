@@ -165,8 +165,7 @@ Plan plan_run(const Options& options) {
                           std::to_string(window) + " (--calib-tokens, --calib-window)");
   if (!options.eval.empty()) {
     plan.evaluation = read_checked_tokens("--eval", options.eval, options.byte_tokens, model.vocab_size);
-    gsq::require_memory(model.forward_bytes(std::min<long>(static_cast<long>(plan.evaluation.size()), 32768 + options.window),
-                                            options.window),
+    gsq::require_memory(gsq::evaluation_bytes(model, options.window),
                         "an evaluation window of " + std::to_string(options.window) + " tokens (--window)");
   }
 

@@ -541,16 +541,7 @@ inline void append_line(int fd, const std::string& line, const std::string& path
 }
 
 inline int open_for_append(const std::string& path, int extra_flags) {
-  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_NONBLOCK | O_CLOEXEC | extra_flags, 0644);
-  require(fd >= 0, "cannot open " + path + ": " + std::strerror(errno));
-  struct stat status {};
-  if (::fstat(fd, &status) != 0 || !S_ISREG(status.st_mode)) {
-    ::close(fd);
-    throw Error("cannot use " + path + " for the sweep's records: it is " + file_type_name(status.st_mode) +
-                ", not a regular file");
-  }
-  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-  return fd;
+  return open_regular_file(path, "the sweep's records", O_RDWR | O_CREAT | O_APPEND | extra_flags);
 }
 }  // namespace detail
 

@@ -27,10 +27,10 @@ inline const char* file_type_name(mode_t mode) {
 }
 }  // namespace detail
 
-/// A read-only descriptor of the regular file `path` (the caller closes it); `what` names the
-/// file in errors ("model config", "calibration tokens", ...).
-inline int open_regular_file(const std::string& path, const std::string& what) {
-  const int descriptor = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+/// A descriptor of the regular file `path` opened with `flags` (read-only by default; the caller
+/// closes it); `what` names the file in errors ("model config", "calibration tokens", ...).
+inline int open_regular_file(const std::string& path, const std::string& what, int flags = O_RDONLY) {
+  const int descriptor = ::open(path.c_str(), flags | O_NONBLOCK | O_CLOEXEC, 0644);
   require(descriptor >= 0, "cannot open " + what + " '" + path + "': " + std::strerror(errno));
   struct stat status {};
   const bool stat_ok = ::fstat(descriptor, &status) == 0;

@@ -196,6 +196,22 @@ inline double token_nll(const float* logits, long vocabulary, TokenId target) {
   return largest + std::log(sum) - static_cast<double>(logits[target]);
 }
 
+/// Windows per forward call when EvaluationOptions::windows_per_batch is 0: about 32k tokens,
+/// for large products and few parallel regions (each a barrier, costly when the cores are
+/// shared), while the widest activation (logits or the MLP's) stays under 128 MB.
+inline long default_windows_per_batch(const LlamaConfig& config, long window) {
+  const long inputs = window - 1;
+  const long affordable = (32L << 20) / std::max(config.vocab_size, config.intermediate_size) / inputs;
+  return std::max(1L, std::min(32768 / inputs + 1, affordable));
+}
+
+/// Bytes an evaluation in windows of `window` tokens needs at its widest (one call's forward
+/// pass): drivers check it against the machine before they start (gsq::require_memory).
+inline double evaluation_bytes(const LlamaConfig& config, long window) {
+  const long inputs = window - 1;
+  return config.forward_bytes(default_windows_per_batch(config, window) * inputs, inputs);
+}
+
 /// Evaluates `model` on `tokens` by the rule at the top of this file. The result does not
 /// depend on the thread count (the window NLLs are summed in a fixed order); the batch size
 /// changes it only by float rounding (the products block differently).
@@ -212,15 +228,7 @@ inline EvaluationResult evaluate(const LlamaModel& model, const std::vector<Toke
   const long vocabulary = model.config().vocab_size;
   require_token_ids_below(tokens.data(), static_cast<std::size_t>(windows * window), vocabulary);
 
-  long batch = options.windows_per_batch;
-  if (batch == 0) {
-    // About 32k tokens per call: large products, and few parallel regions (each a barrier,
-    // costly when the cores are shared). The widest activation (logits or the MLP's) stays
-    // under 128 MB.
-    const long widest = std::max(vocabulary, model.config().intermediate_size);
-    const long affordable = (32L << 20) / widest / inputs;
-    batch = std::max(1L, std::min(32768 / inputs + 1, affordable));
-  }
+  const long batch = options.windows_per_batch > 0 ? options.windows_per_batch : default_windows_per_batch(model.config(), window);
 
   std::vector<double> window_nll(static_cast<std::size_t>(windows), 0.0);
   for (long first = 0; first < windows; first += batch) {

@@ -47,7 +47,7 @@ const std::string small_run = " --method gsq --calib-tokens 2048 --steps 30";
 }  // namespace
 
 TEST_CASE("quantize_model: a run stopped part-way and resumed equals an uninterrupted one") {
-  const fs::path whole = scratch("whole"), resumed = scratch("resumed"), log = scratch("log");
+  const fs::path whole = scratch("whole"), resumed = scratch("resumed"), log = scratch("resume_log");
   REQUIRE(quantize_model("--out " + whole.string() + small_run, log) == 0);
 
   REQUIRE(quantize_model("--out " + resumed.string() + small_run + " --stop-after 2", log) == 3);
@@ -74,7 +74,7 @@ TEST_CASE("quantize_model: a run stopped part-way and resumed equals an uninterr
 }
 
 TEST_CASE("quantize_model: the written checkpoint reloads exactly, and the packed format rebuilds it") {
-  const fs::path out = scratch("gptq"), log = scratch("log"), json = scratch("json");
+  const fs::path out = scratch("gptq"), log = scratch("gptq_log"), json = scratch("json");
   REQUIRE(quantize_model("--out " + out.string() + " --method gptq --calib-tokens 2048 --bits 3 --group 64 --eval " +
                              model_dir + "/eval.txt --json " + json.string(),
                          log) == 0);
@@ -104,7 +104,7 @@ TEST_CASE("quantize_model: the written checkpoint reloads exactly, and the packe
 }
 
 TEST_CASE("quantize_model: bad input is refused with a message naming it") {
-  const fs::path out = scratch("bad"), log = scratch("log");
+  const fs::path out = scratch("bad"), log = scratch("bad_log");
   CHECK(quantize_model("--out " + out.string() + " --bits 5", log) == 2);
   CHECK(slurp(log).find("--bits") != std::string::npos);
   CHECK(quantize_model("--out " + out.string() + " --method best", log) == 2);
@@ -130,10 +130,12 @@ TEST_CASE("quantize_model: bad input is refused with a message naming it") {
 }
 
 TEST_CASE("quantize_model: at 2 bits GSQ gives lower bits-per-byte than GPTQ on eval.txt") {
-  const fs::path out = scratch("compare"), log = scratch("log"), json = scratch("compare_json");
-  REQUIRE(quantize_model("--out " + out.string() + " --method gptq,gsq --eval " + model_dir +
-                             "/eval.txt --json " + json.string(),
-                         log) == 0);
+  const fs::path out = scratch("compare"), log = scratch("compare_log"), json = scratch("compare_json");
+  const int status = quantize_model("--out " + out.string() + " --method gptq,gsq --eval " + model_dir +
+                                        "/eval.txt --json " + json.string(),
+                                    log);
+  INFO(slurp(log));
+  REQUIRE(status == 0);
   const nlohmann::json report = read_json(json);
   const double gptq = report["runs"][0]["evaluation"]["bits_per_token"], gsq = report["runs"][1]["evaluation"]["bits_per_token"];
   INFO("GPTQ " << gptq << " bits/byte, GSQ " << gsq);

@@ -19,6 +19,7 @@
 
 #include "driver.hpp"
 #include <gsq/experiment/dispatch.hpp>
+#include <gsq/export/exports.hpp>
 #include <gsq/format/checkpoint.hpp>
 #include <gsq/gsq.hpp>
 #include <gsq/io/output_location.hpp>
@@ -33,7 +34,8 @@ namespace fs = std::filesystem;
 namespace po = boost::program_options;
 using Clock = std::chrono::steady_clock;
 using GridChoice = gsq::Choice<gsq::GridPolicies, gsq::ByBits>;
-using GroupingChoice = gsq::Choice<gsq::TypeList<gsq::PerChannel, gsq::GroupSize<64>, gsq::GroupSize<128>>, gsq::ByGroupSize>;
+using GroupingChoice =
+    gsq::Choice<gsq::TypeList<gsq::PerChannel, gsq::GroupSize<64>, gsq::GroupSize<128>, gsq::GroupSize<256>>, gsq::ByGroupSize>;
 
 /// Thrown when --stop-after ends a run early on purpose (to exercise --resume).
 struct Stopped {};
@@ -41,6 +43,7 @@ struct Stopped {};
 struct Options {
   std::string model, out, calib, eval, json, dump_layers;
   std::vector<gsq::Method> methods;
+  std::vector<gsq::ExportFormat> exports;
   GridChoice grid{"--bits", "2"};
   GroupingChoice grouping{"--group", "128"};
   gsq::ModelQuantizationConfig config;
@@ -61,7 +64,7 @@ std::vector<std::string> split(const std::string& text) {
 Options parse_options(int argc, char** argv) {
   Options options;
   gsq::TrainConfig& train = options.config.train;
-  std::string methods, init, objective, attention, scale_search;
+  std::string methods, init, objective, attention, scale_search, exports;
   po::options_description flags("quantize_model: quantize a Llama-family checkpoint layer by layer and evaluate it");
   flags.add_options()
       ("help", "print this help")
@@ -69,7 +72,7 @@ Options parse_options(int argc, char** argv) {
       ("out", po::value(&options.out)->required(), "output directory (replaced atomically); with several methods, one subdirectory per method")
       ("method", po::value(&methods)->default_value("gsq"), "rtn, gptq or gsq, or a comma list (e.g. rtn,gptq,gsq)")
       ("bits", po::value<std::string>()->default_value("2"), "grid: ternary, 2, 3 or 4")
-      ("group", po::value<std::string>()->default_value("128"), "input columns per scale: 64, 128, or per-channel (0)")
+      ("group", po::value<std::string>()->default_value("128"), "input columns per scale: 64, 128, 256, or per-channel (0)")
       ("objective", po::value(&objective)->default_value("block"), "GSQ's MLP objective: block (gate/up/down jointly on the SwiGLU output) or layer (each on its Hessian objective)")
       ("attention", po::value(&attention)->default_value("gptq"), "attention projections under --method gsq: gptq (the reference) or gsq (Hessian objective)")
       ("init", po::value(&init)->default_value("gptq"), "GSQ's starting point: gptq (the paper's recipe) or rtn")
@@ -92,6 +95,9 @@ Options parse_options(int argc, char** argv) {
       ("byte-tokens", po::bool_switch(&options.byte_tokens), "read --calib and --eval as bytes (byte-level models)")
       ("seed", po::value(&train.seed)->default_value(0), "seed of the logit initialisation and the Gumbel noise")
       ("threads", po::value(&options.threads)->default_value(0), "threads (0: all cores); results do not depend on it")
+      ("export", po::value(&exports), "also write each method's model for other engines, inside its output: a comma list of "
+                                       "compressed-tensors (transformers, vLLM), gptq (transformers, vLLM), gguf (llama.cpp); "
+                                       "see docs/run_elsewhere.md")
       ("json", po::value(&options.json), "write the manifests and evaluations as JSON to this file")
       ("dump-layers", po::value(&options.dump_layers), "also save each linear layer's weight W and calibration H as DIR/<tensor>.safetensors")
       ("resume", po::bool_switch(&options.resume), "continue a run that stopped part-way, after its last completed layer")
@@ -110,6 +116,7 @@ Options parse_options(int argc, char** argv) {
   options.grouping = GroupingChoice("--group", values["group"].as<std::string>());
   options.grid.validate();
   options.grouping.validate();
+  options.exports = gsq::parse_exports(exports);
   options.config.gsq_init = gsq::parse_method(init);
   options.config.mlp_objective = gsq::parse_mlp_objective(objective);
   gsq::require(attention == "gptq" || attention == "gsq", "--attention must be gptq or gsq, got '" + attention + "'");
@@ -182,6 +189,15 @@ Plan plan_run(const Options& options) {
     gsq::ResumableOutput::require_startable(out, options.resume);
     apart.push_back({"--out", out});
   }
+  if (!options.exports.empty())
+    gsq::dispatch(
+        [&](auto grid, auto grouping) {
+          using Grouping = gsq::type_of<decltype(grouping)>;
+          gsq::require_exportable(options.exports,
+                                  gsq::QuantizedModel::planned(options.model, gsq::grid_spec<gsq::type_of<decltype(grid)>>(),
+                                                               [](long cols) { return Grouping::group_width(static_cast<int>(cols)); }));
+        },
+        options.grid, options.grouping);
   if (!options.json.empty()) plan.json = gsq::claim_output({"--json", options.json}, gsq::OutputKind::file, apart);
   if (!options.dump_layers.empty())
     plan.dump_layers = gsq::claim_output({"--dump-layers", options.dump_layers}, gsq::OutputKind::container, apart);
@@ -296,6 +312,14 @@ MethodRun run_method(gsq::Method method, const Options& options, const Plan& pla
   output.publish([&](const std::string& directory) {
     gsq::write_checkpoint(model, options.model, source, directory);
     packed.write(directory + "/quantized.safetensors");
+    if (!options.exports.empty()) {
+      const gsq::QuantizedModel quantized = gsq::QuantizedModel::open(directory, directory + "/quantized.safetensors");
+      for (const gsq::ExportFormat& format : options.exports) {
+        if (!options.quiet) std::fprintf(stderr, "%s: writing the %s export\n", gsq::method_name(method), format.name);
+        format.write(quantized, directory + "/" + format.path);
+        manifest["exports"][format.name] = format.path;
+      }
+    }
     gsq::write_json_atomically(directory + "/manifest.json", manifest);
   });
   return {manifest, bpp};

@@ -14,6 +14,7 @@
 // gsq/io/resumable_output.hpp): a reader sees the old output or the new one, never a mixture.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -59,22 +60,37 @@ inline QuantizedTensor read_packed(const SafetensorsFile& file, const std::strin
   return tensor;
 }
 
+/// The files other stacks load beside a checkpoint's weights: config, generation config,
+/// tokenizer (not the shard index, which names the weight files).
+inline std::vector<std::filesystem::path> companion_files(const std::string& directory) {
+  namespace fs = std::filesystem;
+  std::vector<fs::path> files;
+  for (const fs::directory_entry& entry : fs::directory_iterator(directory)) {
+    const std::string file = entry.path().filename().string(), extension = entry.path().extension().string();
+    if (entry.is_regular_file() && file != "model.safetensors.index.json" &&
+        (extension == ".json" || extension == ".model" || extension == ".tiktoken" || extension == ".jinja" ||
+         file == "merges.txt" || file == "vocab.txt"))
+      files.push_back(entry.path());
+  }
+  return files;
+}
+
+/// Copies companion_files(source) into `directory`, except those named in `except`.
+inline void copy_companion_files(const std::string& source, const std::string& directory,
+                                 const std::vector<std::string>& except = {}) {
+  namespace fs = std::filesystem;
+  for (const fs::path& file : companion_files(source))
+    if (std::find(except.begin(), except.end(), file.filename().string()) == except.end())
+      fs::copy_file(file, fs::path(directory) / file.filename());
+}
+
 /// Writes `model` (whose linear weights may have been replaced) as a checkpoint in directory
 /// `directory` (created if missing; meant to be a new, empty one): every tensor of `source` keeps its name and dtype,
 /// the linear layers are taken from the model, everything else is copied byte for byte.
 inline void write_checkpoint(const LlamaModel& model, const std::string& source_directory, const Checkpoint& source,
                              const std::string& directory) {
-  namespace fs = std::filesystem;
-  fs::create_directory(directory);
-  // The files other stacks load beside the weights: config, generation config, tokenizer.
-  const auto loadable = [](const fs::path& path) {
-    const std::string file = path.filename().string(), extension = path.extension().string();
-    return file != "model.safetensors.index.json" &&
-           (extension == ".json" || extension == ".model" || extension == ".tiktoken" || extension == ".jinja" ||
-            file == "merges.txt" || file == "vocab.txt");
-  };
-  for (const fs::directory_entry& entry : fs::directory_iterator(source_directory))
-    if (entry.is_regular_file() && loadable(entry.path())) fs::copy_file(entry.path(), fs::path(directory) / entry.path().filename());
+  std::filesystem::create_directory(directory);
+  copy_companion_files(source_directory, directory);
   std::map<std::string, std::pair<long, std::string>> linears;  // tensor name -> (layer, linear)
   for (long layer = 0; layer < model.config().layers; ++layer)
     for (const std::string& linear : LlamaModel::linear_names()) linears[LlamaModel::tensor_name(layer, linear)] = {layer, linear};

@@ -353,6 +353,34 @@ class LlamaModel {
 
   const LlamaConfig& config() const { return config_; }
 
+  /// Hugging Face's rotary inverse frequencies theta^(-2i/head_dim), with the config's scaling.
+  static std::vector<float> rotary_inverse_frequencies(const LlamaConfig& config) {
+    const RotaryConfig& rotary = config.rotary;
+    const long half = config.head_dim / 2;
+    std::vector<float> frequencies(static_cast<std::size_t>(half));
+    const double pi = std::acos(-1.0);
+    for (long i = 0; i < half; ++i) {
+      double frequency = 1.0 / std::pow(rotary.theta, static_cast<double>(2 * i) / static_cast<double>(config.head_dim));
+      if (rotary.type == "linear") frequency /= rotary.factor;
+      if (rotary.type == "llama3") {
+        // Llama 3.1: long wavelengths are slowed by `factor`, short ones kept, and those in
+        // between interpolated by where the wavelength falls relative to the original context.
+        const double wavelength = 2 * pi / frequency;
+        const double low_frequency_wavelength = rotary.original_max_position_embeddings / rotary.low_freq_factor;
+        const double high_frequency_wavelength = rotary.original_max_position_embeddings / rotary.high_freq_factor;
+        if (wavelength > low_frequency_wavelength) {
+          frequency /= rotary.factor;
+        } else if (wavelength >= high_frequency_wavelength) {
+          const double smooth = (rotary.original_max_position_embeddings / wavelength - rotary.low_freq_factor) /
+                                (rotary.high_freq_factor - rotary.low_freq_factor);
+          frequency = (1 - smooth) * frequency / rotary.factor + smooth * frequency;
+        }
+      }
+      frequencies[static_cast<std::size_t>(i)] = static_cast<float>(frequency);
+    }
+    return frequencies;
+  }
+
   /// A linear layer's weight, out x in (PyTorch's Linear.weight layout).
   Matrix<float> linear_weight(long layer, const std::string& linear) const {
     return transposed(linear_at(layer, linear).weight_transposed);
@@ -556,33 +584,6 @@ class LlamaModel {
     return result;
   }
 
-  /// Hugging Face's rotary inverse frequencies theta^(-2i/head_dim), with the config's scaling.
-  static std::vector<float> rotary_inverse_frequencies(const LlamaConfig& config) {
-    const RotaryConfig& rotary = config.rotary;
-    const long half = config.head_dim / 2;
-    std::vector<float> frequencies(static_cast<std::size_t>(half));
-    const double pi = std::acos(-1.0);
-    for (long i = 0; i < half; ++i) {
-      double frequency = 1.0 / std::pow(rotary.theta, static_cast<double>(2 * i) / static_cast<double>(config.head_dim));
-      if (rotary.type == "linear") frequency /= rotary.factor;
-      if (rotary.type == "llama3") {
-        // Llama 3.1: long wavelengths are slowed by `factor`, short ones kept, and those in
-        // between interpolated by where the wavelength falls relative to the original context.
-        const double wavelength = 2 * pi / frequency;
-        const double low_frequency_wavelength = rotary.original_max_position_embeddings / rotary.low_freq_factor;
-        const double high_frequency_wavelength = rotary.original_max_position_embeddings / rotary.high_freq_factor;
-        if (wavelength > low_frequency_wavelength) {
-          frequency /= rotary.factor;
-        } else if (wavelength >= high_frequency_wavelength) {
-          const double smooth = (rotary.original_max_position_embeddings / wavelength - rotary.low_freq_factor) /
-                                (rotary.high_freq_factor - rotary.low_freq_factor);
-          frequency = (1 - smooth) * frequency / rotary.factor + smooth * frequency;
-        }
-      }
-      frequencies[static_cast<std::size_t>(i)] = static_cast<float>(frequency);
-    }
-    return frequencies;
-  }
 
   /// Rotates each head of each row by its position in its sequence, in Hugging Face's
   /// convention: dimension i pairs with i + head_dim/2 (rotate_half).

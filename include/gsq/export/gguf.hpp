@@ -1,0 +1,220 @@
+// gsq/export/gguf.hpp -- a whole Llama model as one GGUF file that llama.cpp runs: the
+// hyper-parameters from config.json as llama.* metadata, the tokenizer from tokenizer.json, and
+// the tensors under llama.cpp's names (the container and the block encodings are
+// gsq/format/gguf.hpp). Quantized linears are stored exactly: 4-bit codes with groups that are a
+// multiple of 32 as Q4_0, 2-bit and ternary codes with groups of 256 as TQ2_0. Everything else
+// keeps its stored precision (F32, F16 or BF16; norms F32).
+//
+// llama.cpp applies rotary embeddings to adjacent pairs of dimensions, Hugging Face's Llama to
+// the two halves of each head; so, as llama.cpp's own converter does, the rows of q_proj and
+// k_proj are permuted within each head: row h d + 2 i + j of the GGUF tensor is row
+// h d + j d / 2 + i of the checkpoint's. A row moves with its codes and scales, so the
+// permutation keeps the quantization exact.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "gsq/export/quantized_model.hpp"
+#include "gsq/format/gguf.hpp"
+#include "gsq/io/regular_file.hpp"
+
+namespace gsq {
+
+/// The ggml type that holds `tensor` exactly, or why none does.
+inline GgmlType exact_ggml_type(const QuantizedTensor& tensor, std::string* why = nullptr) {
+  const GridSpec& grid = tensor.grid;
+  if (grid.min_level == -8 && grid.max_level == 7 && tensor.group_width % 32 == 0) return GgmlType::Q4_0;
+  if (grid.min_level >= -2 && grid.max_level <= 1 && tensor.group_width == 256) return GgmlType::TQ2_0;
+  if (why)
+    *why = std::string("GGUF holds gsq's codes exactly as Q4_0 (int4, groups a multiple of 32) or TQ2_0 (int2 or "
+                       "ternary, groups of 256); this model is ") + grid.name + " with groups of " +
+           std::to_string(tensor.group_width) + " columns";
+  return GgmlType::F32;
+}
+
+namespace detail {
+
+/// The parsed tokenizer.json of `directory`; an error unless it is a BPE tokenizer (what the
+/// GGUF export writes).
+inline nlohmann::json bpe_tokenizer(const std::string& directory) {
+  const std::string path = directory + "/tokenizer.json";
+  require(std::filesystem::exists(path), "the GGUF export needs the model's tokenizer.json, and " + directory + " has none");
+  const nlohmann::json tokenizer =
+      nlohmann::json::parse(read_regular_file(path, "tokenizer", std::size_t(1) << 30), nullptr, false);
+  require(tokenizer.is_object() && tokenizer.contains("model") && tokenizer["model"].is_object() &&
+              tokenizer["model"].value("type", "") == "BPE" && tokenizer["model"].contains("vocab"),
+          path + ": the GGUF export writes BPE tokenizers (model.type \"BPE\" with a vocab)");
+  return tokenizer;
+}
+
+/// llama.cpp's name for checkpoint tensor `name`, or empty for one it does not load.
+inline std::string gguf_tensor_name(const std::string& name) {
+  if (name == "model.embed_tokens.weight") return "token_embd.weight";
+  if (name == "model.norm.weight") return "output_norm.weight";
+  if (name == "lm_head.weight") return "output.weight";
+  const std::string prefix = "model.layers.";
+  if (name.compare(0, prefix.size(), prefix) != 0) return {};
+  const std::size_t dot = name.find('.', prefix.size());
+  if (dot == std::string::npos) return {};
+  const std::string layer = name.substr(prefix.size(), dot - prefix.size()), rest = name.substr(dot + 1);
+  static const std::map<std::string, std::string> parts = {
+      {"input_layernorm.weight", "attn_norm.weight"},  {"post_attention_layernorm.weight", "ffn_norm.weight"},
+      {"self_attn.q_proj.weight", "attn_q.weight"},    {"self_attn.k_proj.weight", "attn_k.weight"},
+      {"self_attn.v_proj.weight", "attn_v.weight"},    {"self_attn.o_proj.weight", "attn_output.weight"},
+      {"mlp.gate_proj.weight", "ffn_gate.weight"},     {"mlp.up_proj.weight", "ffn_up.weight"},
+      {"mlp.down_proj.weight", "ffn_down.weight"}};
+  const auto part = parts.find(rest);
+  return part == parts.end() ? std::string() : "blk." + layer + "." + part->second;
+}
+
+/// `tensor` with its rows permuted from Hugging Face's rotary layout to llama.cpp's (see above),
+/// for `heads` heads.
+inline QuantizedTensor rotary_rows_interleaved(const QuantizedTensor& tensor, long heads) {
+  QuantizedTensor out = tensor;
+  const long head_dim = tensor.rows / heads, half = head_dim / 2, groups = tensor.groups_per_row();
+  for (long head = 0; head < heads; ++head)
+    for (long i = 0; i < half; ++i)
+      for (long j = 0; j < 2; ++j) {
+        const long to = head * head_dim + 2 * i + j, from = head * head_dim + j * half + i;
+        std::copy_n(tensor.codes.begin() + from * tensor.cols, tensor.cols, out.codes.begin() + to * tensor.cols);
+        std::copy_n(tensor.scales.begin() + from * groups, groups, out.scales.begin() + to * groups);
+      }
+  return out;
+}
+
+/// The tokenizer.ggml.* metadata from the model's tokenizer.json (a byte-level BPE) and
+/// tokenizer_config.json, for a vocabulary of `vocab_size` ids.
+inline void set_gguf_tokenizer(GgufWriter& writer, const QuantizedModel& model) {
+  const std::string path = model.directory + "/tokenizer.json";
+  const nlohmann::json tokenizer = bpe_tokenizer(model.directory);
+  const long vocab_size = model.config.vocab_size;
+  std::vector<std::string> tokens(static_cast<std::size_t>(vocab_size));
+  std::vector<std::int32_t> types(tokens.size(), 0);
+  const auto place = [&](long id, const std::string& text, std::int32_t type) {
+    require(id >= 0 && id < vocab_size, path + ": token id " + std::to_string(id) + " is outside the model's vocabulary of " +
+                                            std::to_string(vocab_size));
+    tokens[static_cast<std::size_t>(id)] = text;
+    types[static_cast<std::size_t>(id)] = type;
+  };
+  for (const auto& [text, id] : tokenizer["model"]["vocab"].items()) place(id.get<long>(), text, 1);  // normal
+  if (tokenizer.contains("added_tokens"))
+    for (const nlohmann::json& added : tokenizer["added_tokens"])
+      place(added["id"].get<long>(), added["content"].get<std::string>(), added.value("special", false) ? 3 : 4);
+  for (std::size_t id = 0; id < tokens.size(); ++id)
+    if (types[id] == 0) tokens[id] = "[PAD" + std::to_string(id) + "]", types[id] = 5;  // unused
+  std::vector<std::string> merges;
+  for (const nlohmann::json& merge : tokenizer["model"].value("merges", nlohmann::json::array()))
+    merges.push_back(merge.is_string() ? merge.get<std::string>()
+                                       : merge.at(0).get<std::string>() + " " + merge.at(1).get<std::string>());
+  writer.set("tokenizer.ggml.model", std::string("gpt2"));
+  writer.set("tokenizer.ggml.pre", std::string("default"));
+  writer.set("tokenizer.ggml.tokens", tokens);
+  writer.set("tokenizer.ggml.token_type", types);
+  writer.set("tokenizer.ggml.merges", merges);
+  for (const char* key : {"bos_token_id", "eos_token_id", "pad_token_id"})
+    if (model.config_json.contains(key) && model.config_json[key].is_number_integer())
+      writer.set(std::string("tokenizer.ggml.") + key, model.config_json[key].get<std::uint32_t>());
+  bool add_bos = false;
+  const std::string config_path = model.directory + "/tokenizer_config.json";
+  if (std::filesystem::exists(config_path)) {
+    const nlohmann::json config = nlohmann::json::parse(read_regular_file(config_path, "tokenizer config", std::size_t(1) << 26),
+                                                        nullptr, false);
+    if (config.is_object() && config.contains("add_bos_token") && config["add_bos_token"].is_boolean())
+      add_bos = config["add_bos_token"].get<bool>();
+  }
+  writer.set("tokenizer.ggml.add_bos_token", add_bos);
+}
+
+}  // namespace detail
+
+/// Why `model` cannot be written as GGUF, or empty.
+inline std::string gguf_unsupported(const QuantizedModel& model) {
+  const LlamaConfig& config = model.config;
+  if (config.architecture != "LlamaForCausalLM")
+    return "the GGUF export writes Llama models (LlamaForCausalLM), not " + config.architecture;
+  if (config.qkv_bias || config.output_bias || config.mlp_bias) return "the GGUF export writes Llama models without biases";
+  if (config.rotary.type != "default" && config.rotary.type != "linear" && config.rotary.type != "llama3")
+    return "the GGUF export writes rotary scaling default, linear or llama3, not " + config.rotary.type;
+  for (const auto& [name, tensor] : model.linears) {
+    std::string why;
+    if (exact_ggml_type(tensor, &why) == GgmlType::F32) return why;
+  }
+  try {
+    detail::bpe_tokenizer(model.directory);
+  } catch (const Error& error) {
+    return error.what();
+  }
+  return {};
+}
+
+/// Writes `model` as the GGUF file `path` (atomically).
+inline void write_gguf(const QuantizedModel& model, const std::string& path) {
+  const std::string unsupported = gguf_unsupported(model);
+  require(unsupported.empty(), "GGUF export: " + unsupported);
+  const LlamaConfig& config = model.config;
+  const auto count = [](long value) { return static_cast<std::uint32_t>(value); };
+  GgufWriter writer;
+  writer.set("general.architecture", std::string("llama"));
+  writer.set("general.name", std::filesystem::path(model.directory).filename().string());
+  writer.set("llama.vocab_size", count(config.vocab_size));
+  writer.set("llama.context_length", count(model.config_json.value("max_position_embeddings", 2048L)));
+  writer.set("llama.embedding_length", count(config.hidden_size));
+  writer.set("llama.block_count", count(config.layers));
+  writer.set("llama.feed_forward_length", count(config.intermediate_size));
+  writer.set("llama.attention.head_count", count(config.attention_heads));
+  writer.set("llama.attention.head_count_kv", count(config.key_value_heads));
+  writer.set("llama.attention.key_length", count(config.head_dim));
+  writer.set("llama.attention.value_length", count(config.head_dim));
+  writer.set("llama.attention.layer_norm_rms_epsilon", static_cast<float>(config.rms_norm_eps));
+  writer.set("llama.rope.dimension_count", count(config.head_dim));
+  writer.set("llama.rope.freq_base", static_cast<float>(config.rotary.theta));
+  if (config.rotary.type == "linear") {
+    writer.set("llama.rope.scaling.type", std::string("linear"));
+    writer.set("llama.rope.scaling.factor", static_cast<float>(config.rotary.factor));
+  }
+  detail::set_gguf_tokenizer(writer, model);
+
+  for (const std::string& name : model.checkpoint.tensor_names()) {
+    const std::string gguf_name = detail::gguf_tensor_name(name);
+    if (gguf_name.empty()) {
+      require(name.find("rotary_emb.inv_freq") != std::string::npos,
+              "GGUF export: tensor '" + name + "' has no place in llama.cpp's Llama");
+      continue;  // recomputed from the metadata
+    }
+    const TensorInfo& info = model.checkpoint.info(name);
+    if (const QuantizedTensor* linear = model.linear(name)) {
+      const bool query = gguf_name.find("attn_q.") != std::string::npos, key = gguf_name.find("attn_k.") != std::string::npos;
+      const QuantizedTensor stored =
+          query || key ? detail::rotary_rows_interleaved(*linear, query ? config.attention_heads : config.key_value_heads)
+                       : *linear;
+      const GgmlType type = exact_ggml_type(stored);
+      writer.add_tensor(gguf_name, info.shape, type, type == GgmlType::Q4_0 ? encode_q4_0(stored) : encode_tq2_0(stored));
+    } else if (info.shape.size() == 2 && (info.dtype == Dtype::F32 || info.dtype == Dtype::F16 || info.dtype == Dtype::BF16)) {
+      // Same little-endian element encoding in both files.
+      const GgmlType type = info.dtype == Dtype::F32 ? GgmlType::F32 : info.dtype == Dtype::F16 ? GgmlType::F16 : GgmlType::BF16;
+      writer.add_tensor(gguf_name, info.shape, type, model.raw_bytes(name));
+    } else {
+      const FloatTensor values = model.checkpoint.float_tensor(name);
+      Matrix<float> flat(1, static_cast<long>(values.values.size()));
+      flat.values = values.values;
+      writer.add_tensor(gguf_name, values.shape, GgmlType::F32, encode_float(flat, GgmlType::F32));
+    }
+  }
+  if (config.rotary.type == "llama3") {
+    // llama.cpp divides each rotary frequency by these factors: the unscaled over the scaled.
+    LlamaConfig unscaled = config;
+    unscaled.rotary.type = "default";
+    const std::vector<float> plain = LlamaModel::rotary_inverse_frequencies(unscaled),
+                             scaled = LlamaModel::rotary_inverse_frequencies(config);
+    Matrix<float> factors(1, static_cast<long>(plain.size()));
+    for (std::size_t i = 0; i < plain.size(); ++i) factors.values[i] = plain[i] / scaled[i];
+    writer.add_tensor("rope_freqs.weight", {factors.cols}, GgmlType::F32, encode_float(factors, GgmlType::F32));
+  }
+  writer.write(path);
+}
+
+}  // namespace gsq

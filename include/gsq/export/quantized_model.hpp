@@ -1,0 +1,110 @@
+// gsq/export/quantized_model.hpp -- what every export is written from: a checkpoint directory
+// (config.json, tokenizer files, the tensors that stay in full precision) and the quantized
+// linear layers (codes and fp16 scales) by tensor name. quantize_model's output directory is
+// such a pair: model.safetensors and quantized.safetensors (gsq/format/checkpoint.hpp).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "gsq/common/error.hpp"
+#include "gsq/format/checkpoint.hpp"
+#include "gsq/format/quantized_tensor.hpp"
+#include "gsq/io/regular_file.hpp"
+#include "gsq/io/safetensors.hpp"
+#include "gsq/model/llama.hpp"
+#include "gsq/policy/grid.hpp"
+
+namespace gsq {
+
+/// The grids gsq writes, by the name quantized.safetensors records.
+inline GridSpec grid_named(const std::string& name) {
+  for (const GridSpec& grid : {grid_spec<Ternary>(), grid_spec<Int<2>>(), grid_spec<Int<3>>(), grid_spec<Int<4>>()})
+    if (name == grid.name) return grid;
+  throw Error("unknown grid '" + name + "' (gsq writes ternary, int2, int3 and int4)");
+}
+
+struct QuantizedModel {
+  std::string directory;        // config.json, tokenizer files and full-precision tensors are read here
+  nlohmann::json config_json;   // config.json as written
+  LlamaConfig config;
+  Checkpoint checkpoint;        // every tensor of the model (the linears' dequantized weights too)
+  std::map<std::string, QuantizedTensor> linears;  // by tensor name ("model.layers.0.mlp.up_proj.weight")
+
+  /// Reads `directory` (config.json and a checkpoint) and the codes and scales of every linear
+  /// layer from `quantized_path` (quantized.safetensors). All linears share one grid and, apart
+  /// from per-channel scales, one group width.
+  static QuantizedModel open(const std::string& directory, const std::string& quantized_path) {
+    QuantizedModel model = unquantized(directory);
+    const SafetensorsFile packed = SafetensorsFile::open(quantized_path);
+    const auto grid_entry = packed.metadata().find("grid");
+    require(grid_entry != packed.metadata().end(), quantized_path + ": no \"grid\" metadata (not gsq's quantized.safetensors)");
+    const GridSpec grid = grid_named(grid_entry->second);
+    for (long layer = 0; layer < model.config.layers; ++layer)
+      for (const std::string& linear : LlamaModel::linear_names()) {
+        const std::string name = LlamaModel::tensor_name(layer, linear);
+        const TensorInfo& weight = model.checkpoint.info(name);
+        require(weight.shape.size() == 2, name + " is not a matrix");
+        const TensorInfo& scales = packed.info(name + ".scales");
+        require(scales.shape.size() == 2 && scales.shape[0] == weight.shape[0] && scales.shape[1] > 0 &&
+                    weight.shape[1] % scales.shape[1] == 0,
+                quantized_path + ": " + name + ".scales does not have one scale per row and group");
+        model.linears.emplace(name, read_packed(packed, name, grid, weight.shape[0], weight.shape[1],
+                                                weight.shape[1] / scales.shape[1]));
+      }
+    return model;
+  }
+
+  /// The model checkpoint `directory` becomes once its linears are quantized on `grid` with
+  /// group_width(cols) columns per scale: shapes, grid and groups, no codes. Exports check it
+  /// before any work is done.
+  static QuantizedModel planned(const std::string& directory, const GridSpec& grid,
+                                const std::function<long(long)>& group_width) {
+    QuantizedModel model = unquantized(directory);
+    for (long layer = 0; layer < model.config.layers; ++layer)
+      for (const std::string& linear : LlamaModel::linear_names()) {
+        const std::string name = LlamaModel::tensor_name(layer, linear);
+        const std::vector<std::int64_t>& shape = model.checkpoint.info(name).shape;
+        require(shape.size() == 2, name + " is not a matrix");
+        model.linears.emplace(name, QuantizedTensor{grid, shape[0], shape[1], group_width(shape[1]), {}, {}});
+      }
+    return model;
+  }
+
+  /// The quantized tensor stored under checkpoint name `name`, or null for a full-precision one.
+  const QuantizedTensor* linear(const std::string& name) const {
+    const auto found = linears.find(name);
+    return found == linears.end() ? nullptr : &found->second;
+  }
+
+  const GridSpec& grid() const { return linears.begin()->second.grid; }
+  /// The scale group width: columns per scale, the same for every linear unless per-channel.
+  long group_width() const { return linears.begin()->second.group_width; }
+  bool per_channel() const {
+    for (const auto& [name, tensor] : linears)
+      if (tensor.group_width != tensor.cols) return false;
+    return true;
+  }
+
+  /// The bytes of full-precision tensor `name`, as stored.
+  std::vector<std::uint8_t> raw_bytes(const std::string& name) const {
+    const ByteView bytes = checkpoint.file_of(name).raw_bytes(name);
+    return {bytes.data, bytes.data + bytes.size};
+  }
+
+ private:
+  static QuantizedModel unquantized(const std::string& directory) {
+    const std::string config_path = directory + "/config.json";
+    const std::string text = read_regular_file(config_path, "model config", std::size_t(1) << 24);
+    return {directory, nlohmann::json::parse(text, nullptr, false), LlamaConfig::load(config_path),
+            Checkpoint::open(directory), {}};
+  }
+};
+
+}  // namespace gsq

@@ -1,0 +1,67 @@
+"""Loads a gsq export with Hugging Face transformers (its own loader: compressed-tensors, GPTQ
+through GPTQModel/optimum, or GGUF through gguf_file=) and scores a text with gsq's evaluation
+rule: the text's bytes (or the tokenizer's ids) in non-overlapping windows, each window's first
+`window - 1` tokens predicting the next ones, a fresh context per window. Compares the loss with
+the one gsq computed (the manifest's evaluation) and exits 1 when they differ by more than the
+tolerance (relative).
+
+usage: check_transformers.py EXPORT_PATH TEXT MANIFEST [--tolerance 1e-4]
+EXPORT_PATH: a directory (compressed-tensors, gptq) or a .gguf file."""
+import argparse
+import json
+import math
+import pathlib
+import sys
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+
+def load(path: pathlib.Path):
+    if path.suffix == ".gguf":
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        tokenizer = None  # gguf's tokenizer conversion is not what is checked here
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    return model.eval(), tokenizer
+
+
+def bits_per_token(model, ids, window: int) -> float:
+    windows = len(ids) // window
+    tokens = torch.tensor(ids[: windows * window], dtype=torch.long).reshape(windows, window)
+    total = 0.0
+    with torch.no_grad():
+        for first in range(0, windows, 32):
+            batch = tokens[first:first + 32]
+            logits = model(input_ids=batch[:, :-1]).logits.float()
+            total += torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum").item()
+    return total / (windows * (window - 1)) / math.log(2)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("export")
+    parser.add_argument("text")
+    parser.add_argument("manifest")
+    parser.add_argument("--tolerance", type=float, default=1e-4)
+    args = parser.parse_args()
+    evaluation = json.loads(pathlib.Path(args.manifest).read_text())["evaluation"]
+    model, tokenizer = load(pathlib.Path(args.export))
+    data = pathlib.Path(args.text).read_bytes()
+    ids = list(data)
+    if tokenizer is not None:
+        tokenized = tokenizer(data.decode("utf-8"))["input_ids"]
+        if tokenized != ids:
+            print(f"the export's tokenizer does not give the text's bytes as ids")
+            return 1
+    theirs = bits_per_token(model, ids, evaluation["window"])
+    ours = evaluation["bits_per_token"]
+    difference = abs(theirs - ours) / ours
+    print(f"{args.export}: transformers {theirs:.7f} bits per token, gsq {ours:.7f}, relative difference {difference:.2e}")
+    return 0 if difference <= args.tolerance else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -395,7 +395,7 @@ struct MethodResult {
 /// Rounds the scales to fp16 (what --save stores and bpp counts) and measures the result.
 MethodResult measure(gsq::Method method, gsq::QuantizedTensor quantized, double seconds, nlohmann::json details,
                      Layer& layer) {
-  const double rel_error = layer.objective.relative_error(gsq::store_result(quantized, gsq::Dtype::F32, layer.description));
+  const double rel_error = layer.objective.relative_error(gsq::store_result(quantized, layer.description));
   return {method, std::move(quantized), rel_error, seconds, std::move(details)};
 }
 

@@ -269,7 +269,6 @@ MethodRun run_method(gsq::Method method, const Options& options, const Plan& pla
   gsq::LlamaModel model = gsq::LlamaModel::load(options.model);
   gsq::ModelQuantizationConfig config = options.config;
   config.method = method;
-  config.weight_dtype = source.info(gsq::LlamaModel::tensor_name(0, gsq::LlamaModel::linear_names()[0])).dtype;
   const nlohmann::json settings = run_settings(options, config, calibration.size());
   const gsq::ResumableOutput output(out, settings, options.resume);
   if (!options.quiet) std::fprintf(stderr, "%s: quantizing %s into %s\n", gsq::method_name(method), options.model.c_str(), out.c_str());

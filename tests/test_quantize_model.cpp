@@ -89,7 +89,7 @@ TEST_CASE("quantize_model: the written checkpoint reloads exactly, and the packe
       gsq::QuantizedTensor tensor = gsq::read_packed(packed, gsq::LlamaModel::tensor_name(layer, linear),
                                                      gsq::grid_spec<gsq::Int<3>>(), weight.rows, weight.cols, 64);
       INFO(gsq::LlamaModel::tensor_name(layer, linear));
-      CHECK(gsq::store_result(tensor, gsq::Dtype::BF16, "test").values == weight.values);
+      CHECK(gsq::store_result(tensor, "test").values == weight.values);
       CHECK(weight.values != original.linear_weight(layer, linear).values);
     }
   // The evaluation the run reported is that of the files it wrote.

@@ -41,7 +41,6 @@ TEST_CASE("report: the settings a resumed run must share") {
   config.gptq.scale_fit = gsq::ScaleFit::mse;
   config.gptq.percdamp = 0.1;
   config.gptq.act_order = true;
-  config.weight_dtype = gsq::Dtype::BF16;  // follows the input checkpoint: not a setting
   CHECK(gsq::settings_json(config) == nlohmann::json{{"method", "gptq"},
                                                      {"objective", "layer"},
                                                      {"attention", "gsq"},

@@ -3,9 +3,10 @@ through GPTQModel/optimum, or GGUF through gguf_file=) and scores a text with gs
 rule: the text's bytes (or the tokenizer's ids) in non-overlapping windows, each window's first
 `window - 1` tokens predicting the next ones, a fresh context per window. Compares the loss with
 the one gsq computed (the manifest's evaluation) and exits 1 when they differ by more than the
-tolerance (relative).
+tolerance (relative). Without a manifest it prints the figure; with --second-half it scores
+only the second half of each window, as llama.cpp's llama-perplexity does.
 
-usage: check_transformers.py EXPORT_PATH TEXT MANIFEST [--tolerance 1e-4]
+usage: check_transformers.py EXPORT_PATH TEXT [MANIFEST] [--tolerance 1e-4] [--window N] [--second-half]
 EXPORT_PATH: a directory (compressed-tensors, gptq) or a .gguf file."""
 import argparse
 import json
@@ -27,36 +28,50 @@ def load(path: pathlib.Path):
     return model.eval(), tokenizer
 
 
-def bits_per_token(model, ids, window: int) -> float:
+def bits_per_token(model, ids, window: int, second_half: bool) -> float:
+    """gsq's rule: each window's first window - 1 tokens predict the next ones. llama.cpp's
+    (second_half): the whole window is the input, and only the predictions of tokens
+    window / 2 + 1 .. window - 1 are scored."""
     windows = len(ids) // window
     tokens = torch.tensor(ids[: windows * window], dtype=torch.long).reshape(windows, window)
-    total = 0.0
+    first = window // 2 if second_half else 0
+    total, count = 0.0, 0
     with torch.no_grad():
-        for first in range(0, windows, 32):
-            batch = tokens[first:first + 32]
-            logits = model(input_ids=batch[:, :-1]).logits.float()
+        for start in range(0, windows, 32):
+            batch = tokens[start:start + 32]
+            inputs = batch if second_half else batch[:, :-1]
+            logits = model(input_ids=inputs).logits.float()[:, first:window - 1]
+            targets = batch[:, first + 1:]
             total += torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum").item()
-    return total / (windows * (window - 1)) / math.log(2)
+                logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum").item()
+            count += targets.numel()
+    return total / count / math.log(2)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("export")
     parser.add_argument("text")
-    parser.add_argument("manifest")
+    parser.add_argument("manifest", nargs="?")
     parser.add_argument("--tolerance", type=float, default=1e-4)
+    parser.add_argument("--window", type=int)
+    parser.add_argument("--second-half", action="store_true")
     args = parser.parse_args()
-    evaluation = json.loads(pathlib.Path(args.manifest).read_text())["evaluation"]
+    evaluation = json.loads(pathlib.Path(args.manifest).read_text())["evaluation"] if args.manifest else None
+    window = args.window or (evaluation["window"] if evaluation else 256)
     model, tokenizer = load(pathlib.Path(args.export))
     data = pathlib.Path(args.text).read_bytes()
     ids = list(data)
     if tokenizer is not None:
         tokenized = tokenizer(data.decode("utf-8"))["input_ids"]
         if tokenized != ids:
-            print(f"the export's tokenizer does not give the text's bytes as ids")
+            print("the export's tokenizer does not give the text's bytes as ids")
             return 1
-    theirs = bits_per_token(model, ids, evaluation["window"])
+    theirs = bits_per_token(model, ids, window, args.second_half)
+    rule = "second halves of windows" if args.second_half else "windows"
+    if evaluation is None:
+        print(f"transformers on {args.export}: {theirs:.5f} bits per token, PPL {2 ** theirs:.4f} ({rule} of {window})")
+        return 0
     ours = evaluation["bits_per_token"]
     difference = abs(theirs - ours) / ours
     print(f"{args.export}: transformers {theirs:.7f} bits per token, gsq {ours:.7f}, relative difference {difference:.2e}")

@@ -3,8 +3,8 @@
 // An output directory holds
 //   config.json, tokenizer files, ...  copied from the input checkpoint
 //   model.safetensors                  every input tensor under its name and dtype, the linear
-//                                      layers holding their dequantized weights: a Hugging Face
-//                                      checkpoint any stack can load
+//                                      layers holding their dequantized weights in F32 (exact): a
+//                                      Hugging Face checkpoint any stack can load
 //   quantized.safetensors              the format itself: per linear layer "<name>.codes" (U8,
 //                                      codes packed little-endian within bytes as code - min_level)
 //                                      and "<name>.scales" (F16, rows x groups); the grid, bits,
@@ -85,8 +85,9 @@ inline void copy_companion_files(const std::string& source, const std::string& d
 }
 
 /// Writes `model` (whose linear weights may have been replaced) as a checkpoint in directory
-/// `directory` (created if missing; meant to be a new, empty one): every tensor of `source` keeps its name and dtype,
-/// the linear layers are taken from the model, everything else is copied byte for byte.
+/// `directory` (created if missing; meant to be a new, empty one): every tensor of `source` keeps its name, the
+/// linear layers are taken from the model in F32 (their dequantized weights, scale * code, are exact there and
+/// not in BF16), everything else is copied byte for byte.
 inline void write_checkpoint(const LlamaModel& model, const std::string& source_directory, const Checkpoint& source,
                              const std::string& directory) {
   std::filesystem::create_directory(directory);
@@ -99,7 +100,7 @@ inline void write_checkpoint(const LlamaModel& model, const std::string& source_
     const TensorInfo& info = source.info(name);
     const auto linear = linears.find(name);
     if (linear != linears.end()) {
-      writer.add(name, model.linear_weight(linear->second.first, linear->second.second), info.dtype);
+      writer.add(name, model.linear_weight(linear->second.first, linear->second.second));  // F32: scale * code exactly
     } else {
       const ByteView bytes = source.file_of(name).raw_bytes(name);
       writer.add_bytes(name, info.dtype, info.shape, std::vector<std::uint8_t>(bytes.data, bytes.data + bytes.size));

@@ -75,7 +75,6 @@ struct ModelQuantizationConfig {
   TrainConfig train;               // steps, schedule end points, learning rates, seed
   LogitInit logit_init;
   long block_batches = 64;         // mini-batches the calibration set is cut into (block objective)
-  Dtype weight_dtype = Dtype::F32;  // what the output checkpoint stores the dequantized weights as
 
   /// Throws gsq::Error naming the first impossible setting (drivers call it before any work).
   void validate() const {
@@ -180,10 +179,10 @@ inline std::uint64_t part_seed(std::uint64_t seed, long layer, long part) {
 }  // namespace detail
 
 /// Stores a result as the output files will: scales rounded to fp16 (the 16-bit scales of the
-/// format), then returns the dequantized weight rounded to `weight_dtype`. A result that does
-/// not survive that (a scale beyond fp16's 65504, a non-finite weight) is an error naming
+/// format), then returns the dequantized weight, scale * code, exact in float. A result that
+/// does not survive that (a scale beyond fp16's 65504, a non-finite weight) is an error naming
 /// `name`, never written.
-inline Matrix<float> store_result(QuantizedTensor& tensor, Dtype weight_dtype, const std::string& name) {
+inline Matrix<float> store_result(QuantizedTensor& tensor, const std::string& name) {
   for (std::size_t group = 0; group < tensor.scales.size(); ++group) {
     const float scale = tensor.scales[group];
     tensor.scales[group] = detail::stored_value(scale, Dtype::F16);
@@ -193,9 +192,8 @@ inline Matrix<float> store_result(QuantizedTensor& tensor, Dtype weight_dtype, c
                 "the weights are too large for this format");
   }
   Matrix<float> weight = tensor.dequantize();
-  for (float& value : weight.values) value = detail::stored_value(value, weight_dtype);
   require(std::all_of(weight.values.begin(), weight.values.end(), [](float v) { return std::isfinite(v); }),
-          name + ": the quantized weights are not finite in " + dtype_name(weight_dtype));
+          name + ": the quantized weights are not finite");
   return weight;
 }
 
@@ -294,7 +292,7 @@ class SequentialQuantizer {
       LinearResult& linear = result.linears[i];
       linear.tensor = read_packed(file, LlamaModel::tensor_name(layer, names[i]), grid_spec<Grid>(), weight.rows,
                                   weight.cols, Grouping::group_width(static_cast<int>(weight.cols)));
-      model_.set_linear_weight(layer, names[i], store_result(linear.tensor, config_.weight_dtype, file.path()));
+      model_.set_linear_weight(layer, names[i], store_result(linear.tensor, file.path()));
     }
     return result;
   }
@@ -354,7 +352,7 @@ class SequentialQuantizer {
       // The starting point is a candidate too: a short run can end above it.
       if (objective.relative_error(trained.dequantize()) < result.init_error) result.tensor = std::move(trained);
     }
-    const Matrix<float> stored = store_result(result.tensor, config_.weight_dtype, LlamaModel::tensor_name(layer, linear));
+    const Matrix<float> stored = store_result(result.tensor, LlamaModel::tensor_name(layer, linear));
     result.error = objective.relative_error(stored);
     model_.set_linear_weight(layer, linear, stored);
     result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -394,7 +392,7 @@ class SequentialQuantizer {
 
     std::array<Matrix<float>, 3> stored;
     for (int i = 0; i < 3; ++i) {
-      stored[i] = store_result(linears[i].tensor, config_.weight_dtype, LlamaModel::tensor_name(layer, names[4 + i]));
+      stored[i] = store_result(linears[i].tensor, LlamaModel::tensor_name(layer, names[4 + i]));
       linears[i].error = objectives[i].relative_error(stored[i]);
       model_.set_linear_weight(layer, names[4 + i], stored[i]);
     }

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Scores a GGUF export with llama.cpp's own llama-perplexity. llama.cpp is built from the copy
+# that the llama-cpp-python source package on PyPI vendors (CPU only, no network at run time;
+# several minutes on 2 cores the first time, then kept in BUILD_DIR/llama.cpp).
+#
+# llama-perplexity cuts the text into windows of --ctx-size tokens and scores the second half of
+# each (every scored token sees at least half a window of context); gsq scores every prediction
+# of its windows. The script prints llama.cpp's figure and, for the same rule, the one
+# transformers computes on the same GGUF (tests/interop/check_transformers.py --second-half),
+# which equals gsq's own evaluation of the model.
+#
+# Usage: scripts/llama_cpp_perplexity.sh MODEL.gguf TEXT [BUILD_DIR] [CTX]   (defaults: build, 256)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+model=$(realpath "$1") text=$(realpath "$2") build=${3:-build} ctx=${4:-256}
+version=0.3.36  # llama-cpp-python, pinned: it fixes the llama.cpp commit
+home="$build/llama.cpp"
+binary="$home/build/bin/llama-perplexity"
+if [ ! -x "$binary" ]; then
+  echo "building llama-perplexity from llama-cpp-python $version's vendored llama.cpp into $home"
+  rm -rf "$home" && mkdir -p "$home"
+  python3 -m pip download --quiet --disable-pip-version-check --no-binary :all: --no-deps \
+      "llama-cpp-python==$version" -d "$home"
+  tar -xzf "$home"/llama_cpp_python-*.tar.gz -C "$home"
+  source_dir=$(echo "$home"/llama_cpp_python-*/vendor/llama.cpp)
+  cmake -S "$source_dir" -B "$home/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
+      -DLLAMA_BUILD_SERVER=OFF -DGGML_NATIVE=ON > "$home/configure.log"
+  cmake --build "$home/build" --target llama-perplexity -j"$(nproc)" > "$home/build.log"
+fi
+"$binary" -m "$model" -f "$text" --ctx-size "$ctx" --batch-size "$ctx" -t "$(nproc)" > "$home/perplexity.log" 2>&1 ||
+  { cat "$home/perplexity.log"; exit 1; }
+ppl=$(sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p' "$home/perplexity.log")
+[ -n "$ppl" ] || { cat "$home/perplexity.log"; echo "llama-perplexity printed no final estimate"; exit 1; }
+echo "llama.cpp llama-perplexity: PPL $ppl, $(python3 -c "import math; print(f'{math.log2($ppl):.5f}')") bits per token (windows of $ctx, second halves scored)"
+python="$build/interop-venv/bin/python"
+if [ -x "$python" ]; then
+  "$python" tests/interop/check_transformers.py "$model" "$text" --window "$ctx" --second-half 2>/dev/null | tail -1
+fi

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The exports of the bundled model, checked by the real readers (ctest runs this; the readers are
+# installed by scripts/install_interop.sh into BUILD_DIR/interop-venv):
+#   - GSQ (200 steps) at 2, 3 and 4 bits and ternary, exported as compressed-tensors and GPTQ, and as GGUF
+#     where GGUF holds the codes exactly (4-bit: Q4_0; 2-bit and ternary with groups of 256: TQ2_0);
+#   - transformers loads each export with its own loader and scores eval.txt: the loss must equal
+#     gsq's evaluation of the run to 1e-4 relative (check_transformers.py);
+#   - gguf-py reads each GGUF: metadata, tokenizer, every tensor exact (check_gguf_model.py);
+#   - the classic mistakes are caught: a GPTQ export read with the v2 zero convention, and a GGUF
+#     whose q/k rows were left in Hugging Face's order, must both fail those checks (tamper.py);
+#   - a combination no engine format holds is refused before any work.
+# Usage: tests/interop/check_exports.sh BUILD_DIR
+set -euo pipefail
+build=$(cd "$1" && pwd)
+cd "$(dirname "$0")/../.."
+python="$build/interop-venv/bin/python"
+[ -x "$python" ] || { echo "the interop readers are missing: run scripts/install_interop.sh (scripts/test.sh does)"; exit 1; }
+model=data/llama-bytes-3m
+work="$build/interop-exports"
+rm -rf "$work" && mkdir -p "$work"
+failures=0
+check() {  # check DESCRIPTION COMMAND...: runs the command, counts a failure
+  if "${@:2}" > "$work/last.log" 2>&1; then echo "ok:   $1: $(tail -1 "$work/last.log")"
+  else echo "FAIL: $1"; cat "$work/last.log"; failures=$((failures + 1)); fi
+}
+refuses() {  # refuses DESCRIPTION COMMAND...: the command must fail
+  if "${@:2}" > "$work/last.log" 2>&1; then echo "FAIL: $1 was not caught"; failures=$((failures + 1))
+  else echo "ok:   $1 caught: $(tail -1 "$work/last.log")"; fi
+}
+
+for run in "4 128 compressed-tensors,gptq,gguf" "3 128 compressed-tensors,gptq" "2 128 compressed-tensors,gptq" \
+           "2 256 gguf" "ternary 256 compressed-tensors,gptq,gguf"; do
+  read -r bits group exports <<< "$run"
+  out="$work/int$bits-g$group"
+  "$build/quantize_model" --model "$model" --byte-tokens --calib "$model/calib.txt" --eval "$model/eval.txt" \
+      --method gsq --steps 200 --bits "$bits" --group "$group" --export "$exports" --out "$out" --quiet > /dev/null
+  for export in ${exports//,/ }; do
+    path="$out/$export"
+    [ "$export" = gguf ] && path="$out/model.gguf" && check "--bits $bits --group $group, gguf-py" "$python" tests/interop/check_gguf_model.py "$path" "$out"
+    check "--bits $bits --group $group, $export, transformers" "$python" tests/interop/check_transformers.py "$path" "$model/eval.txt" "$out/manifest.json"
+  done
+done
+
+"$python" tests/interop/tamper.py gptq-v2 "$work/int4-g128/gptq" "$work/gptq-v2"
+refuses "GPTQ read with the v2 zero convention" "$python" tests/interop/check_transformers.py "$work/gptq-v2" "$model/eval.txt" "$work/int4-g128/manifest.json"
+"$python" tests/interop/tamper.py gguf-unpermuted "$work/int4-g128/model.gguf" "$work/unpermuted.gguf"
+refuses "GGUF with q/k in Hugging Face's order (gguf-py)" "$python" tests/interop/check_gguf_model.py "$work/unpermuted.gguf" "$work/int4-g128"
+refuses "GGUF with q/k in Hugging Face's order (transformers)" "$python" tests/interop/check_transformers.py "$work/unpermuted.gguf" "$model/eval.txt" "$work/int4-g128/manifest.json"
+refuses "--export gguf at 3 bits" "$build/quantize_model" --model "$model" --byte-tokens --calib "$model/calib.txt" --bits 3 --export gguf --out "$work/refused"
+[ ! -e "$work/refused" ] || { echo "FAIL: the refused run left $work/refused"; failures=$((failures + 1)); }
+
+echo "exports checked: $failures failures"
+[ "$failures" -eq 0 ]

@@ -1,0 +1,48 @@
+"""Makes the broken copies of gsq's exports that the interop checks must reject, to show the
+comparisons catch the classic mistakes:
+
+  tamper.py gptq-v2 GPTQ_DIR OUT_DIR       the same checkpoint declared checkpoint_format gptq_v2:
+                                            a reader then takes the stored zero (2^(b-1) - 1) as
+                                            the zero itself and shifts every weight by one step
+  tamper.py gguf-unpermuted MODEL.gguf OUT  q and k rows put back in Hugging Face's order, as a
+                                            converter that forgot llama.cpp's rotary layout writes"""
+import json
+import pathlib
+import shutil
+import sys
+
+import numpy as np
+from gguf import GGUFReader
+
+
+def gptq_v2(source: str, out: str) -> None:
+    shutil.copytree(source, out)
+    for name in ("config.json", "quantize_config.json"):
+        path = pathlib.Path(out) / name
+        config = json.loads(path.read_text())
+        target = config.get("quantization_config", config)
+        target["checkpoint_format"] = "gptq_v2"
+        path.write_text(json.dumps(config, indent=2))
+
+
+def gguf_unpermuted(source: str, out: str) -> None:
+    shutil.copyfile(source, out)
+    reader = GGUFReader(source)
+    heads = {"attn_q": reader.fields["llama.attention.head_count"].contents(),
+             "attn_k": reader.fields["llama.attention.head_count_kv"].contents()}
+    data = bytearray(pathlib.Path(source).read_bytes())
+    for tensor in reader.tensors:
+        part = tensor.name.split(".")[-2]
+        if part not in heads:
+            continue
+        rows = np.frombuffer(bytes(tensor.data), dtype=np.uint8).reshape(int(tensor.shape[-1]), -1)
+        count, width = rows.shape
+        # llama.cpp order (pairs) back to the halves: the inverse of the converter's permutation.
+        halves = rows.reshape(heads[part], count // heads[part] // 2, 2, width).swapaxes(1, 2).reshape(count, width)
+        start = tensor.data_offset
+        data[start:start + halves.size] = halves.tobytes()
+    pathlib.Path(out).write_bytes(bytes(data))
+
+
+if __name__ == "__main__":
+    {"gptq-v2": gptq_v2, "gguf-unpermuted": gguf_unpermuted}[sys.argv[1]](sys.argv[2], sys.argv[3])

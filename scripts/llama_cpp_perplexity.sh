@@ -24,8 +24,8 @@ if [ ! -x "$binary" ]; then
   tar -xzf "$home"/llama_cpp_python-*.tar.gz -C "$home"
   source_dir=$(echo "$home"/llama_cpp_python-*/vendor/llama.cpp)
   cmake -S "$source_dir" -B "$home/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
-      -DLLAMA_BUILD_SERVER=OFF -DGGML_NATIVE=ON > "$home/configure.log"
-  cmake --build "$home/build" --target llama-perplexity -j"$(nproc)" > "$home/build.log"
+      -DLLAMA_BUILD_SERVER=OFF -DGGML_NATIVE=ON > "$home/configure.log" 2>&1 || { cat "$home/configure.log"; exit 1; }
+  cmake --build "$home/build" --target llama-perplexity -j"$(nproc)" > "$home/build.log" 2>&1 || { tail -30 "$home/build.log"; exit 1; }
 fi
 "$binary" -m "$model" -f "$text" --ctx-size "$ctx" --batch-size "$ctx" -t "$(nproc)" > "$home/perplexity.log" 2>&1 ||
   { cat "$home/perplexity.log"; exit 1; }

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include <gsq/format/gguf.hpp>
+#include <gsq/format/k_quant.hpp>
 #include <gsq/init/rtn.hpp>
 #include <gsq/policy/grid.hpp>
 
@@ -22,6 +23,26 @@
 namespace {
 
 namespace fs = std::filesystem;
+
+/// A K-quant tensor with random codes everywhere in the format's ranges and fp16 factors.
+gsq::KQuantTensor random_k_quant(const gsq::KQuantFormat& format, long rows, long cols, unsigned seed) {
+  std::mt19937 random(seed);
+  const auto uniform = [&](int low, int high) {
+    return static_cast<std::int8_t>(std::uniform_int_distribution<int>(low, high)(random));
+  };
+  gsq::KQuantTensor tensor{&format, rows, cols, {}, {}, {}, {}, {}};
+  const long subs = rows * cols / format.sub_block, supers = rows * cols / 256;
+  for (long i = 0; i < rows * cols; ++i) tensor.codes.push_back(uniform(format.min_code, format.max_code));
+  for (long i = 0; i < subs; ++i) {
+    tensor.scale_codes.push_back(uniform(format.min_scale_code(), format.max_scale_code()));
+    if (format.has_min) tensor.min_codes.push_back(uniform(format.min_scale_code(), format.max_scale_code()));
+  }
+  for (long i = 0; i < supers; ++i) {
+    tensor.d.push_back(gsq::half_bits_to_float(gsq::float_to_half_bits(0.001f * static_cast<float>(i + 1))));
+    if (format.has_min) tensor.dmin.push_back(gsq::half_bits_to_float(gsq::float_to_half_bits(0.0007f * static_cast<float>(i + 2))));
+  }
+  return tensor;
+}
 
 gsq::Matrix<float> random_weight(long rows, long cols, unsigned seed) {
   gsq::Matrix<float> weight(rows, cols);
@@ -137,6 +158,13 @@ TEST_CASE("gguf-py, llama.cpp's reader, reads gsq's GGUF: metadata and every ten
   save_npy(expected / "blk.0.ffn_up.weight.npy", int2.dequantize());
   writer.add_tensor("blk.1.ffn_down.weight", {4, 256}, gsq::GgmlType::TQ2_0, gsq::encode_tq2_0(ternary));
   save_npy(expected / "blk.1.ffn_down.weight.npy", ternary.dequantize());
+  // K-quants: random codes over each format's whole range, extremes included.
+  for (const gsq::KQuantFormat* format : {&gsq::q2_k(), &gsq::q3_k(), &gsq::q4_k()}) {
+    const gsq::KQuantTensor tensor = random_k_quant(*format, 3, 512, 10);
+    const std::string name = std::string("blk.1.") + format->name + ".weight";
+    writer.add_tensor(name, {3, 512}, static_cast<gsq::GgmlType>(format->ggml_type), gsq::encode_k_quant(tensor));
+    save_npy(expected / (name + ".npy"), tensor.dequantize());
+  }
   const fs::path file = scratch.path / "model.gguf";
   writer.write(file.string());
 

@@ -27,7 +27,7 @@
 namespace gsq {
 
 /// The ggml tensor types gsq writes (their numbers are ggml's).
-enum class GgmlType : std::uint32_t { F32 = 0, F16 = 1, Q4_0 = 2, BF16 = 30, TQ2_0 = 35 };
+enum class GgmlType : std::uint32_t { F32 = 0, F16 = 1, Q4_0 = 2, Q2_K = 10, Q3_K = 11, Q4_K = 12, BF16 = 30, TQ2_0 = 35 };
 
 /// Bytes of `count` elements (a multiple of the type's block) of `type`.
 inline std::size_t ggml_bytes(GgmlType type, std::size_t count) {
@@ -37,6 +37,9 @@ inline std::size_t ggml_bytes(GgmlType type, std::size_t count) {
     case GgmlType::BF16: return 2 * count;
     case GgmlType::Q4_0: return count / 32 * 18;   // fp16 d, 16 bytes of nibbles
     case GgmlType::TQ2_0: return count / 256 * 66;  // 64 bytes of 2-bit values, fp16 d
+    case GgmlType::Q2_K: return count / 256 * 84;   // gsq/format/k_quant.hpp
+    case GgmlType::Q3_K: return count / 256 * 110;
+    case GgmlType::Q4_K: return count / 256 * 144;
   }
   throw Error("unknown ggml type");
 }

@@ -1,0 +1,179 @@
+// gsq/format/k_quant.hpp -- llama.cpp's K-quant formats as result types: exactly what a block
+// stores, dequantized exactly as ggml does, packed into ggml's byte layout.
+//
+// Rows are cut into super-blocks of 256 weights; each super-block into sub-blocks that carry a
+// small integer scale (and min) code, under fp16 super-block factors d (and dmin):
+//   Q2_K  16 sub-blocks of 16, 4-bit scale and min codes   w = d sc q - dmin m, q in 0..3     84 bytes
+//   Q3_K  16 sub-blocks of 16, 6-bit signed scale codes     w = d sc q,          q in -4..3   110 bytes
+//   Q4_K   8 sub-blocks of 32, 6-bit scale and min codes   w = d sc q - dmin m, q in 0..15   144 bytes
+// d sc and d sc q are exact in float (11 + 6 + 4 significant bits), so the one rounding of
+// d sc q - dmin m is the same whether a reader fuses the multiply-add or not.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "gsq/common/error.hpp"
+#include "gsq/common/matrix.hpp"
+#include "gsq/io/safetensors.hpp"
+
+namespace gsq {
+
+/// The facts of one K-quant layout.
+struct KQuantFormat {
+  const char* name;
+  std::uint32_t ggml_type;  // ggml's type number
+  int sub_block;            // weights per sub-block
+  int min_code, max_code;   // the stored weight codes q
+  int scale_bits;           // bits of a sub-block's scale (and min) code
+  bool has_min;             // weight = d sc q - dmin m, or d sc q
+  bool signed_scales;       // scale codes are -2^(bits-1) .. 2^(bits-1) - 1 (Q3_K)
+  int block_bytes;          // bytes per super-block of 256
+
+  static constexpr long super_block = 256;
+  int sub_blocks() const { return static_cast<int>(super_block / sub_block); }
+  double bits_per_weight() const { return 8.0 * block_bytes / super_block; }
+  int min_scale_code() const { return signed_scales ? -(1 << (scale_bits - 1)) : 0; }
+  int max_scale_code() const { return signed_scales ? (1 << (scale_bits - 1)) - 1 : (1 << scale_bits) - 1; }
+};
+
+inline const KQuantFormat& q2_k() {
+  static const KQuantFormat format{"q2_k", 10, 16, 0, 3, 4, true, false, 84};
+  return format;
+}
+inline const KQuantFormat& q3_k() {
+  static const KQuantFormat format{"q3_k", 11, 16, -4, 3, 6, false, true, 110};
+  return format;
+}
+inline const KQuantFormat& q4_k() {
+  static const KQuantFormat format{"q4_k", 12, 32, 0, 15, 6, true, false, 144};
+  return format;
+}
+
+/// A matrix in a K-quant format: per weight its code, per sub-block its scale (and min) code,
+/// per super-block its fp16 d (and dmin), all row-major.
+struct KQuantTensor {
+  const KQuantFormat* format = nullptr;
+  long rows = 0, cols = 0;
+  std::vector<std::int8_t> codes;         // rows x cols, format.min_code .. max_code
+  std::vector<std::int8_t> scale_codes;   // rows x cols / sub_block
+  std::vector<std::int8_t> min_codes;     // rows x cols / sub_block (formats with a min), else empty
+  std::vector<float> d, dmin;             // rows x cols / 256, fp16 values (dmin empty without a min)
+
+  long super_blocks() const { return rows * cols / KQuantFormat::super_block; }
+
+  /// Throws unless the sizes, the code ranges and the fp16 factors are those of the format.
+  void validate() const {
+    require(format != nullptr, "a K-quant tensor needs a format");
+    const std::string what = std::string(format->name) + " tensor: ";
+    require(rows > 0 && cols > 0 && cols % KQuantFormat::super_block == 0,
+            what + "rows must be whole super-blocks of 256 weights, not " + std::to_string(cols) + " columns");
+    const std::size_t weights = static_cast<std::size_t>(rows * cols);
+    const std::size_t subs = weights / static_cast<std::size_t>(format->sub_block), supers = static_cast<std::size_t>(super_blocks());
+    require(codes.size() == weights && scale_codes.size() == subs && d.size() == supers &&
+                min_codes.size() == (format->has_min ? subs : 0) && dmin.size() == (format->has_min ? supers : 0),
+            what + "the codes, scale codes and factors do not match its shape");
+    for (std::int8_t code : codes)
+      require(code >= format->min_code && code <= format->max_code, what + "a weight code is outside the format's range");
+    for (const std::vector<std::int8_t>* sub : {&scale_codes, &min_codes})
+      for (std::int8_t code : *sub)
+        require(code >= format->min_scale_code() && code <= format->max_scale_code(),
+                what + "a sub-block code is outside " + std::to_string(format->scale_bits) + " bits");
+    for (const std::vector<float>* factors : {&d, &dmin})
+      for (float value : *factors)
+        require(std::isfinite(value) && half_bits_to_float(float_to_half_bits(value)) == value,
+                what + "the super-block factors must be fp16 values");
+  }
+
+  /// The weights, as ggml computes them.
+  Matrix<float> dequantize() const {
+    validate();
+    Matrix<float> weight(rows, cols);
+    const long per_sub = format->sub_block, subs_per_super = format->sub_blocks();
+    for (std::size_t e = 0; e < weight.values.size(); ++e) {
+      const std::size_t sub = e / static_cast<std::size_t>(per_sub), super = sub / static_cast<std::size_t>(subs_per_super);
+      const float scale = d[super] * static_cast<float>(scale_codes[sub]);
+      const float offset = format->has_min ? dmin[super] * static_cast<float>(min_codes[sub]) : 0.0f;
+      weight.values[e] = scale * static_cast<float>(codes[e]) - offset;
+    }
+    return weight;
+  }
+};
+
+namespace detail {
+
+inline void store_half(float value, std::uint8_t* out) { store_little_endian(float_to_half_bits(value), 2, out); }
+
+/// Q2_K: scales[16] (scale code | min code << 4), qs[64], d, dmin. Within each half of 128
+/// weights, byte l of its 32 holds weights l, l + 32, l + 64, l + 96 at bits 0, 2, 4, 6.
+inline void encode_q2_k_block(const KQuantTensor& t, long super, std::uint8_t* block) {
+  const std::size_t first = static_cast<std::size_t>(super * KQuantFormat::super_block), sub0 = first / 16;
+  for (int s = 0; s < 16; ++s)
+    block[s] = static_cast<std::uint8_t>(t.scale_codes[sub0 + s] | t.min_codes[sub0 + s] << 4);
+  for (int e = 0; e < 256; ++e)
+    block[16 + 32 * (e / 128) + e % 32] |= static_cast<std::uint8_t>(t.codes[first + e] << (2 * (e % 128 / 32)));
+  store_half(t.d[static_cast<std::size_t>(super)], block + 80);
+  store_half(t.dmin[static_cast<std::size_t>(super)], block + 82);
+}
+
+/// Q3_K: hmask[32], qs[64], scales[12], d. A code q in -4..3 is stored as its low two bits
+/// (in qs, laid out as Q2_K's) and a high bit set when q >= 0 (bit 4 h + j of hmask[l] for
+/// weight 128 h + 32 j + l). Scale code s + 32 (6 bits): its low nibble in byte s % 8 (high
+/// nibble for s >= 8), its top two bits in byte 8 + s % 4 at bit 2 (s / 4).
+inline void encode_q3_k_block(const KQuantTensor& t, long super, std::uint8_t* block) {
+  const std::size_t first = static_cast<std::size_t>(super * KQuantFormat::super_block), sub0 = first / 16;
+  for (int e = 0; e < 256; ++e) {
+    const int code = t.codes[first + e], half = e / 128, lane = e % 128 / 32, l = e % 32;
+    block[32 + 32 * half + l] |= static_cast<std::uint8_t>((code & 3) << (2 * lane));
+    if (code >= 0) block[l] |= static_cast<std::uint8_t>(1 << (4 * half + lane));
+  }
+  for (int s = 0; s < 16; ++s) {
+    const int value = t.scale_codes[sub0 + s] + 32;
+    block[96 + s % 8] |= static_cast<std::uint8_t>((value & 15) << (s < 8 ? 0 : 4));
+    block[96 + 8 + s % 4] |= static_cast<std::uint8_t>((value >> 4) << (2 * (s / 4)));
+  }
+  store_half(t.d[static_cast<std::size_t>(super)], block + 108);
+}
+
+/// Q4_K: d, dmin, scales[12], qs[128]. Sub-blocks 2p and 2p + 1 share bytes 32 p .. 32 p + 31
+/// of qs (low and high nibbles). Scale and min codes of sub-blocks 0-3 fill the low six bits of
+/// bytes 0-3 and 4-7; those of sub-blocks 4-7 put their low four bits in the nibbles of bytes
+/// 8-11 and their top two bits in the top bits of bytes 0-3 (scales) and 4-7 (mins).
+inline void encode_q4_k_block(const KQuantTensor& t, long super, std::uint8_t* block) {
+  const std::size_t first = static_cast<std::size_t>(super * KQuantFormat::super_block), sub0 = first / 32;
+  store_half(t.d[static_cast<std::size_t>(super)], block);
+  store_half(t.dmin[static_cast<std::size_t>(super)], block + 2);
+  std::uint8_t* scales = block + 4;
+  for (int s = 0; s < 8; ++s) {
+    const int scale = t.scale_codes[sub0 + s], min = t.min_codes[sub0 + s];
+    if (s < 4) {
+      scales[s] |= static_cast<std::uint8_t>(scale);
+      scales[s + 4] |= static_cast<std::uint8_t>(min);
+    } else {
+      scales[s + 4] |= static_cast<std::uint8_t>((scale & 15) | (min & 15) << 4);
+      scales[s - 4] |= static_cast<std::uint8_t>((scale >> 4) << 6);
+      scales[s] |= static_cast<std::uint8_t>((min >> 4) << 6);
+    }
+  }
+  for (int e = 0; e < 256; ++e)
+    block[16 + 32 * (e / 64) + e % 32] |= static_cast<std::uint8_t>(t.codes[first + e] << (4 * (e % 64 / 32)));
+}
+
+}  // namespace detail
+
+/// The tensor's bytes in ggml's layout of its format: super-blocks in row-major order.
+inline std::vector<std::uint8_t> encode_k_quant(const KQuantTensor& tensor) {
+  tensor.validate();
+  const KQuantFormat& format = *tensor.format;
+  std::vector<std::uint8_t> bytes(static_cast<std::size_t>(tensor.super_blocks() * format.block_bytes), 0);
+  for (long super = 0; super < tensor.super_blocks(); ++super) {
+    std::uint8_t* block = bytes.data() + super * format.block_bytes;
+    if (&format == &q2_k()) detail::encode_q2_k_block(tensor, super, block);
+    else if (&format == &q3_k()) detail::encode_q3_k_block(tensor, super, block);
+    else detail::encode_q4_k_block(tensor, super, block);
+  }
+  return bytes;
+}
+
+}  // namespace gsq

@@ -1,0 +1,107 @@
+// llama.cpp's K-quant blocks (gsq/format/k_quant.hpp): bytes written where ggml's layout puts
+// them, checked on hand-made blocks; dequantization as ggml computes it. (tests/test_gguf.cpp
+// has gguf-py, llama.cpp's reader, dequantize whole K-quant tensors to exactly gsq's weights.)
+#include <catch2/catch.hpp>
+
+#include <cstdint>
+#include <vector>
+
+#include <gsq/format/k_quant.hpp>
+
+namespace {
+
+/// One super-block with every weight code `code`, scale codes `scales`, min codes `mins`.
+gsq::KQuantTensor block(const gsq::KQuantFormat& format, int code, std::vector<std::int8_t> scales,
+                        std::vector<std::int8_t> mins, float d, float dmin) {
+  return {&format, 1, 256, std::vector<std::int8_t>(256, static_cast<std::int8_t>(code)), std::move(scales),
+          std::move(mins), {d}, format.has_min ? std::vector<float>{dmin} : std::vector<float>{}};
+}
+
+std::vector<std::int8_t> iota(int count, int first, int step = 1) {
+  std::vector<std::int8_t> values;
+  for (int i = 0; i < count; ++i) values.push_back(static_cast<std::int8_t>(first + step * i));
+  return values;
+}
+
+}  // namespace
+
+TEST_CASE("K-quant formats: sizes and bits per weight are ggml's", "[k_quant]") {
+  CHECK(gsq::q2_k().bits_per_weight() == 2.625);
+  CHECK(gsq::q3_k().bits_per_weight() == 3.4375);
+  CHECK(gsq::q4_k().bits_per_weight() == 4.5);
+  CHECK(gsq::q3_k().min_scale_code() == -32);
+  CHECK(gsq::q4_k().max_scale_code() == 63);
+}
+
+TEST_CASE("Q2_K: scale | min << 4, four codes per byte by quarter of each half, then d, dmin", "[k_quant]") {
+  gsq::KQuantTensor tensor = block(gsq::q2_k(), 0, iota(16, 0), iota(16, 15, -1), 0.5f, 0.25f);
+  tensor.codes[0] = 1, tensor.codes[32] = 2, tensor.codes[64] = 3, tensor.codes[96] = 1;  // byte 16: 1 | 2<<2 | 3<<4 | 1<<6
+  tensor.codes[128 + 31] = 3;                                                           // byte 16 + 32 + 31, bits 0-1
+  const std::vector<std::uint8_t> bytes = gsq::encode_k_quant(tensor);
+  REQUIRE(bytes.size() == 84);
+  CHECK(bytes[0] == 0xF0);  // sub-block 0: scale 0, min 15
+  CHECK(bytes[15] == 0x0F);
+  CHECK(bytes[16] == (1 | 2 << 2 | 3 << 4 | 1 << 6));
+  CHECK(bytes[16 + 63] == 3);
+  CHECK(bytes[80] == 0x00);  // d = 0.5 = fp16 0x3800, little-endian
+  CHECK(bytes[81] == 0x38);
+  CHECK(bytes[83] == 0x34);  // dmin = 0.25 = 0x3400
+  const gsq::Matrix<float> weight = tensor.dequantize();
+  CHECK(weight.values[32] == 0.5f * 2 * 2 - 0.25f * 13);  // sub-block 2: scale 2, min 13
+}
+
+TEST_CASE("Q3_K: high bit set for codes >= 0, low bits as Q2_K, 6-bit scales split 4 + 2", "[k_quant]") {
+  gsq::KQuantTensor tensor = block(gsq::q3_k(), -4, iota(16, -32, 4), {}, 1.0f, 0.0f);
+  tensor.codes[0] = 3;     // hmask[0] bit 0, qs[0] bits 0-1 = 3
+  tensor.codes[160] = -1;  // half 1, quarter 1, l = 0: qs[32] bits 2-3 = 3, no high bit
+  tensor.codes[161] = 0;   // hmask[1] bit 5
+  const std::vector<std::uint8_t> bytes = gsq::encode_k_quant(tensor);
+  REQUIRE(bytes.size() == 110);
+  CHECK(bytes[0] == 1);
+  CHECK(bytes[1] == 1 << 5);
+  CHECK(bytes[32] == 3);
+  CHECK(bytes[32 + 32] == 3 << 2);
+  // Scale s stores s * 4 (= code + 32): s = 1 -> 4: byte 96 + 1 low nibble 4; s = 9 -> 36 = 0b100100:
+  // low nibble 4 in byte 96 + 1's high nibble, top bits 0b10 in byte 104 + 1 at bits 4-5.
+  CHECK(bytes[97] == (4 | 4 << 4));
+  CHECK(bytes[105] == (0 | 1 << 2 | 2 << 4 | 3 << 6));  // scales 1, 5, 9, 13 -> 4, 20, 36, 52: top bits 0, 1, 2, 3
+  CHECK(bytes[108] == 0x00);
+  CHECK(bytes[109] == 0x3C);  // d = 1.0
+  const gsq::Matrix<float> weight = tensor.dequantize();
+  CHECK(weight.values[0] == -32.0f * 3);
+  CHECK(weight.values[160] == (-32.0f + 4 * 10) * -1);
+}
+
+TEST_CASE("Q4_K: d, dmin, 6-bit scales and mins of sub-blocks 4-7 split 4 + 2, then nibbles", "[k_quant]") {
+  const std::vector<std::int8_t> scales = {1, 2, 3, 4, 63, 17, 32, 5}, mins = {10, 11, 12, 13, 0, 48, 1, 62};
+  gsq::KQuantTensor tensor = block(gsq::q4_k(), 0, scales, mins, 2.0f, 1.0f);
+  tensor.codes[0] = 15, tensor.codes[32] = 9, tensor.codes[255] = 7;
+  const std::vector<std::uint8_t> bytes = gsq::encode_k_quant(tensor);
+  REQUIRE(bytes.size() == 144);
+  CHECK(bytes[1] == 0x40);  // d = 2.0 = 0x4000
+  CHECK(bytes[3] == 0x3C);  // dmin = 1.0
+  CHECK(bytes[4 + 0] == (1 | (63 >> 4) << 6));   // scale 0, top bits of scale 4
+  CHECK(bytes[4 + 4] == (10 | (0 >> 4) << 6));   // min 0, top bits of min 4
+  CHECK(bytes[4 + 5] == (11 | (48 >> 4) << 6));  // min 1, top bits of min 5
+  CHECK(bytes[4 + 8] == ((63 & 15) | (0 & 15) << 4));
+  CHECK(bytes[4 + 11] == ((5 & 15) | (62 & 15) << 4));
+  CHECK(bytes[16] == (15 | 9 << 4));  // sub-blocks 0 and 1 share byte 0 of qs
+  CHECK(bytes[143] == 7 << 4);        // weight 255: sub-block 7, high nibble of the last byte
+  const gsq::Matrix<float> weight = tensor.dequantize();
+  CHECK(weight.values[0] == 2.0f * 1 * 15 - 10.0f);
+  CHECK(weight.values[255] == 2.0f * 5 * 7 - 62.0f);
+}
+
+TEST_CASE("K-quant tensors refuse what their format cannot store", "[k_quant]") {
+  gsq::KQuantTensor tensor = block(gsq::q4_k(), 0, iota(8, 0), iota(8, 0), 1.0f, 1.0f);
+  tensor.codes[3] = 16;
+  CHECK_THROWS_WITH(tensor.validate(), Catch::Contains("weight code is outside"));
+  tensor = block(gsq::q2_k(), 0, iota(16, 0), iota(16, 0), 1.0f, 1.0f);
+  tensor.min_codes[2] = 16;
+  CHECK_THROWS_WITH(tensor.validate(), Catch::Contains("outside 4 bits"));
+  tensor = block(gsq::q3_k(), 0, iota(16, 0), {}, 0.1f, 0.0f);
+  CHECK_THROWS_WITH(tensor.validate(), Catch::Contains("must be fp16 values"));
+  tensor = block(gsq::q3_k(), 0, iota(16, 0), {}, 1.0f, 0.0f);
+  tensor.cols = 128;
+  CHECK_THROWS_WITH(tensor.validate(), Catch::Contains("whole super-blocks of 256"));
+}

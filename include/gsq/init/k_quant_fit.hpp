@@ -1,0 +1,216 @@
+// gsq/init/k_quant_fit.hpp -- an importance-weighted fit of a weight matrix in a K-quant format
+// (gsq/format/k_quant.hpp): the idea llama.cpp applies with an importance matrix, written for
+// gsq. The importance of input column c is a weight on the squared error of every weight in
+// that column: diag(H), so the fit minimises the diagonal part of tr(dW H dW^T).
+//
+//   1. each sub-block: the continuous scale (and min) that minimise sum_i w_i (s q_i - m - x_i)^2,
+//      searched from trial steps around the sub-block's range, each trial then alternating a
+//      weighted least-squares refit of (s, m) to the codes and a re-rounding of the codes (the
+//      min kept >= 0: the format stores it unsigned), and a pattern search on the rounded error
+//      around the best;
+//   2. each super-block: fp16 d (and dmin) so the largest scale (min) takes the largest code,
+//      and every sub-block's scale (min) rounded to its code;
+//   3. each sub-block: its scale and min codes moved by one step where that lowers the weighted
+//      error of the codes rounded under them, which are then the stored codes.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "gsq/common/error.hpp"
+#include "gsq/common/matrix.hpp"
+#include "gsq/format/k_quant.hpp"
+#include "gsq/io/safetensors.hpp"
+
+namespace gsq {
+
+namespace detail {
+
+/// A sub-block's continuous parameters: weight = scale q - min.
+struct SubBlockFit {
+  float scale = 0, min = 0;
+};
+
+inline int round_code(float value, int low, int high) {
+  return static_cast<int>(std::fmin(std::fmax(std::nearbyint(value), static_cast<float>(low)), static_cast<float>(high)));
+}
+
+/// sum_i w_i (scale q_i - min - x_i)^2 with q_i rounded (and clamped) under (scale, min).
+inline double sub_block_error(const float* x, const float* w, int n, const KQuantFormat& format, float scale, float min) {
+  double error = 0;
+  for (int i = 0; i < n; ++i) {
+    const int q = scale == 0 ? 0 : round_code((x[i] + min) / scale, format.min_code, format.max_code);
+    const double difference = static_cast<double>(scale) * q - min - x[i];
+    error += w[i] * difference * difference;
+  }
+  return error;
+}
+
+/// The weighted least-squares (scale, min) for fixed codes q; min >= 0 and scale >= 0 where
+/// the format stores them unsigned.
+inline SubBlockFit refit_to_codes(const float* x, const float* w, const int* q, int n, const KQuantFormat& format) {
+  double sw = 0, swq = 0, swqq = 0, swx = 0, swqx = 0;
+  for (int i = 0; i < n; ++i) {
+    sw += w[i], swq += w[i] * q[i], swqq += w[i] * q[i] * q[i], swx += w[i] * x[i], swqx += w[i] * q[i] * x[i];
+  }
+  SubBlockFit fit;
+  const double determinant = sw * swqq - swq * swq;
+  if (format.has_min && determinant > 0) {
+    fit.scale = static_cast<float>((sw * swqx - swq * swx) / determinant);
+    fit.min = static_cast<float>(-(swqq * swx - swq * swqx) / determinant);
+  }
+  if (!format.has_min || determinant <= 0 || fit.min < 0 || fit.scale < 0) {
+    fit.min = 0;
+    fit.scale = swqq > 0 ? static_cast<float>(swqx / swqq) : 0;
+    if (format.has_min && fit.scale < 0) fit.scale = 0;
+  }
+  return fit;
+}
+
+/// Step 1 for one sub-block of n weights x with importances w.
+inline SubBlockFit fit_sub_block(const float* x, const float* w, int n, const KQuantFormat& format) {
+  float low = 0, high = 0, extreme = 0;  // low <= 0 <= high: the range the codes must cover
+  for (int i = 0; i < n; ++i) {
+    low = std::fmin(low, x[i]), high = std::fmax(high, x[i]);
+    if (std::fabs(x[i]) > std::fabs(extreme)) extreme = x[i];
+  }
+  SubBlockFit best;
+  double best_error = sub_block_error(x, w, n, format, 0, 0);
+  if (high - low == 0) return best;
+  // Trials: steps around the range's, and (with a min) ends inside or just outside the range;
+  // for signed codes, the extreme value at either end of -4..3.
+  for (int family = 0; family < 8; ++family)
+    for (int trial = -10; trial <= 10; ++trial) {
+    std::vector<int> q(static_cast<std::size_t>(n));
+    const float stretch = (format.has_min ? 0.1f : 0.2f) * static_cast<float>(trial);
+    if (format.has_min) {
+      const float start = low * (1.1f - 0.15f * static_cast<float>(family % 4));
+      const float end = high * (1.0f - 0.15f * static_cast<float>(family / 4));
+      const float step = (end - start) / (static_cast<float>(format.max_code) + stretch);
+      for (int i = 0; i < n; ++i) q[i] = round_code((x[i] - start) / step, format.min_code, format.max_code);
+    } else {
+      if (family >= 2) break;
+      const float end = family == 0 ? static_cast<float>(format.min_code) : static_cast<float>(format.max_code);
+      const float step = extreme / (end + (end < 0 ? -stretch : stretch));
+      for (int i = 0; i < n; ++i) q[i] = round_code(x[i] / step, format.min_code, format.max_code);
+    }
+    // Then alternate: refit (scale, min) to the codes, re-round the codes under them.
+    for (int round = 0; round < 6; ++round) {
+      const SubBlockFit fit = refit_to_codes(x, w, q.data(), n, format);
+      const double error = sub_block_error(x, w, n, format, fit.scale, fit.min);
+      if (error < best_error) best_error = error, best = fit;
+      if (fit.scale == 0) break;
+      for (int i = 0; i < n; ++i) q[i] = round_code((x[i] + fit.min) / fit.scale, format.min_code, format.max_code);
+    }
+  }
+  // Last, a pattern search on the rounded error itself, which the refits only approximate: the
+  // eight neighbours of the best (scale, min), the steps shrinking.
+  for (float size : {0.08f, 0.04f, 0.02f, 0.01f, 0.005f}) {
+    for (bool moved = true; moved;) {
+      moved = false;
+      const SubBlockFit centre = best;
+      for (int ds = -1; ds <= 1; ++ds)
+        for (int dm = format.has_min ? -1 : 0; dm <= (format.has_min ? 1 : 0); ++dm) {
+          const SubBlockFit trial{centre.scale * (1 + size * static_cast<float>(ds)),
+                                  centre.min + size * std::fabs(centre.scale) * static_cast<float>(dm)};
+          if ((ds == 0 && dm == 0) || trial.min < 0) continue;
+          const double error = sub_block_error(x, w, n, format, trial.scale, trial.min);
+          if (error < best_error) best_error = error, best = trial, moved = true;
+        }
+    }
+  }
+  return best;
+}
+
+/// The fp16 factor that maps the largest of `values` onto code `top`, and each value's code.
+inline float super_block_factor(const std::vector<float>& values, int top) {
+  float largest = 0;
+  for (float value : values) largest = std::fmax(largest, std::fabs(value));
+  return half_bits_to_float(float_to_half_bits(largest / static_cast<float>(top)));
+}
+
+}  // namespace detail
+
+/// Fits `weight` (rows x cols, cols a multiple of 256) in `format`, weighting the squared
+/// error of column c by importance[c] (diag H; empty: all 1).
+inline KQuantTensor fit_k_quant(const Matrix<float>& weight, const std::vector<float>& importance, const KQuantFormat& format) {
+  require(weight.cols > 0 && weight.cols % KQuantFormat::super_block == 0,
+          std::string(format.name) + " stores rows in super-blocks of 256 weights; this matrix has " +
+              std::to_string(weight.cols) + " columns");
+  require(importance.empty() || static_cast<long>(importance.size()) == weight.cols,
+          "the importance must have one value per input column");
+  for (float value : weight.values) require(std::isfinite(value), "the weight to fit holds a non-finite value");
+  for (float value : importance) require(std::isfinite(value) && value >= 0, "importances must be finite and non-negative");
+  const int n = format.sub_block, subs = format.sub_blocks();
+  const long supers = weight.rows * weight.cols / KQuantFormat::super_block;
+  const std::size_t sub_count = static_cast<std::size_t>(supers * subs), super_count = static_cast<std::size_t>(supers);
+  KQuantTensor out{&format,
+                   weight.rows,
+                   weight.cols,
+                   std::vector<std::int8_t>(weight.values.size()),
+                   std::vector<std::int8_t>(sub_count),
+                   std::vector<std::int8_t>(format.has_min ? sub_count : 0),
+                   std::vector<float>(super_count),
+                   std::vector<float>(format.has_min ? super_count : 0)};
+  const std::vector<float> ones(static_cast<std::size_t>(n), 1.0f);
+  // Super-blocks are fitted independently: the result does not depend on the thread count.
+#pragma omp parallel for schedule(dynamic, 16)
+  for (long super = 0; super < supers; ++super) {
+    const float* x = weight.values.data() + super * KQuantFormat::super_block;
+    const long first_col = super * KQuantFormat::super_block % weight.cols;
+    const auto importance_of = [&](int sub) {
+      return importance.empty() ? ones.data() : importance.data() + first_col + sub * n;
+    };
+    std::vector<float> scales(static_cast<std::size_t>(subs)), mins(static_cast<std::size_t>(subs));
+    for (int sub = 0; sub < subs; ++sub) {
+      const detail::SubBlockFit fit = detail::fit_sub_block(x + sub * n, importance_of(sub), n, format);
+      scales[sub] = fit.scale, mins[sub] = fit.min;
+    }
+    // Q3_K's signed scale codes reach -32 but only +31: the largest |scale| takes -32 (d < 0 if it is positive).
+    const int top = format.signed_scales ? -format.min_scale_code() : format.max_scale_code();
+    float d = detail::super_block_factor(scales, top);
+    if (format.signed_scales) {
+      const float extreme = *std::max_element(scales.begin(), scales.end(),
+                                              [](float a, float b) { return std::fabs(a) < std::fabs(b); });
+      if (extreme > 0) d = -d;
+    }
+    const float dmin = format.has_min ? detail::super_block_factor(mins, top) : 0.0f;
+    out.d[static_cast<std::size_t>(super)] = d;
+    if (format.has_min) out.dmin[static_cast<std::size_t>(super)] = dmin;
+    for (int sub = 0; sub < subs; ++sub) {
+      const float* xs = x + sub * n;
+      const float* ws = importance_of(sub);
+      int scale_code = d == 0 ? 0 : detail::round_code(scales[sub] / d, format.min_scale_code(), format.max_scale_code());
+      int min_code = dmin == 0 ? 0 : detail::round_code(mins[sub] / dmin, format.min_scale_code(), format.max_scale_code());
+      // Step 3: one code step either way where it lowers this sub-block's error.
+      const auto error_of = [&](int sc, int mc) {
+        return detail::sub_block_error(xs, ws, n, format, d * static_cast<float>(sc), dmin * static_cast<float>(mc));
+      };
+      double best = error_of(scale_code, min_code);
+      const int best_scale = scale_code, best_min = min_code;
+      for (int ds = -1; ds <= 1; ++ds)
+        for (int dm = format.has_min ? -1 : 0; dm <= (format.has_min ? 1 : 0); ++dm) {
+          const int sc = best_scale + ds, mc = best_min + dm;
+          if (sc < format.min_scale_code() || sc > format.max_scale_code() || mc < format.min_scale_code() ||
+              mc > format.max_scale_code())
+            continue;
+          const double error = error_of(sc, mc);
+          if (error < best) best = error, scale_code = sc, min_code = mc;
+        }
+      const std::size_t index = static_cast<std::size_t>(super * subs + sub);
+      out.scale_codes[index] = static_cast<std::int8_t>(scale_code);
+      if (format.has_min) out.min_codes[index] = static_cast<std::int8_t>(min_code);
+      const float scale = d * static_cast<float>(scale_code), min = dmin * static_cast<float>(min_code);
+      for (int i = 0; i < n; ++i)
+        out.codes[static_cast<std::size_t>(super * KQuantFormat::super_block + sub * n + i)] = static_cast<std::int8_t>(
+            scale == 0 ? 0 : detail::round_code((xs[i] + min) / scale, format.min_code, format.max_code));
+    }
+  }
+  out.validate();
+  return out;
+}
+
+}  // namespace gsq

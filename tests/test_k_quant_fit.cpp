@@ -1,0 +1,131 @@
+// The importance-weighted K-quant fit (gsq/init/k_quant_fit.hpp): a sub-block's fit against a
+// brute-force search, the whole fit against a plain min/max rounding, importance at work, and
+// the stored result consistent with the format.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include <gsq/backend/host.hpp>
+#include <gsq/init/k_quant_fit.hpp>
+
+namespace {
+
+gsq::Matrix<float> gaussian(long rows, long cols, unsigned seed) {
+  gsq::Matrix<float> weight(rows, cols);
+  std::mt19937 random(seed);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  for (float& value : weight.values) value = normal(random);
+  return weight;
+}
+
+double weighted_error(const gsq::Matrix<float>& a, const gsq::Matrix<float>& b, const std::vector<float>& importance) {
+  double error = 0;
+  for (long r = 0; r < a.rows; ++r)
+    for (long c = 0; c < a.cols; ++c) {
+      const double difference = a(r, c) - b(r, c);
+      error += (importance.empty() ? 1.0 : importance[static_cast<std::size_t>(c)]) * difference * difference;
+    }
+  return error;
+}
+
+/// The plain rounding: each sub-block's step from its range, the min its smallest value (codes
+/// symmetric about the largest |x| for Q3_K), fp16 factors from the largest, no search.
+gsq::Matrix<float> plain_rounding(const gsq::Matrix<float>& weight, const gsq::KQuantFormat& format) {
+  gsq::Matrix<float> out(weight.rows, weight.cols);
+  const int n = format.sub_block;
+  for (std::size_t first = 0; first < weight.values.size(); first += static_cast<std::size_t>(n)) {
+    float low = 0, high = 0;
+    for (int i = 0; i < n; ++i) low = std::fmin(low, weight.values[first + i]), high = std::fmax(high, weight.values[first + i]);
+    const float amax = std::fmax(-low, high);
+    const float scale = format.has_min ? (high - low) / format.max_code : amax / 4;
+    const float min = format.has_min ? -low : 0;
+    for (int i = 0; i < n; ++i) {
+      const int q = scale == 0 ? 0 : gsq::detail::round_code((weight.values[first + i] + min) / scale, format.min_code, format.max_code);
+      out.values[first + i] = scale * static_cast<float>(q) - min;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("a sub-block's fit is within 3% of the best (scale, min) a brute-force grid finds", "[k_quant][fit]") {
+  std::mt19937 random(5);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_real_distribution<float> uniform(0.1f, 2.0f);
+  for (const gsq::KQuantFormat* format : {&gsq::q2_k(), &gsq::q3_k(), &gsq::q4_k()}) {
+    for (int trial = 0; trial < 20; ++trial) {
+      const int n = format->sub_block;
+      std::vector<float> x(static_cast<std::size_t>(n)), w(static_cast<std::size_t>(n));
+      for (int i = 0; i < n; ++i) x[i] = normal(random), w[i] = uniform(random);
+      const gsq::detail::SubBlockFit fit = gsq::detail::fit_sub_block(x.data(), w.data(), n, *format);
+      const double ours = gsq::detail::sub_block_error(x.data(), w.data(), n, *format, fit.scale, fit.min);
+      double best = gsq::detail::sub_block_error(x.data(), w.data(), n, *format, 0, 0);
+      for (int a = -400; a <= 400; ++a)
+        for (int b = 0; b <= (format->has_min ? 200 : 0); ++b) {
+          const float scale = 0.005f * a, min = 0.02f * b;
+          if (format->has_min && scale < 0) continue;
+          best = std::min(best, gsq::detail::sub_block_error(x.data(), w.data(), n, *format, scale, min));
+        }
+      INFO(format->name << " trial " << trial << ": fit " << ours << ", brute force " << best);
+      CHECK(ours <= 1.03 * best);
+    }
+  }
+}
+
+TEST_CASE("the K-quant fit beats plain min/max rounding, and stores what it fitted", "[k_quant][fit]") {
+  const gsq::Matrix<float> weight = gaussian(16, 512, 3);
+  for (const gsq::KQuantFormat* format : {&gsq::q2_k(), &gsq::q3_k(), &gsq::q4_k()}) {
+    INFO(format->name);
+    const gsq::KQuantTensor fitted = gsq::fit_k_quant(weight, {}, *format);
+    const gsq::Matrix<float> stored = fitted.dequantize();
+    const double fit_error = weighted_error(stored, weight, {}), plain = weighted_error(plain_rounding(weight, *format), weight, {});
+    CHECK(fit_error < 0.9 * plain);  // the fit searches; the plain rounding does not
+    CHECK(gsq::encode_k_quant(fitted).size() == static_cast<std::size_t>(16 * 2 * format->block_bytes));
+  }
+  // More bits, less error.
+  const double q2 = weighted_error(gsq::fit_k_quant(weight, {}, gsq::q2_k()).dequantize(), weight, {}),
+               q3 = weighted_error(gsq::fit_k_quant(weight, {}, gsq::q3_k()).dequantize(), weight, {}),
+               q4 = weighted_error(gsq::fit_k_quant(weight, {}, gsq::q4_k()).dequantize(), weight, {});
+  CHECK(q3 < 0.5 * q2);
+  CHECK(q4 < 0.5 * q3);
+}
+
+TEST_CASE("importance moves the K-quant fit's error away from the columns that matter", "[k_quant][fit]") {
+  const gsq::Matrix<float> weight = gaussian(32, 256, 9);
+  std::vector<float> importance(256, 1.0f);
+  for (int c = 0; c < 256; c += 16) importance[static_cast<std::size_t>(c)] = 100.0f;  // one column per sub-block
+  const std::vector<float> marked(importance.begin(), importance.end());
+  std::vector<float> only_marked(256, 0.0f);
+  for (int c = 0; c < 256; c += 16) only_marked[static_cast<std::size_t>(c)] = 1.0f;
+  for (const gsq::KQuantFormat* format : {&gsq::q2_k(), &gsq::q3_k()}) {
+    INFO(format->name);
+    const gsq::Matrix<float> plain = gsq::fit_k_quant(weight, {}, *format).dequantize(),
+                             weighted = gsq::fit_k_quant(weight, marked, *format).dequantize();
+    CHECK(weighted_error(weighted, weight, only_marked) < 0.5 * weighted_error(plain, weight, only_marked));
+    CHECK(weighted_error(weighted, weight, marked) < weighted_error(plain, weight, marked));
+  }
+}
+
+TEST_CASE("the K-quant fit refuses what it cannot fit", "[k_quant][fit]") {
+  CHECK_THROWS_WITH(gsq::fit_k_quant(gaussian(2, 128, 1), {}, gsq::q4_k()), Catch::Contains("super-blocks of 256"));
+  CHECK_THROWS_WITH(gsq::fit_k_quant(gaussian(2, 256, 1), std::vector<float>(3, 1.0f), gsq::q4_k()),
+                    Catch::Contains("one value per input column"));
+  gsq::Matrix<float> bad = gaussian(1, 256, 1);
+  bad.values[7] = NAN;
+  CHECK_THROWS_WITH(gsq::fit_k_quant(bad, {}, gsq::q2_k()), Catch::Contains("non-finite"));
+  // All zero: every scale zero, and the result dequantizes to zero.
+  const gsq::KQuantTensor zero = gsq::fit_k_quant(gsq::Matrix<float>(2, 256), {}, gsq::q3_k());
+  for (float value : zero.dequantize().values) CHECK(value == 0.0f);
+}
+
+TEST_CASE("the K-quant fit gives the same bytes on any number of threads", "[k_quant][fit]") {
+  const gsq::Matrix<float> weight = gaussian(24, 768, 4);
+  gsq::set_host_threads(1);
+  const std::vector<std::uint8_t> one = gsq::encode_k_quant(gsq::fit_k_quant(weight, {}, gsq::q4_k()));
+  gsq::set_host_threads(2);
+  const std::vector<std::uint8_t> two = gsq::encode_k_quant(gsq::fit_k_quant(weight, {}, gsq::q4_k()));
+  CHECK(one == two);
+}

@@ -22,6 +22,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include <boost/program_options.hpp>
@@ -29,7 +30,9 @@
 
 #include <gsq/experiment/dispatch.hpp>
 #include <gsq/format/checkpoint.hpp>
+#include <gsq/format/k_quant.hpp>
 #include <gsq/gsq.hpp>
+#include <gsq/init/k_quant_fit.hpp>
 #include <gsq/io/output_location.hpp>
 #include <gsq/model/sequential.hpp>
 
@@ -71,6 +74,7 @@ struct Options {
   gsq::GptqConfig gptq;  // its scale fit is RTN's too
   GridChoice grid{"--bits", "2"};
   GroupingChoice grouping{"--group", "128"};
+  const gsq::KQuantFormat* k_quant = nullptr;  // --format: a llama.cpp K-quant layout instead of the grid
   ScheduleChoice schedule{"--schedule", "linear"};
   EstimatorChoice estimator{"--estimator", "relaxed"};
   OptimizerChoice optimizer{"--optimizer", "lion"};
@@ -163,7 +167,7 @@ std::optional<Options> parse_options(int argc, char** argv) {
   // The diag(H)-weighted search is the driver's default (gsq::GptqConfig's is max-abs): it gave
   // the lowest RTN and GPTQ errors on the synthetic layer and on the bundled model's layers
   // (docs/quantize_layer.md).
-  std::string init = gsq::method_name(options.init), scale_search = "weighted";
+  std::string init = gsq::method_name(options.init), scale_search = "weighted", k_quant;
   long layer_seed = 1, seed = 0;
   gsq::TrainConfig& train = options.train;
   po::options_description layer("Layer (default: synthetic LLM-like: heavy-tailed weights, correlated inputs with outlier channels)");
@@ -187,7 +191,10 @@ std::optional<Options> parse_options(int argc, char** argv) {
   format.add_options()
       ("bits", po::value(&bits)->default_value(bits)->value_name("BITS"), ("grid: " + alternatives<GridChoice>()).c_str())
       ("group", po::value(&group)->default_value(group)->value_name("SIZE"),
-       ("input columns sharing one scale: " + alternatives<GroupingChoice>() + " (0 = per-channel)").c_str());
+       ("input columns sharing one scale: " + alternatives<GroupingChoice>() + " (0 = per-channel)").c_str())
+      ("format", po::value(&k_quant)->value_name("NAME"),
+       "instead of --bits/--group, llama.cpp's K-quant layout q2_k, q3_k or q4_k (2.625, 3.4375, 4.5 bits per "
+       "weight; rows whole super-blocks of 256); --method rtn is the importance-weighted (diag H) fit");
   po::options_description methods("Methods");
   methods.add_options()
       ("method", po::value(&method_values)->default_value({"rtn,gptq,gsq"}, "rtn,gptq,gsq")->value_name("LIST"),
@@ -235,7 +242,8 @@ std::optional<Options> parse_options(int argc, char** argv) {
       ("json", po::value(&options.json_path)->value_name("FILE"), "also write the results to FILE as a JSON array, one record per method")
       ("save", po::value(&options.save_path)->value_name("FILE"),
        "write the last method's result to FILE as safetensors: packed codes (U8 'weight.codes'), scales (F16 "
-       "'weight.scales', rows x groups) and the dequantized weight (F32 'weight'), with the format in __metadata__")
+       "'weight.scales', rows x groups) and the dequantized weight (F32 'weight'), with the format in __metadata__; "
+       "with --format, ggml's blocks as a GGUF holds them (U8 'weight.blocks') and the weight")
       ("quiet", po::bool_switch(&options.quiet), "no progress lines on stderr")
       ("help", "print this help and exit");
   po::options_description all;
@@ -267,6 +275,13 @@ std::optional<Options> parse_options(int argc, char** argv) {
                "--percdamp must be finite and non-negative, got " + std::to_string(options.gptq.percdamp));
   train.seed = static_cast<std::uint64_t>(seed);
   train.learning_rate.decay = gsq::parse_decay(options.lr_decay);
+  if (!k_quant.empty()) {
+    options.k_quant = for_flag("--format", [&] { return &gsq::k_quant_format_named(k_quant); });
+    gsq::require(values["bits"].defaulted() && values["group"].defaulted(), "--format replaces --bits and --group: give one or the other");
+    if (values["method"].defaulted()) options.methods = {gsq::Method::rtn};
+    gsq::require(options.methods == std::vector<gsq::Method>{gsq::Method::rtn},
+                 "--format " + k_quant + " runs --method rtn (the importance-weighted fit); GPTQ and GSQ in K-quant formats are not there yet");
+  }
   options.grid = GridChoice("--bits", bits);
   options.grouping = GroupingChoice("--group", group);
   options.schedule = ScheduleChoice("--schedule", schedule);
@@ -386,11 +401,28 @@ Format format_of(const Layer& layer, const Options& options) {
 /// What one method produced, and the numbers it is compared on.
 struct MethodResult {
   gsq::Method method;
-  gsq::QuantizedTensor quantized;  // scales rounded to fp16, as stored
+  std::variant<gsq::QuantizedTensor, gsq::KQuantTensor> quantized;  // as stored (fp16 scales)
   double rel_error;
   double seconds;
   nlohmann::json details;  // method-specific fields of the JSON record
+
+  const gsq::QuantizedTensor& tensor() const { return std::get<gsq::QuantizedTensor>(quantized); }
+  double bits_per_parameter() const {
+    if (const auto* k_quant = std::get_if<gsq::KQuantTensor>(&quantized)) return k_quant->format->bits_per_weight();
+    return tensor().bits_per_parameter();
+  }
 };
+
+/// The importance-weighted fit in the K-quant format of --format.
+MethodResult run_k_quant_fit(Layer& layer, const Options& options) {
+  const Clock::time_point start = Clock::now();
+  const std::vector<double> diagonal = gsq::hessian_diagonal(layer.hessian);
+  gsq::KQuantTensor quantized =
+      gsq::fit_k_quant(layer.weight, std::vector<float>(diagonal.begin(), diagonal.end()), *options.k_quant);
+  const double seconds = seconds_since(start);
+  const double rel_error = layer.objective.relative_error(quantized.dequantize());
+  return {gsq::Method::rtn, std::move(quantized), rel_error, seconds, {{"scale_search", "imatrix"}}};
+}
 
 /// Rounds the scales to fp16 (what --save stores and bpp counts) and measures the result.
 MethodResult measure(gsq::Method method, gsq::QuantizedTensor quantized, double seconds, nlohmann::json details,
@@ -470,7 +502,7 @@ MethodResult run_gsq(Layer& layer, const MethodResult& start, const Options& opt
       [&](auto grid, auto grouping, auto schedule, auto estimator, auto optimizer) {
         using Quantizer = gsq::Quantizer<gsq::type_of<decltype(grid)>, gsq::type_of<decltype(grouping)>,
                                          gsq::type_of<decltype(schedule)>, gsq::type_of<decltype(estimator)>>;
-        return train_gsq<Quantizer, gsq::type_of<decltype(optimizer)>>(layer.objective, start.quantized, config, on_step);
+        return train_gsq<Quantizer, gsq::type_of<decltype(optimizer)>>(layer.objective, start.tensor(), config, on_step);
       },
       options.grid, options.grouping, options.schedule, options.estimator, options.optimizer);
   const double seconds = seconds_since(started);
@@ -517,6 +549,12 @@ std::vector<MethodResult> run_methods(Layer& layer, const Format& format, const 
   return results;
 }
 
+/// The table's "bits" and "group" columns: the grid and grouping, or the K-quant format and its sub-block.
+std::string bits_label(const Options& options) { return options.k_quant ? options.k_quant->name : options.grid.spelling(); }
+std::string group_label(const Options& options) {
+  return options.k_quant ? "sub " + std::to_string(options.k_quant->sub_block) : options.grouping.spelling();
+}
+
 void print_table(const Layer& layer, const Options& options, const std::vector<MethodResult>& results) {
   std::printf("layer: %s\n", layer.description.c_str());
   std::printf("%-7s %-6s %-9s %-5s %-12s %-12s %-8s %10s\n", "method", "init", "scales", "bits", "group",
@@ -524,8 +562,8 @@ void print_table(const Layer& layer, const Options& options, const std::vector<M
   for (const MethodResult& result : results)
     std::printf("%-7s %-6s %-9s %-5s %-12s %-12.6g %-8.4g %10.3f\n", gsq::method_name(result.method),
                 result.details.value("init", "-").c_str(), result.details.at("scale_search").get<std::string>().c_str(),
-                options.grid.spelling().c_str(), options.grouping.spelling().c_str(), result.rel_error,
-                result.quantized.bits_per_parameter(), result.seconds);
+                bits_label(options).c_str(), group_label(options).c_str(), result.rel_error,
+                result.bits_per_parameter(), result.seconds);
 }
 
 /// --group as spelled there: the group size, 0 for per-channel.
@@ -537,21 +575,23 @@ int group_size(const Options& options) {
 nlohmann::json json_report(const Layer& layer, const Options& options, const std::vector<MethodResult>& results) {
   nlohmann::json records = nlohmann::json::array();
   for (const MethodResult& result : results) {
-    const gsq::QuantizedTensor& quantized = result.quantized;
     nlohmann::json record = {
         {"method", gsq::method_name(result.method)},
-        {"grid", quantized.grid.name},
-        {"bits", quantized.grid.code_bits},
-        {"group", group_size(options)},
-        {"group_width", quantized.group_width},
         {"rel_error", result.rel_error},
-        {"bpp", quantized.bits_per_parameter()},
+        {"bpp", result.bits_per_parameter()},
         {"seconds", result.seconds},
         {"layer", layer.description},
-        {"rows", quantized.rows},
-        {"cols", quantized.cols},
+        {"rows", layer.weight.rows},
+        {"cols", layer.weight.cols},
         {"threads", options.threads},
     };
+    if (options.k_quant) {
+      record.update({{"format", options.k_quant->name}, {"sub_block", options.k_quant->sub_block}});
+    } else {
+      const gsq::QuantizedTensor& quantized = result.tensor();
+      record.update({{"grid", quantized.grid.name}, {"bits", quantized.grid.code_bits}, {"group", group_size(options)},
+                     {"group_width", quantized.group_width}});
+    }
     record.update(result.details);
     records.push_back(std::move(record));
   }
@@ -561,19 +601,31 @@ nlohmann::json json_report(const Layer& layer, const Options& options, const std
 /// Writes a result as quantize_model's quantized.safetensors holds a layer (gsq/format/checkpoint.hpp,
 /// so gsq::read_packed(file, "weight", ...) reads it back), beside its dequantized weight.
 void save_result(const MethodResult& result, const Options& options, const std::string& path) {
-  const gsq::QuantizedTensor& quantized = result.quantized;
   gsq::SafetensorsWriter writer;
+  writer.set_metadata("method", gsq::method_name(result.method));
+  writer.set_metadata("producer", gsq::producer);
+  if (const auto* k_quant = std::get_if<gsq::KQuantTensor>(&result.quantized)) {
+    // The blocks exactly as a GGUF holds them (ggml type in the metadata), beside the weights.
+    const std::vector<std::uint8_t> blocks = gsq::encode_k_quant(*k_quant);
+    writer.add_bytes("weight.blocks", gsq::Dtype::U8, {static_cast<std::int64_t>(blocks.size())}, blocks);
+    writer.add("weight", k_quant->dequantize());
+    writer.set_metadata("format", k_quant->format->name);
+    writer.set_metadata("ggml_type", std::to_string(k_quant->format->ggml_type));
+    writer.set_metadata("rows", std::to_string(k_quant->rows));
+    writer.set_metadata("cols", std::to_string(k_quant->cols));
+    writer.write(path);
+    return;
+  }
+  const gsq::QuantizedTensor& quantized = result.tensor();
   gsq::add_packed(writer, "weight", quantized);
   writer.add("weight", quantized.dequantize());
   for (const auto& [key, value] : gsq::packed_metadata(quantized.grid, quantized.group_width))
     writer.set_metadata(key, value);
-  writer.set_metadata("method", gsq::method_name(result.method));
   if (result.details.contains("init")) writer.set_metadata("init", result.details.at("init").get<std::string>());
   writer.set_metadata("group", std::to_string(group_size(options)));
   writer.set_metadata("packed_code_bits", std::to_string(quantized.packed_code_bits()));
   writer.set_metadata("rows", std::to_string(quantized.rows));
   writer.set_metadata("cols", std::to_string(quantized.cols));
-  writer.set_metadata("producer", gsq::producer);
   writer.write(path);
 }
 
@@ -585,9 +637,9 @@ int main(int argc, char** argv) {
     if (!options) return 0;
     gsq::set_host_threads(options->threads);
     Layer layer = load_layer(*options);
-    const Format format = format_of(layer, *options);
     if (!options->save_layer_path.empty()) save_layer(layer, options->save_layer_path);
-    const std::vector<MethodResult> results = run_methods(layer, format, *options);
+    const std::vector<MethodResult> results = options->k_quant ? std::vector<MethodResult>{run_k_quant_fit(layer, *options)}
+                                                               : run_methods(layer, format_of(layer, *options), *options);
     print_table(layer, *options, results);
     if (!options->json_path.empty())
       gsq::write_json_atomically(options->json_path, json_report(layer, *options, results));

@@ -51,6 +51,13 @@ inline const KQuantFormat& q4_k() {
   return format;
 }
 
+/// The format named `name` (q2_k, q3_k, q4_k).
+inline const KQuantFormat& k_quant_format_named(const std::string& name) {
+  for (const KQuantFormat* format : {&q2_k(), &q3_k(), &q4_k()})
+    if (name == format->name) return *format;
+  throw Error("unknown K-quant format '" + name + "' (gsq writes q2_k, q3_k and q4_k)");
+}
+
 /// A matrix in a K-quant format: per weight its code, per sub-block its scale (and min) code,
 /// per super-block its fp16 d (and dmin), all row-major.
 struct KQuantTensor {

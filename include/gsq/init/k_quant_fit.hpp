@@ -3,11 +3,10 @@
 // gsq. The importance of input column c is a weight on the squared error of every weight in
 // that column: diag(H), so the fit minimises the diagonal part of tr(dW H dW^T).
 //
-//   1. each sub-block: the continuous scale (and min) that minimise sum_i w_i (s q_i - m - x_i)^2,
-//      searched from trial steps around the sub-block's range, each trial then alternating a
-//      weighted least-squares refit of (s, m) to the codes and a re-rounding of the codes (the
-//      min kept >= 0: the format stores it unsigned), and a pattern search on the rounded error
-//      around the best;
+//   1. each sub-block: the continuous scale (and min) that minimise sum_i w_i (s q_i - m - x_i)^2
+//      with the codes rounded: a scan of scales (and mins), then from the best sixteen an
+//      alternation of weighted least-squares refits of (s, m) to the codes and re-roundings (the
+//      min kept >= 0: the format stores it unsigned), then a pattern search around the best;
 //   2. each super-block: fp16 d (and dmin) so the largest scale (min) takes the largest code,
 //      and every sub-block's scale (min) rounded to its code;
 //   3. each sub-block: its scale and min codes moved by one step where that lowers the weighted
@@ -72,38 +71,47 @@ inline SubBlockFit refit_to_codes(const float* x, const float* w, const int* q, 
 
 /// Step 1 for one sub-block of n weights x with importances w.
 inline SubBlockFit fit_sub_block(const float* x, const float* w, int n, const KQuantFormat& format) {
-  float low = 0, high = 0, extreme = 0;  // low <= 0 <= high: the range the codes must cover
-  for (int i = 0; i < n; ++i) {
-    low = std::fmin(low, x[i]), high = std::fmax(high, x[i]);
-    if (std::fabs(x[i]) > std::fabs(extreme)) extreme = x[i];
-  }
+  float low = 0, high = 0;  // low <= 0 <= high
+  for (int i = 0; i < n; ++i) low = std::fmin(low, x[i]), high = std::fmax(high, x[i]);
   SubBlockFit best;
   double best_error = sub_block_error(x, w, n, format, 0, 0);
   if (high - low == 0) return best;
-  // Trials: steps around the range's, and (with a min) ends inside or just outside the range;
-  // for signed codes, the extreme value at either end of -4..3.
-  for (int family = 0; family < 8; ++family)
-    for (int trial = -10; trial <= 10; ++trial) {
-    std::vector<int> q(static_cast<std::size_t>(n));
-    const float stretch = (format.has_min ? 0.1f : 0.2f) * static_cast<float>(trial);
+  // A scan of (scale, min) on the rounded error: scales from the whole range over the codes
+  // down to a 24th of it (small ones clip the outliers an unimportant column may hold), and for
+  // formats with a min, mins from 0 to a little past the smallest value; for signed codes both
+  // signs (the extreme value at either end of -4..3).
+  const float amax = std::fmax(-low, high);
+  const float full = format.has_min ? (high - low) / static_cast<float>(format.max_code) : amax / 3.0f;
+  std::vector<SubBlockFit> starts;
+  for (int r = 0; r < 32; ++r) {
+    const float scale = full * std::pow(24.0f, -static_cast<float>(r) / 31.0f);
     if (format.has_min) {
-      const float start = low * (1.1f - 0.15f * static_cast<float>(family % 4));
-      const float end = high * (1.0f - 0.15f * static_cast<float>(family / 4));
-      const float step = (end - start) / (static_cast<float>(format.max_code) + stretch);
-      for (int i = 0; i < n; ++i) q[i] = round_code((x[i] - start) / step, format.min_code, format.max_code);
+      for (float fraction : {0.0f, 0.25f, 0.5f, 0.7f, 0.85f, 1.0f, 1.1f, 1.25f, 1.5f}) starts.push_back({scale, -low * fraction});
     } else {
-      if (family >= 2) break;
-      const float end = family == 0 ? static_cast<float>(format.min_code) : static_cast<float>(format.max_code);
-      const float step = extreme / (end + (end < 0 ? -stretch : stretch));
-      for (int i = 0; i < n; ++i) q[i] = round_code(x[i] / step, format.min_code, format.max_code);
+      starts.push_back({scale, 0});
+      starts.push_back({-scale, 0});
     }
-    // Then alternate: refit (scale, min) to the codes, re-round the codes under them.
-    for (int round = 0; round < 6; ++round) {
-      const SubBlockFit fit = refit_to_codes(x, w, q.data(), n, format);
+  }
+  if (format.has_min)  // and the codes spanning the range, or a slightly clipped or widened one
+    for (float from : {1.1f, 1.0f, 0.85f, 0.7f})
+      for (float to : {1.0f, 0.85f})
+        for (int stretch = -10; stretch <= 10; ++stretch)
+          starts.push_back({(high * to - low * from) / (static_cast<float>(format.max_code) + 0.1f * static_cast<float>(stretch)),
+                            -low * from});
+  std::vector<double> errors;
+  for (const SubBlockFit& start : starts) errors.push_back(sub_block_error(x, w, n, format, start.scale, start.min));
+  // From the sixteen best: alternate a refit of (scale, min) to the codes and a re-rounding.
+  std::vector<int> q(static_cast<std::size_t>(n));
+  for (int pick = 0; pick < 16; ++pick) {
+    const std::size_t index = static_cast<std::size_t>(std::min_element(errors.begin(), errors.end()) - errors.begin());
+    SubBlockFit fit = starts[index];
+    if (errors[index] < best_error) best_error = errors[index], best = fit;
+    errors[index] = std::numeric_limits<double>::infinity();
+    for (int round = 0; round < 4 && fit.scale != 0; ++round) {
+      for (int i = 0; i < n; ++i) q[i] = round_code((x[i] + fit.min) / fit.scale, format.min_code, format.max_code);
+      fit = refit_to_codes(x, w, q.data(), n, format);
       const double error = sub_block_error(x, w, n, format, fit.scale, fit.min);
       if (error < best_error) best_error = error, best = fit;
-      if (fit.scale == 0) break;
-      for (int i = 0; i < n; ++i) q[i] = round_code((x[i] + fit.min) / fit.scale, format.min_code, format.max_code);
     }
   }
   // Last, a pattern search on the rounded error itself, which the refits only approximate: the

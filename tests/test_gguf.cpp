@@ -19,6 +19,7 @@
 #include <gsq/policy/grid.hpp>
 
 #include "program_runner.hpp"
+#include "random_matrix.hpp"
 
 namespace {
 
@@ -44,18 +45,11 @@ gsq::KQuantTensor random_k_quant(const gsq::KQuantFormat& format, long rows, lon
   return tensor;
 }
 
-gsq::Matrix<float> random_weight(long rows, long cols, unsigned seed) {
-  gsq::Matrix<float> weight(rows, cols);
-  std::mt19937 generator(seed);
-  std::normal_distribution<float> normal(0.0f, 0.02f);
-  for (float& value : weight.values) value = normal(generator);
-  return weight;
-}
 
 /// A quantized tensor whose scales are already fp16 values (as gsq stores them).
 template <class Grid>
 gsq::QuantizedTensor quantized(long rows, long cols, long group, unsigned seed) {
-  gsq::QuantizedTensor tensor = gsq::round_to_nearest(random_weight(rows, cols, seed), gsq::grid_spec<Grid>(), group);
+  gsq::QuantizedTensor tensor = gsq::round_to_nearest(gsq::testing::gaussian_matrix(rows, cols, seed), gsq::grid_spec<Grid>(), group);
   for (float& scale : tensor.scales) scale = gsq::half_bits_to_float(gsq::float_to_half_bits(scale));
   return tensor;
 }
@@ -143,7 +137,7 @@ TEST_CASE("gguf-py, llama.cpp's reader, reads gsq's GGUF: metadata and every ten
                                    {"general.alignment", 32}};
   std::ofstream(expected / "expected.json") << metadata.dump();
 
-  const gsq::Matrix<float> norm = random_weight(1, 96, 5), embedding = random_weight(7, 64, 6);
+  const gsq::Matrix<float> norm = gsq::testing::gaussian_matrix(1, 96, 5), embedding = gsq::testing::gaussian_matrix(7, 64, 6);
   writer.add_tensor("output_norm.weight", {96}, gsq::GgmlType::F32, gsq::encode_float(norm, gsq::GgmlType::F32));
   save_npy(expected / "output_norm.weight.npy", norm);
   gsq::Matrix<float> embedding_f16 = embedding;

@@ -10,15 +10,10 @@
 #include <gsq/backend/host.hpp>
 #include <gsq/init/k_quant_fit.hpp>
 
+#include "random_matrix.hpp"
+
 namespace {
 
-gsq::Matrix<float> gaussian(long rows, long cols, unsigned seed) {
-  gsq::Matrix<float> weight(rows, cols);
-  std::mt19937 random(seed);
-  std::normal_distribution<float> normal(0.0f, 0.02f);
-  for (float& value : weight.values) value = normal(random);
-  return weight;
-}
 
 double weighted_error(const gsq::Matrix<float>& a, const gsq::Matrix<float>& b, const std::vector<float>& importance) {
   double error = 0;
@@ -81,7 +76,7 @@ TEST_CASE("a sub-block's fit comes within a few percent of the best (scale, min)
 }
 
 TEST_CASE("the K-quant fit beats plain min/max rounding, and stores what it fitted", "[k_quant][fit]") {
-  const gsq::Matrix<float> weight = gaussian(16, 512, 3);
+  const gsq::Matrix<float> weight = gsq::testing::gaussian_matrix(16, 512, 3);
   for (const gsq::KQuantFormat* format : {&gsq::q2_k(), &gsq::q3_k(), &gsq::q4_k()}) {
     INFO(format->name);
     const gsq::KQuantTensor fitted = gsq::fit_k_quant(weight, {}, *format);
@@ -99,7 +94,7 @@ TEST_CASE("the K-quant fit beats plain min/max rounding, and stores what it fitt
 }
 
 TEST_CASE("importance moves the K-quant fit's error away from the columns that matter", "[k_quant][fit]") {
-  const gsq::Matrix<float> weight = gaussian(32, 256, 9);
+  const gsq::Matrix<float> weight = gsq::testing::gaussian_matrix(32, 256, 9);
   std::vector<float> importance(256, 1.0f);
   for (int c = 0; c < 256; c += 16) importance[static_cast<std::size_t>(c)] = 100.0f;  // one column per sub-block
   const std::vector<float> marked(importance.begin(), importance.end());
@@ -115,10 +110,10 @@ TEST_CASE("importance moves the K-quant fit's error away from the columns that m
 }
 
 TEST_CASE("the K-quant fit refuses what it cannot fit", "[k_quant][fit]") {
-  CHECK_THROWS_WITH(gsq::fit_k_quant(gaussian(2, 128, 1), {}, gsq::q4_k()), Catch::Contains("super-blocks of 256"));
-  CHECK_THROWS_WITH(gsq::fit_k_quant(gaussian(2, 256, 1), std::vector<float>(3, 1.0f), gsq::q4_k()),
+  CHECK_THROWS_WITH(gsq::fit_k_quant(gsq::testing::gaussian_matrix(2, 128, 1), {}, gsq::q4_k()), Catch::Contains("super-blocks of 256"));
+  CHECK_THROWS_WITH(gsq::fit_k_quant(gsq::testing::gaussian_matrix(2, 256, 1), std::vector<float>(3, 1.0f), gsq::q4_k()),
                     Catch::Contains("one value per input column"));
-  gsq::Matrix<float> bad = gaussian(1, 256, 1);
+  gsq::Matrix<float> bad = gsq::testing::gaussian_matrix(1, 256, 1);
   bad.values[7] = NAN;
   CHECK_THROWS_WITH(gsq::fit_k_quant(bad, {}, gsq::q2_k()), Catch::Contains("non-finite"));
   // All zero: every scale zero, and the result dequantizes to zero.
@@ -127,7 +122,7 @@ TEST_CASE("the K-quant fit refuses what it cannot fit", "[k_quant][fit]") {
 }
 
 TEST_CASE("the K-quant fit gives the same bytes on any number of threads", "[k_quant][fit]") {
-  const gsq::Matrix<float> weight = gaussian(24, 768, 4);
+  const gsq::Matrix<float> weight = gsq::testing::gaussian_matrix(24, 768, 4);
   gsq::set_host_threads(1);
   const std::vector<std::uint8_t> one = gsq::encode_k_quant(gsq::fit_k_quant(weight, {}, gsq::q4_k()));
   gsq::set_host_threads(2);

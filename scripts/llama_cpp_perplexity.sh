@@ -27,8 +27,14 @@ if [ ! -x "$binary" ]; then
       -DLLAMA_BUILD_SERVER=OFF -DGGML_NATIVE=ON > "$home/configure.log" 2>&1 || { cat "$home/configure.log"; exit 1; }
   cmake --build "$home/build" --target llama-perplexity -j"$(nproc)" > "$home/build.log" 2>&1 || { tail -30 "$home/build.log"; exit 1; }
 fi
-"$binary" -m "$model" -f "$text" --ctx-size "$ctx" --batch-size "$ctx" -t "$(nproc)" > "$home/perplexity.log" 2>&1 ||
-  { cat "$home/perplexity.log"; exit 1; }
+status=0
+"$binary" -m "$model" -f "$text" --ctx-size "$ctx" --batch-size "$ctx" -t "$(nproc)" > "$home/perplexity.log" 2>&1 || status=$?
+if [ "$status" -ne 0 ]; then
+  tail -c 3000 "$home/perplexity.log"
+  echo
+  echo "llama-perplexity exited with status $status (above 128: killed by signal $((status - 128)))"
+  exit 1
+fi
 ppl=$(sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p' "$home/perplexity.log")
 [ -n "$ppl" ] || { cat "$home/perplexity.log"; echo "llama-perplexity printed no final estimate"; exit 1; }
 echo "llama.cpp llama-perplexity: PPL $ppl, $(python3 -c "import math; print(f'{math.log2($ppl):.5f}')") bits per token (windows of $ctx, second halves scored)"

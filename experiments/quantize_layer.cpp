@@ -275,7 +275,7 @@ std::optional<Options> parse_options(int argc, char** argv) {
                "--percdamp must be finite and non-negative, got " + std::to_string(options.gptq.percdamp));
   train.seed = static_cast<std::uint64_t>(seed);
   train.learning_rate.decay = gsq::parse_decay(options.lr_decay);
-  if (!k_quant.empty()) {
+  if (values.count("format")) {
     options.k_quant = for_flag("--format", [&] { return &gsq::k_quant_format_named(k_quant); });
     gsq::require(values["bits"].defaulted() && values["group"].defaulted(), "--format replaces --bits and --group: give one or the other");
     if (values["method"].defaulted()) options.methods = {gsq::Method::rtn};

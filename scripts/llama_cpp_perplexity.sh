@@ -12,7 +12,14 @@
 # Usage: scripts/llama_cpp_perplexity.sh MODEL.gguf TEXT [BUILD_DIR] [CTX]   (defaults: build, 256)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+usage="usage: scripts/llama_cpp_perplexity.sh MODEL.gguf TEXT [BUILD_DIR] [CTX]"
+[ $# -ge 2 ] && [ $# -le 4 ] || { echo "$usage" >&2; exit 2; }
+for file in "$1" "$2"; do
+  [ -f "$file" ] || { echo "llama_cpp_perplexity.sh: $file is not a file" >&2; exit 2; }
+done
+[ "$(head -c 4 "$1")" = GGUF ] || { echo "llama_cpp_perplexity.sh: $1 is not a GGUF file" >&2; exit 2; }
 model=$(realpath "$1") text=$(realpath "$2") build=${3:-build} ctx=${4:-256}
+[[ "$ctx" =~ ^[0-9]+$ ]] && [ "$ctx" -ge 4 ] || { echo "llama_cpp_perplexity.sh: CTX must be a number of tokens, at least 4" >&2; exit 2; }
 version=0.3.36  # llama-cpp-python, pinned: it fixes the llama.cpp commit
 home="$build/llama.cpp"
 binary="$home/build/bin/llama-perplexity"
@@ -32,7 +39,8 @@ status=0
 if [ "$status" -ne 0 ]; then
   tail -c 3000 "$home/perplexity.log"
   echo
-  echo "llama-perplexity exited with status $status (above 128: killed by signal $((status - 128)))"
+  [ "$status" -gt 128 ] && echo "llama-perplexity was killed by signal $((status - 128))" ||
+    echo "llama-perplexity exited with status $status"
   exit 1
 fi
 ppl=$(sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p' "$home/perplexity.log")

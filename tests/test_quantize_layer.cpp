@@ -23,6 +23,7 @@
 #include "gsq/backend/host.hpp"
 #include "gsq/experiment/synthetic_layer.hpp"
 #include "gsq/format/checkpoint.hpp"
+#include "gsq/format/k_quant.hpp"
 #include "gsq/format/quantized_tensor.hpp"
 #include "gsq/io/safetensors.hpp"
 #include "gsq/objective/hessian.hpp"
@@ -322,6 +323,29 @@ TEST_CASE("quantize_layer: --save writes packed codes and fp16 scales that give 
   }
 }
 
+TEST_CASE("quantize_layer: --format fits a K-quant layout; --save holds its ggml blocks, the weight and the error") {
+  for (const gsq::KQuantFormat* format : {&gsq::q2_k(), &gsq::q3_k(), &gsq::q4_k()}) {
+    INFO(format->name);
+    const ScratchDirectory scratch;
+    const std::string layer_path = scratch.file("layer.safetensors"), saved_path = scratch.file("quantized.safetensors");
+    const nlohmann::json records =
+        run_records("--rows 16 --cols 512 --tokens 256 --threads 1 --quiet --format " + std::string(format->name) +
+                        " --save-layer '" + layer_path + "' --save '" + saved_path + "'",
+                    scratch);
+    REQUIRE(records.size() == 1);
+    const nlohmann::json& record = records.back();
+    CHECK(record.at("method") == "rtn");
+    CHECK(record.at("format") == format->name);
+    CHECK(record.at("bpp").get<double>() == format->bits_per_weight());
+    const gsq::SafetensorsFile saved = gsq::SafetensorsFile::open(saved_path);
+    CHECK(saved.metadata().at("ggml_type") == std::to_string(format->ggml_type));
+    CHECK(saved.info("weight.blocks").shape == std::vector<std::int64_t>{16L * 2 * format->block_bytes});
+    const gsq::SafetensorsFile layer = gsq::SafetensorsFile::open(layer_path);
+    gsq::HessianObjective<> objective(layer.matrix("W"), layer.matrix("H"));
+    CHECK(objective.relative_error(saved.matrix("weight")) == Approx(record.at("rel_error").get<double>()).epsilon(1e-12));
+  }
+}
+
 TEST_CASE("quantize_layer: bad settings exit with status 2 and a message naming the problem") {
   const ScratchDirectory scratch;
   const std::string layer_path = scratch.file("bad.safetensors");
@@ -389,7 +413,12 @@ TEST_CASE("quantize_layer: bad settings exit with status 2 and a message naming 
                         Case{input + "--weight W --inputs X_narrow", {"--inputs X_narrow", "32 x 96", "128 input columns"}},
                         Case{input + "--weight W --hessian H_lopsided", {"--hessian H_lopsided", "not symmetric"}},
                         Case{input + "--weight W --inputs X_broken", {"--inputs X_broken", "non-finite", "row 3"}},
-                        Case{input + "--weight W --hessian H_small --rows 8", {"--rows", "--input"}}}) {
+                        Case{input + "--weight W --hessian H_small --rows 8", {"--rows", "--input"}},
+                        Case{"--format q5_k", {"--format", "'q5_k'", "q2_k, q3_k and q4_k"}},
+                        Case{"--format ''", {"--format", "''"}},
+                        Case{"--format q2_k --bits 3", {"--format replaces --bits and --group"}},
+                        Case{"--format q3_k --method rtn,gptq", {"--method rtn", "not there yet"}},
+                        Case{"--rows 16 --cols 300 --tokens 64 --threads 1 --format q4_k", {"q4_k", "super-blocks of 256", "300 columns"}}}) {
     const Outcome outcome = run_quantize_layer(c.flags);
     INFO(c.flags << "\nstderr: " << outcome.err);
     CHECK(outcome.status == 2);

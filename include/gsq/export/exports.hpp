@@ -5,6 +5,7 @@
 // Each loads on its own: config, tokenizer files and weights.
 #pragma once
 
+#include <algorithm>
 #include <functional>
 #include <sstream>
 #include <string>
@@ -30,7 +31,7 @@ inline const std::vector<ExportFormat>& export_formats() {
       {"compressed-tensors", "compressed-tensors", [](const QuantizedModel&) { return std::string(); },
        write_compressed_tensors},
       {"gptq", "gptq", gptq_unsupported, write_gptq},
-      {"gguf", "model.gguf", gguf_unsupported, write_gguf}};
+      {"gguf", "model.gguf", [](const QuantizedModel& model) { return gguf_unsupported(model); }, write_gguf}};
   return formats;
 }
 
@@ -41,15 +42,10 @@ inline std::vector<ExportFormat> parse_exports(const std::string& list) {
   std::stringstream stream(list);
   for (std::string name; std::getline(stream, name, ',');) {
     if (name.empty()) continue;
-    bool found = false;
-    for (const ExportFormat& format : export_formats())
-      if (name == format.name) {
-        found = true;
-        bool repeated = false;
-        for (const ExportFormat& earlier : chosen) repeated = repeated || earlier.name == format.name;
-        if (!repeated) chosen.push_back(format);
-      }
-    require(found, "unknown export '" + name + "' (the exports are compressed-tensors, gptq and gguf)");
+    const auto named = [&](const ExportFormat& format) { return name == format.name; };
+    const auto format = std::find_if(export_formats().begin(), export_formats().end(), named);
+    require(format != export_formats().end(), "unknown export '" + name + "' (the exports are compressed-tensors, gptq and gguf)");
+    if (std::none_of(chosen.begin(), chosen.end(), named)) chosen.push_back(*format);
   }
   return chosen;
 }

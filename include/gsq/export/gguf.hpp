@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -86,11 +87,10 @@ inline QuantizedTensor rotary_rows_interleaved(const QuantizedTensor& tensor, lo
   return out;
 }
 
-/// The tokenizer.ggml.* metadata from the model's tokenizer.json (a byte-level BPE) and
-/// tokenizer_config.json, for a vocabulary of `vocab_size` ids.
-inline void set_gguf_tokenizer(GgufWriter& writer, const QuantizedModel& model) {
+/// The tokenizer.ggml.* metadata from the model's tokenizer.json (`tokenizer`, parsed by
+/// bpe_tokenizer) and tokenizer_config.json, for the model's vocabulary.
+inline void set_gguf_tokenizer(GgufWriter& writer, const QuantizedModel& model, const nlohmann::json& tokenizer) {
   const std::string path = model.directory + "/tokenizer.json";
-  const nlohmann::json tokenizer = bpe_tokenizer(model.directory);
   const long vocab_size = model.config.vocab_size;
   std::vector<std::string> tokens(static_cast<std::size_t>(vocab_size));
   std::vector<std::int32_t> types(tokens.size(), 0);
@@ -131,8 +131,9 @@ inline void set_gguf_tokenizer(GgufWriter& writer, const QuantizedModel& model) 
 
 }  // namespace detail
 
-/// Why `model` cannot be written as GGUF, or empty.
-inline std::string gguf_unsupported(const QuantizedModel& model) {
+/// Why `model` cannot be written as GGUF, or empty; when it can, `tokenizer` (if given) receives
+/// its parsed tokenizer.json.
+inline std::string gguf_unsupported(const QuantizedModel& model, nlohmann::json* tokenizer = nullptr) {
   const LlamaConfig& config = model.config;
   if (config.architecture != "LlamaForCausalLM")
     return "the GGUF export writes Llama models (LlamaForCausalLM), not " + config.architecture;
@@ -144,7 +145,8 @@ inline std::string gguf_unsupported(const QuantizedModel& model) {
     if (exact_ggml_type(tensor, &why) == GgmlType::F32) return why;
   }
   try {
-    detail::bpe_tokenizer(model.directory);
+    nlohmann::json parsed = detail::bpe_tokenizer(model.directory);
+    if (tokenizer) *tokenizer = std::move(parsed);
   } catch (const Error& error) {
     return error.what();
   }
@@ -153,7 +155,8 @@ inline std::string gguf_unsupported(const QuantizedModel& model) {
 
 /// Writes `model` as the GGUF file `path` (atomically).
 inline void write_gguf(const QuantizedModel& model, const std::string& path) {
-  const std::string unsupported = gguf_unsupported(model);
+  nlohmann::json tokenizer;
+  const std::string unsupported = gguf_unsupported(model, &tokenizer);
   require(unsupported.empty(), "GGUF export: " + unsupported);
   const LlamaConfig& config = model.config;
   const auto count = [](long value) { return static_cast<std::uint32_t>(value); };
@@ -176,7 +179,7 @@ inline void write_gguf(const QuantizedModel& model, const std::string& path) {
     writer.set("llama.rope.scaling.type", std::string("linear"));
     writer.set("llama.rope.scaling.factor", static_cast<float>(config.rotary.factor));
   }
-  detail::set_gguf_tokenizer(writer, model);
+  detail::set_gguf_tokenizer(writer, model, tokenizer);
 
   for (const std::string& name : model.checkpoint.tensor_names()) {
     const std::string gguf_name = detail::gguf_tensor_name(name);

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -30,7 +31,7 @@ inline void add_int32(SafetensorsWriter& writer, const std::string& name, const 
                       const std::vector<std::int32_t>& values) {
   std::vector<std::uint8_t> bytes(values.size() * 4);
   std::memcpy(bytes.data(), values.data(), bytes.size());  // little-endian, as every host gsq builds for
-  writer.add_bytes(name, Dtype::I32, shape, bytes);
+  writer.add_bytes(name, Dtype::I32, shape, std::move(bytes));
 }
 
 /// The unsigned value a symmetric b-bit format stores for `code`: code + 2^(b-1) (ternary codes

@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -16,7 +17,6 @@
 #include "gsq/common/error.hpp"
 #include "gsq/format/checkpoint.hpp"
 #include "gsq/format/quantized_tensor.hpp"
-#include "gsq/io/regular_file.hpp"
 #include "gsq/io/safetensors.hpp"
 #include "gsq/model/llama.hpp"
 #include "gsq/policy/grid.hpp"
@@ -101,9 +101,9 @@ struct QuantizedModel {
  private:
   static QuantizedModel unquantized(const std::string& directory) {
     const std::string config_path = directory + "/config.json";
-    const std::string text = read_regular_file(config_path, "model config", std::size_t(1) << 24);
-    return {directory, nlohmann::json::parse(text, nullptr, false), LlamaConfig::load(config_path),
-            Checkpoint::open(directory), {}};
+    nlohmann::json config = LlamaConfig::read_json(config_path);
+    LlamaConfig parsed = LlamaConfig::from_json(config, "model config '" + config_path + "'");
+    return {directory, std::move(config), std::move(parsed), Checkpoint::open(directory), {}};
   }
 };
 

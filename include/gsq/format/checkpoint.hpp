@@ -19,6 +19,7 @@
 #include <filesystem>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gsq/common/error.hpp"
@@ -31,8 +32,9 @@ namespace gsq {
 
 /// Adds `tensor` to `writer` as "<name>.codes" and "<name>.scales".
 inline void add_packed(SafetensorsWriter& writer, const std::string& name, const QuantizedTensor& tensor) {
-  const std::vector<std::uint8_t> codes = tensor.pack_codes();
-  writer.add_bytes(name + ".codes", Dtype::U8, {static_cast<std::int64_t>(codes.size())}, codes);
+  std::vector<std::uint8_t> codes = tensor.pack_codes();
+  const auto count = static_cast<std::int64_t>(codes.size());
+  writer.add_bytes(name + ".codes", Dtype::U8, {count}, std::move(codes));
   writer.add(name + ".scales", {tensor.rows, tensor.groups_per_row()}, tensor.scales, Dtype::F16);
 }
 

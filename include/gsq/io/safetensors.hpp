@@ -741,11 +741,11 @@ class SafetensorsWriter {
   /// Adds bytes already in the file's element encoding (little-endian), of any dtype: packed
   /// codes as U8, for example.
   void add_bytes(const std::string& name, Dtype dtype, const std::vector<std::int64_t>& shape,
-                 const std::vector<std::uint8_t>& data) {
+                 std::vector<std::uint8_t> data) {  // by value: a temporary moves in, not copied
     require(data.size() % dtype_size(dtype) == 0, "safetensors writer: tensor '" + name + "': " +
                                                       std::to_string(data.size()) + " bytes are not whole " +
                                                       dtype_name(dtype) + " elements");
-    new_entry(name, dtype, shape, data.size() / dtype_size(dtype)) = data;
+    new_entry(name, dtype, shape, data.size() / dtype_size(dtype)) = std::move(data);
   }
 
   /// The whole file, in memory.

@@ -97,7 +97,9 @@ struct LlamaConfig {
   /// Parses a config.json object; `context` (e.g. the file name) prefixes every error message.
   static LlamaConfig from_json(const nlohmann::json& json, const std::string& context = "model config");
   /// Reads and parses a config.json file.
-  static LlamaConfig load(const std::string& path);
+  static LlamaConfig load(const std::string& path) { return from_json(read_json(path), "model config '" + path + "'"); }
+  /// The JSON of a config.json file, read and parsed strictly (for callers that need more of it).
+  static nlohmann::json read_json(const std::string& path);
 
   /// Bytes a forward pass over `tokens` tokens in sequences of `length` needs at its widest:
   /// one layer's activations and the logits, plus each thread's attention scratch (the
@@ -263,11 +265,10 @@ inline LlamaConfig LlamaConfig::from_json(const nlohmann::json& json, const std:
   return result;
 }
 
-inline LlamaConfig LlamaConfig::load(const std::string& path) {
+inline nlohmann::json LlamaConfig::read_json(const std::string& path) {
   const std::string content = read_regular_file(path, "model config", std::size_t(1) << 24);
-  const std::string context = "model config '" + path + "'";
-  return from_json(detail::parse_json_strictly(content.data(), content.data() + content.size(), context, 32, 100000),
-                   context);
+  return detail::parse_json_strictly(content.data(), content.data() + content.size(), "model config '" + path + "'", 32,
+                                     100000);
 }
 
 // ---------------------------------------------------------------------------------------------

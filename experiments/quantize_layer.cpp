@@ -32,7 +32,9 @@
 #include <gsq/format/checkpoint.hpp>
 #include <gsq/format/k_quant.hpp>
 #include <gsq/gsq.hpp>
+#include <gsq/core/train_k_quant.hpp>
 #include <gsq/init/k_quant_fit.hpp>
+#include <gsq/init/k_quant_gptq.hpp>
 #include <gsq/io/output_location.hpp>
 #include <gsq/model/sequential.hpp>
 
@@ -50,6 +52,7 @@ using GroupingChoice = gsq::Choice<gsq::GroupingPolicies, gsq::ByGroupSize>;
 using ScheduleChoice = gsq::Choice<gsq::SchedulePolicies>;
 using EstimatorChoice = gsq::Choice<gsq::EstimatorPolicies>;
 using OptimizerChoice = gsq::Choice<gsq::OptimizerPolicies>;
+using KQuantLayoutChoice = gsq::Choice<gsq::KQuantLayoutPolicies>;
 
 /// The default synthetic layer is smaller than gsq's (1024 x 1024, 2048 tokens) so that the
 /// default run of 640 steps takes seconds, not minutes, on a 2-core machine.
@@ -194,7 +197,9 @@ std::optional<Options> parse_options(int argc, char** argv) {
        ("input columns sharing one scale: " + alternatives<GroupingChoice>() + " (0 = per-channel)").c_str())
       ("format", po::value(&k_quant)->value_name("NAME"),
        "instead of --bits/--group, llama.cpp's K-quant layout q2_k, q3_k or q4_k (2.625, 3.4375, 4.5 bits per "
-       "weight; rows whole super-blocks of 256); --method rtn is the importance-weighted (diag H) fit");
+       "weight; rows whole super-blocks of 256): rtn is the importance-weighted (diag H) fit, gptq GPTQ fitting each "
+       "super-block as its sweep enters it, gsq learns codes and sub-block scales (and mins) under the stored "
+       "rounding of the scales");
   po::options_description methods("Methods");
   methods.add_options()
       ("method", po::value(&method_values)->default_value({"rtn,gptq,gsq"}, "rtn,gptq,gsq")->value_name("LIST"),
@@ -225,11 +230,11 @@ std::optional<Options> parse_options(int argc, char** argv) {
        "logit scale at the last step")
       ("optimizer", po::value(&optimizer)->default_value(optimizer)->value_name("NAME"), ("optimizer: " + alternatives<OptimizerChoice>()).c_str())
       ("lr-logits", po::value(&train.logits.learning_rate)->default_value(train.logits.learning_rate, "1e-4")->value_name("X"),
-       "peak learning rate of the logits")
+       "peak learning rate of the logits (with --format: 3e-4)")
       ("weight-decay", po::value(&train.logits.weight_decay)->default_value(train.logits.weight_decay, "1")->value_name("X"),
        "decoupled weight decay of the logits (the scales have none)")
       ("lr-scales", po::value(&train.scales.learning_rate)->default_value(train.scales.learning_rate, "5e-5")->value_name("X"),
-       "peak learning rate of the scales")
+       "peak learning rate of the scales (with --format: 0, the sub-block scales and mins stay the start's)")
       ("lr-decay", po::value(&options.lr_decay)->default_value(options.lr_decay)->value_name("NAME"),
        "learning-rate decay after warm-up: cosine, linear or constant")
       ("lr-floor", po::value(&train.learning_rate.floor)->default_value(train.learning_rate.floor, "0.1")->value_name("X"),
@@ -278,9 +283,9 @@ std::optional<Options> parse_options(int argc, char** argv) {
   if (values.count("format")) {
     options.k_quant = for_flag("--format", [&] { return &gsq::k_quant_format_named(k_quant); });
     gsq::require(values["bits"].defaulted() && values["group"].defaulted(), "--format replaces --bits and --group: give one or the other");
-    if (values["method"].defaulted()) options.methods = {gsq::Method::rtn};
-    gsq::require(options.methods == std::vector<gsq::Method>{gsq::Method::rtn},
-                 "--format " + k_quant + " runs --method rtn (the importance-weighted fit); GPTQ and GSQ in K-quant formats are not there yet");
+    const gsq::TrainConfig k_quant_defaults = gsq::k_quant_train_config();
+    if (values["lr-logits"].defaulted()) train.logits.learning_rate = k_quant_defaults.logits.learning_rate;
+    if (values["lr-scales"].defaulted()) train.scales.learning_rate = k_quant_defaults.scales.learning_rate;
   }
   options.grid = GridChoice("--bits", bits);
   options.grouping = GroupingChoice("--group", group);
@@ -413,15 +418,23 @@ struct MethodResult {
   }
 };
 
-/// The importance-weighted fit in the K-quant format of --format.
-MethodResult run_k_quant_fit(Layer& layer, const Options& options) {
-  const Clock::time_point start = Clock::now();
+/// diag(H): the importance of each input column, what llama.cpp's imatrix holds.
+std::vector<float> column_importance(const Layer& layer) {
   const std::vector<double> diagonal = gsq::hessian_diagonal(layer.hessian);
-  gsq::KQuantTensor quantized =
-      gsq::fit_k_quant(layer.weight, std::vector<float>(diagonal.begin(), diagonal.end()), *options.k_quant);
+  return {diagonal.begin(), diagonal.end()};
+}
+
+/// In the K-quant format of --format: the importance-weighted fit (rtn) or GPTQ in the format.
+MethodResult run_k_quant_initializer(gsq::Method method, Layer& layer, const Options& options) {
+  const Clock::time_point start = Clock::now();
+  gsq::KQuantTensor quantized = method == gsq::Method::rtn
+                                    ? gsq::fit_k_quant(layer.weight, column_importance(layer), *options.k_quant)
+                                    : gsq::gptq_k_quant(layer.weight, layer.hessian, *options.k_quant, options.gptq);
   const double seconds = seconds_since(start);
   const double rel_error = layer.objective.relative_error(quantized.dequantize());
-  return {gsq::Method::rtn, std::move(quantized), rel_error, seconds, {{"scale_search", "imatrix"}}};
+  nlohmann::json details = {{"scale_search", "imatrix"}};
+  if (method == gsq::Method::gptq) details.update({{"percdamp", options.gptq.percdamp}, {"act_order", options.gptq.act_order}});
+  return {method, std::move(quantized), rel_error, seconds, std::move(details)};
 }
 
 /// Rounds the scales to fp16 (what --save stores and bpp counts) and measures the result.
@@ -478,7 +491,7 @@ class ProgressPrinter {
 /// The policy-dependent part of a GSQ run, kept small: it is instantiated for every policy
 /// combination the driver offers, and compile time grows with what it holds.
 struct GsqRun {
-  gsq::QuantizedTensor quantized;
+  std::variant<gsq::QuantizedTensor, gsq::KQuantTensor> quantized;
   gsq::TrainReport report;
 };
 
@@ -492,21 +505,42 @@ GsqRun train_gsq(gsq::HessianObjective<>& objective, const gsq::QuantizedTensor&
   return {quantizer.result(), std::move(report)};
 }
 
+template <class Layout, class Schedule, class Estimator, class Optimizer>
+GsqRun train_gsq_k_quant(Layer& layer, const gsq::KQuantTensor& start, const gsq::TrainConfig& config,
+                         const std::function<void(const gsq::StepReport&)>& on_step) {
+  gsq::KQuantTraining run = gsq::train_k_quant<Layout, Schedule, Estimator, Optimizer>(start, layer.objective, config, on_step);
+  return {std::move(run.result), std::move(run.report)};
+}
+
+/// The GSQ run of the policies the options name, in the grid format or the K-quant one.
+GsqRun dispatch_gsq(Layer& layer, const MethodResult& start, const Options& options,
+                    const std::function<void(const gsq::StepReport&)>& on_step) {
+  if (options.k_quant)
+    return gsq::dispatch(
+        [&](auto layout, auto schedule, auto estimator, auto optimizer) {
+          return train_gsq_k_quant<gsq::type_of<decltype(layout)>, gsq::type_of<decltype(schedule)>,
+                                   gsq::type_of<decltype(estimator)>, gsq::type_of<decltype(optimizer)>>(
+              layer, std::get<gsq::KQuantTensor>(start.quantized), options.train, on_step);
+        },
+        KQuantLayoutChoice("--format", options.k_quant->name), options.schedule, options.estimator, options.optimizer);
+  return gsq::dispatch(
+      [&](auto grid, auto grouping, auto schedule, auto estimator, auto optimizer) {
+        using Quantizer = gsq::Quantizer<gsq::type_of<decltype(grid)>, gsq::type_of<decltype(grouping)>,
+                                         gsq::type_of<decltype(schedule)>, gsq::type_of<decltype(estimator)>>;
+        return train_gsq<Quantizer, gsq::type_of<decltype(optimizer)>>(layer.objective, start.tensor(), options.train, on_step);
+      },
+      options.grid, options.grouping, options.schedule, options.estimator, options.optimizer);
+}
+
 /// GSQ started from `start`, with the policies the options name.
 MethodResult run_gsq(Layer& layer, const MethodResult& start, const Options& options) {
   const gsq::TrainConfig& config = options.train;
   std::function<void(const gsq::StepReport&)> on_step;
   if (!options.quiet) on_step = ProgressPrinter{};
   const Clock::time_point started = Clock::now();
-  GsqRun run = gsq::dispatch(
-      [&](auto grid, auto grouping, auto schedule, auto estimator, auto optimizer) {
-        using Quantizer = gsq::Quantizer<gsq::type_of<decltype(grid)>, gsq::type_of<decltype(grouping)>,
-                                         gsq::type_of<decltype(schedule)>, gsq::type_of<decltype(estimator)>>;
-        return train_gsq<Quantizer, gsq::type_of<decltype(optimizer)>>(layer.objective, start.tensor(), config, on_step);
-      },
-      options.grid, options.grouping, options.schedule, options.estimator, options.optimizer);
+  GsqRun run = dispatch_gsq(layer, start, options, on_step);
   const double seconds = seconds_since(started);
-  nlohmann::json details = initializer_details(start.method, options);
+  nlohmann::json details = start.details;
   details.update({
       {"init", gsq::method_name(start.method)},
       {"init_rel_error", start.rel_error},
@@ -529,21 +563,30 @@ MethodResult run_gsq(Layer& layer, const MethodResult& start, const Options& opt
       {"lr_floor", config.learning_rate.floor},
       {"warmup", config.learning_rate.warmup_steps},
   });
-  return measure(gsq::Method::gsq, std::move(run.quantized), seconds, std::move(details), layer);
+  if (options.k_quant) {
+    gsq::KQuantTensor& quantized = std::get<gsq::KQuantTensor>(run.quantized);
+    const double rel_error = layer.objective.relative_error(quantized.dequantize());
+    return {gsq::Method::gsq, std::move(quantized), rel_error, seconds, std::move(details)};
+  }
+  return measure(gsq::Method::gsq, std::move(std::get<gsq::QuantizedTensor>(run.quantized)), seconds, std::move(details), layer);
 }
 
 /// The methods of --method in order; GSQ reuses its starting point when --method ran it before,
 /// and otherwise computes it without reporting it as a method of its own.
-std::vector<MethodResult> run_methods(Layer& layer, const Format& format, const Options& options) {
+std::vector<MethodResult> run_methods(Layer& layer, const Options& options) {
+  const auto initializer = [&](gsq::Method method) {
+    return options.k_quant ? run_k_quant_initializer(method, layer, options)
+                           : run_initializer(method, layer, format_of(layer, options), options);
+  };
   std::vector<MethodResult> results;
   for (const gsq::Method method : options.methods) {
     if (method != gsq::Method::gsq) {
-      results.push_back(run_initializer(method, layer, format, options));
+      results.push_back(initializer(method));
       continue;
     }
     const auto ran = std::find_if(results.begin(), results.end(),
                                   [&](const MethodResult& result) { return result.method == options.init; });
-    const MethodResult start = ran != results.end() ? *ran : run_initializer(options.init, layer, format, options);
+    const MethodResult start = ran != results.end() ? *ran : initializer(options.init);
     results.push_back(run_gsq(layer, start, options));
   }
   return results;
@@ -638,8 +681,7 @@ int main(int argc, char** argv) {
     gsq::set_host_threads(options->threads);
     Layer layer = load_layer(*options);
     if (!options->save_layer_path.empty()) save_layer(layer, options->save_layer_path);
-    const std::vector<MethodResult> results = options->k_quant ? std::vector<MethodResult>{run_k_quant_fit(layer, *options)}
-                                                               : run_methods(layer, format_of(layer, *options), *options);
+    const std::vector<MethodResult> results = run_methods(layer, *options);
     print_table(layer, *options, results);
     if (!options->json_path.empty())
       gsq::write_json_atomically(options->json_path, json_report(layer, *options, results));

@@ -23,6 +23,7 @@
 #include "gsq/backend/host.hpp"
 #include "gsq/experiment/synthetic_layer.hpp"
 #include "gsq/format/checkpoint.hpp"
+#include "gsq/core/train_k_quant.hpp"
 #include "gsq/format/k_quant.hpp"
 #include "gsq/format/quantized_tensor.hpp"
 #include "gsq/io/safetensors.hpp"
@@ -323,18 +324,24 @@ TEST_CASE("quantize_layer: --save writes packed codes and fp16 scales that give 
   }
 }
 
-TEST_CASE("quantize_layer: --format fits a K-quant layout; --save holds its ggml blocks, the weight and the error") {
+TEST_CASE("quantize_layer: --format runs the fit, GPTQ and GSQ in a K-quant layout; --save holds ggml's blocks, the weight and the error") {
   for (const gsq::KQuantFormat* format : {&gsq::q2_k(), &gsq::q3_k(), &gsq::q4_k()}) {
     INFO(format->name);
     const ScratchDirectory scratch;
     const std::string layer_path = scratch.file("layer.safetensors"), saved_path = scratch.file("quantized.safetensors");
     const nlohmann::json records =
-        run_records("--rows 16 --cols 512 --tokens 256 --threads 1 --quiet --format " + std::string(format->name) +
+        run_records("--rows 16 --cols 512 --tokens 256 --threads 1 --quiet --steps 60 --format " + std::string(format->name) +
                         " --save-layer '" + layer_path + "' --save '" + saved_path + "'",
                     scratch);
-    REQUIRE(records.size() == 1);
+    REQUIRE(records.size() == 3);
+    CHECK(records[0].at("method") == "rtn");
+    CHECK(records[1].at("method") == "gptq");
     const nlohmann::json& record = records.back();
-    CHECK(record.at("method") == "rtn");
+    CHECK(record.at("method") == "gsq");
+    CHECK(record.at("init") == "gptq");
+    CHECK(record.at("lr_logits").get<double>() == gsq::k_quant_train_config().logits.learning_rate);
+    CHECK(record.at("lr_scales").get<double>() == 0);
+    CHECK(record.at("rel_error").get<double>() < records[1].at("rel_error").get<double>());
     CHECK(record.at("format") == format->name);
     CHECK(record.at("bpp").get<double>() == format->bits_per_weight());
     const gsq::SafetensorsFile saved = gsq::SafetensorsFile::open(saved_path);
@@ -417,7 +424,6 @@ TEST_CASE("quantize_layer: bad settings exit with status 2 and a message naming 
                         Case{"--format q5_k", {"--format", "'q5_k'", "q2_k, q3_k and q4_k"}},
                         Case{"--format ''", {"--format", "''"}},
                         Case{"--format q2_k --bits 3", {"--format replaces --bits and --group"}},
-                        Case{"--format q3_k --method rtn,gptq", {"--method rtn", "not there yet"}},
                         Case{"--rows 16 --cols 300 --tokens 64 --threads 1 --format q4_k", {"q4_k", "super-blocks of 256", "300 columns"}}}) {
     const Outcome outcome = run_quantize_layer(c.flags);
     INFO(c.flags << "\nstderr: " << outcome.err);

@@ -6,7 +6,7 @@
 //   Grouping         GroupSize<G>, PerChannel                  (gsq/policy/grouping.hpp)
 //   Schedule         LinearAnneal, CosineAnneal, ExponentialAnneal  (gsq/policy/schedule.hpp)
 //   Estimator        Relaxed, StraightThrough, Deterministic   (gsq/policy/estimator.hpp)
-//   Parametrisation  SymmetricScale                            (gsq/policy/parametrisation.hpp)
+//   Parametrisation  SymmetricScale, CodedScaleAndMin, CodedScale (gsq/policy/parametrisation.hpp)
 //   Backend          Host<float>, Host<double>, Cuda<float>    (gsq/backend/)
 //
 // Defaults are the paper's choice, so `Quantizer<Int<2>>` is GSQ at 2 bits, group 128, linear
@@ -72,37 +72,39 @@ class Quantizer {
   template <class T>
   using vector = typename Backend::template vector<T>;
   static constexpr int candidate_count = Grid::candidate_count;
-  static_assert(Parametrisation::parameter_count == 1,
-                "starting from and returning a QuantizedTensor assumes one scale per group");
+  static constexpr int parameter_count = Parametrisation::parameter_count;
 
   /// Starts from `start` (RTN, GPTQ, ... on the same grid and grouping): its codes become the
   /// logits' argmax and its scales the initial scales.
   explicit Quantizer(const QuantizedTensor& start, const LogitInit& init = {})
       : rows_(start.rows), cols_(start.cols), layout_(GroupLayout::of<Grouping>(start.cols)) {
+    static_assert(parameter_count == 1, "a QuantizedTensor holds one scale per group");
     require(start.grid == grid_spec<Grid>(), std::string("the starting point is on the ") + start.grid.name +
                                                  " grid but the quantizer's grid is " + Grid::name);
     require(start.group_width == layout_.group_width,
             "the starting point has groups of " + std::to_string(start.group_width) +
                 " columns but the quantizer's grouping has " + std::to_string(layout_.group_width));
-    require(start.codes.size() == size(), "the starting point holds " + std::to_string(start.codes.size()) +
-                                              " codes for a " + std::to_string(rows_) + " x " + std::to_string(cols_) + " layer");
-    require(start.scales.size() == static_cast<std::size_t>(rows_ * layout_.groups_per_row),
-            "the starting point holds " + std::to_string(start.scales.size()) + " scales, expected " +
-                std::to_string(rows_ * layout_.groups_per_row));
-    for (std::size_t e = 0; e < start.codes.size(); ++e)
-      if (start.codes[e] < Grid::min_level || start.codes[e] > Grid::max_level)  // not require(): no message per element
-        throw Error("starting code " + std::to_string(start.codes[e]) + " at element " + std::to_string(e) +
-                    " is outside the " + Grid::name + " grid");
     require(std::all_of(start.scales.begin(), start.scales.end(), [](float s) { return std::isfinite(s) && s > 0; }),
             "the starting point's scales must be positive and finite");
-    std::vector<Real> target(start.codes.begin(), start.codes.end());
-    initialise(start.codes, target, std::vector<Real>(start.scales.begin(), start.scales.end()), init);
+    initialise_from_codes(start.codes, start.scales, init);
+  }
+
+  /// Starts from codes on the grid (rows x cols, row-major) and parameter_count finite
+  /// parameters per group (a K-quant sub-block's scale and min, ...).
+  Quantizer(long rows, long cols, const std::vector<std::int8_t>& codes, const std::vector<float>& parameters,
+            const LogitInit& init = {})
+      : rows_(rows), cols_(cols), layout_(GroupLayout::of<Grouping>(cols)) {
+    require(rows > 0, "a layer needs at least one row");
+    require(std::all_of(parameters.begin(), parameters.end(), [](float p) { return std::isfinite(p); }),
+            "the starting point's group parameters must be finite");
+    initialise_from_codes(codes, parameters, init);
   }
 
   /// Starts from any weights `start` with the given scales (rows x groups): the logits favour
   /// the grid level nearest to start / scale.
   Quantizer(const Matrix<float>& start, const std::vector<float>& scales, const LogitInit& init = {})
       : rows_(start.rows), cols_(start.cols), layout_(GroupLayout::of<Grouping>(start.cols)) {
+    static_assert(parameter_count == 1, "starting from weights and scales assumes one scale per group");
     require_finite_nonempty(start, "the starting weights");
     require(scales.size() == static_cast<std::size_t>(rows_ * layout_.groups_per_row),
             "expected " + std::to_string(rows_ * layout_.groups_per_row) + " scales, got " + std::to_string(scales.size()));
@@ -156,14 +158,18 @@ class Quantizer {
   /// dL/dlogits of the last backward() (after forward() and before backward(): the probabilities).
   const vector<Real>& logit_gradient() const { return logit_grad_; }
 
-  /// The hard result: each weight's argmax candidate and the learned scales.
-  QuantizedTensor result() const {
+  /// The hard codes: each weight's argmax candidate (rows x cols, on the host).
+  std::vector<std::int8_t> codes() const {
     vector<std::int8_t> codes(size());
     Backend::for_each_index(size(), ArgmaxCode<Grid, Real>{Backend::raw(logits_), size(), Backend::raw(base_), Backend::raw(codes)});
+    return Backend::to_host(codes);
+  }
+
+  /// The hard result: each weight's argmax candidate and the learned scales.
+  QuantizedTensor result() const {
+    static_assert(parameter_count == 1, "a QuantizedTensor holds one scale per group");
     const std::vector<Real> scales = Backend::to_host(parameters_);
-    QuantizedTensor out{grid_spec<Grid>(), rows_, cols_, layout_.group_width, Backend::to_host(codes), {}};
-    out.scales.assign(scales.begin(), scales.end());
-    return out;
+    return {grid_spec<Grid>(), rows_, cols_, layout_.group_width, codes(), std::vector<float>(scales.begin(), scales.end())};
   }
 
   vector<Real>& logits() { return logits_; }
@@ -172,6 +178,20 @@ class Quantizer {
   const vector<Real>& parameters() const { return parameters_; }
 
  private:
+  void initialise_from_codes(const std::vector<std::int8_t>& codes, const std::vector<float>& parameters,
+                             const LogitInit& init) {
+    require(codes.size() == size(), "the starting point holds " + std::to_string(codes.size()) + " codes for a " +
+                                        std::to_string(rows_) + " x " + std::to_string(cols_) + " layer");
+    const std::size_t expected = static_cast<std::size_t>(rows_ * layout_.groups_per_row * parameter_count);
+    require(parameters.size() == expected, "the starting point holds " + std::to_string(parameters.size()) +
+                                               " group parameters, expected " + std::to_string(expected));
+    for (std::size_t e = 0; e < codes.size(); ++e)
+      if (codes[e] < Grid::min_level || codes[e] > Grid::max_level)  // not require(): no message per element
+        throw Error("starting code " + std::to_string(codes[e]) + " at element " + std::to_string(e) +
+                    " is outside the " + Grid::name + " grid");
+    initialise(codes, std::vector<Real>(codes.begin(), codes.end()), std::vector<Real>(parameters.begin(), parameters.end()), init);
+  }
+
   void initialise(const std::vector<std::int8_t>& base, const std::vector<Real>& target,
                   const std::vector<Real>& parameters, const LogitInit& init) {
     base_ = Backend::from_host(base);

@@ -27,6 +27,7 @@
 #include "gsq/policy/estimator.hpp"
 #include "gsq/policy/grid.hpp"
 #include "gsq/policy/grouping.hpp"
+#include "gsq/policy/k_quant_layout.hpp"
 #include "gsq/policy/optimizer.hpp"
 #include "gsq/policy/schedule.hpp"
 
@@ -173,5 +174,7 @@ using GroupingPolicies = TypeList<PerChannel, GroupSize<32>, GroupSize<64>, Grou
 using SchedulePolicies = TypeList<LinearAnneal, CosineAnneal, ExponentialAnneal>;
 using EstimatorPolicies = TypeList<Relaxed, StraightThrough, Deterministic>;
 using OptimizerPolicies = TypeList<Lion, Adam>;
+/// llama.cpp's K-quant layouts, spelled by format name ("q2_k"), for --format.
+using KQuantLayoutPolicies = TypeList<Q2K, Q3K, Q4K>;
 
 }  // namespace gsq

@@ -111,17 +111,24 @@ inline Matrix<float> upper_cholesky_of_inverse(const Matrix<float>& hessian, con
 
 }  // namespace detail
 
-/// GPTQ of `weight` (rows x cols) under the layer's Hessian `hessian` (cols x cols, H = X^T X / N)
-/// on `grid` with one scale per group of `group_width` consecutive columns. Returns the codes and
-/// scales in the original column order, ready to start GSQ (gsq::Quantizer<...>(result)).
-///
-/// Dead inputs (diag(H) = 0) get diag 1 and their weights zeroed (code 0), as in the reference.
-/// Throws gsq::Error for mismatched shapes, a non-symmetric H, or an H that is not positive
-/// definite after damping.
-inline QuantizedTensor gptq(const Matrix<float>& weight, const Matrix<float>& hessian, const GridSpec& grid,
-                            long group_width, const GptqConfig& config = {}) {
+namespace detail {
+
+/// GPTQ's sweep with the format left to `Rounding`, which provides
+///   long group_width() const                  consecutive columns sharing the format's parameters
+///   void enter(long row, long group, const float* weights, const double* importance)
+///                                             fits the group's parameters of `row` to its current,
+///                                             error-compensated weights (in column order) with
+///                                             their columns' importance diag(H)
+///   float round(long row, long column, float value)
+///                                             stores the code of weight (row, column) under them
+///                                             and returns the weight it dequantizes to
+/// Rows are swept in parallel: calls for different rows come from different threads, each row's
+/// in sweep order. Dead inputs (diag(H) = 0) get diag 1 and their weights zeroed.
+template <class Rounding>
+void gptq_sweep(const Matrix<float>& weight, const Matrix<float>& hessian, const GptqConfig& config, Rounding& rounding) {
   require_finite_nonempty(weight, "the weight matrix");
   require_valid_hessian(hessian, weight.cols);
+  const long group_width = rounding.group_width();
   require(group_width > 0 && weight.cols % group_width == 0,
           "group size " + std::to_string(group_width) + " does not divide the layer's " +
               std::to_string(weight.cols) + " input columns");
@@ -139,22 +146,18 @@ inline QuantizedTensor gptq(const Matrix<float>& weight, const Matrix<float>& he
   std::vector<double> diagonal = importance;
   for (double& d : diagonal)
     if (d == 0) d = 1;
-  const std::vector<long> order = detail::gptq_column_order(diagonal, config.act_order);
+  const std::vector<long> order = gptq_column_order(diagonal, config.act_order);
 
   // U and W in processing order: position p holds column order[p].
-  const Matrix<float> factor = detail::upper_cholesky_of_inverse(hessian, order, diagonal, config.percdamp);
+  const Matrix<float> factor = upper_cholesky_of_inverse(hessian, order, diagonal, config.percdamp);
   Matrix<float> working(rows, cols);
   for (long r = 0; r < rows; ++r)
     for (long p = 0; p < cols; ++p) working(r, p) = importance[order[p]] == 0 ? 0.0f : weight(r, order[p]);
 
-  // Each group's positions in processing order; the first is where the group's scale is fitted.
-  const long groups = cols / group_width;
-  std::vector<std::vector<long>> group_positions(static_cast<std::size_t>(groups));
+  // Each group's positions in processing order; the first is where the group's parameters are fitted.
+  std::vector<std::vector<long>> group_positions(static_cast<std::size_t>(cols / group_width));
   for (long p = 0; p < cols; ++p) group_positions[order[p] / group_width].push_back(p);
 
-  QuantizedTensor result{grid, rows, cols, group_width, {}, {}};
-  result.codes.resize(weight.size());
-  result.scales.resize(static_cast<std::size_t>(rows * groups));
   // Buffers of the lazy update, allocated once: the first block's are the largest.
   const long block_size = std::min(config.block_size, cols);
   std::vector<float> block_error(static_cast<std::size_t>(rows * block_size));  // (w - q) / U[p][p]
@@ -163,36 +166,31 @@ inline QuantizedTensor gptq(const Matrix<float>& weight, const Matrix<float>& he
   for (long block_start = 0; block_start < cols; block_start += block_size) {
     const long block_end = std::min(cols, block_start + block_size), width = block_end - block_start;
     // Inside a block every row is an independent sweep: the result is thread-count independent.
-#pragma omp parallel if (rows * width >= detail::parallel_work)
+#pragma omp parallel if (rows * width >= parallel_work)
     {
       std::vector<float> group_weights(static_cast<std::size_t>(group_width));
-      std::vector<double> group_importance(static_cast<std::size_t>(group_width));
 #pragma omp for schedule(dynamic, 8)
       for (long r = 0; r < rows; ++r) {
         float* row = &working(r, 0);
         float* error = &block_error[static_cast<std::size_t>(r * width)];
         for (long p = block_start; p < block_end; ++p) {
           const long group = order[p] / group_width;
-          float& scale = result.scales[static_cast<std::size_t>(r * groups + group)];
           const std::vector<long>& positions = group_positions[static_cast<std::size_t>(group)];
           if (positions.front() == p) {
             // The group's current weights. Its columns past this block (a suffix: positions
             // ascend) still lack this block's updates so far, which come with the lazy update:
             // apply them here, row by row of U.
-            for (std::size_t k = 0; k < positions.size(); ++k) {
-              group_weights[k] = row[positions[k]];
-              group_importance[k] = importance[order[positions[k]]];
-            }
             const std::size_t past_block = static_cast<std::size_t>(
                 std::lower_bound(positions.begin(), positions.end(), block_end) - positions.begin());
-            for (long done = block_start; done < p; ++done)
-              for (std::size_t k = past_block; k < positions.size(); ++k)
-                group_weights[k] -= error[done - block_start] * factor(done, positions[k]);
-            scale = fit_group_scale(group_weights.data(), group_width, grid, config.scale_fit, group_importance.data());
+            for (std::size_t k = 0; k < positions.size(); ++k) {
+              float value = row[positions[k]];
+              if (k >= past_block)
+                for (long done = block_start; done < p; ++done) value -= error[done - block_start] * factor(done, positions[k]);
+              group_weights[static_cast<std::size_t>(order[positions[k]] - group * group_width)] = value;
+            }
+            rounding.enter(r, group, group_weights.data(), importance.data() + group * group_width);
           }
-          const int level = nearest_level(row[p], scale, grid);
-          result.codes[static_cast<std::size_t>(r * cols + order[p])] = static_cast<std::int8_t>(level);
-          const float column_error = (row[p] - scale * static_cast<float>(level)) / factor(p, p);
+          const float column_error = (row[p] - rounding.round(r, order[p], row[p])) / factor(p, p);
           error[p - block_start] = column_error;
           for (long q = p + 1; q < block_end; ++q) row[q] -= column_error * factor(p, q);
         }
@@ -204,13 +202,53 @@ inline QuantizedTensor gptq(const Matrix<float>& weight, const Matrix<float>& he
     for (long i = 0; i < width; ++i)
       std::copy_n(&factor(block_start + i, block_end), rest, &factor_rows[static_cast<std::size_t>(i * rest)]);
     Host<float>::gemm(false, rows, rest, width, 1.0f, block_error.data(), factor_rows.data(), update.data());
-#pragma omp parallel for schedule(static) if (rows * rest >= detail::parallel_work)
+#pragma omp parallel for schedule(static) if (rows * rest >= parallel_work)
     for (long r = 0; r < rows; ++r) {
       float* row = &working(r, block_end);
       const float* row_update = &update[static_cast<std::size_t>(r * rest)];
       for (long q = 0; q < rest; ++q) row[q] -= row_update[q];
     }
   }
+}
+
+/// GPTQ's rounding in the symmetric format: one scale per group from the scale fit, then the
+/// nearest grid level.
+struct SymmetricRounding {
+  QuantizedTensor& result;
+  ScaleFit scale_fit;
+
+  long group_width() const { return result.group_width; }
+  void enter(long row, long group, const float* weights, const double* importance) {
+    result.scales[static_cast<std::size_t>(row * result.groups_per_row() + group)] =
+        fit_group_scale(weights, result.group_width, result.grid, scale_fit, importance);
+  }
+  float round(long row, long column, float value) {
+    const float scale = result.scales[static_cast<std::size_t>(row * result.groups_per_row() + column / result.group_width)];
+    const int level = nearest_level(value, scale, result.grid);
+    result.codes[static_cast<std::size_t>(row * result.cols + column)] = static_cast<std::int8_t>(level);
+    return scale * static_cast<float>(level);
+  }
+};
+
+}  // namespace detail
+
+/// GPTQ of `weight` (rows x cols) under the layer's Hessian `hessian` (cols x cols, H = X^T X / N)
+/// on `grid` with one scale per group of `group_width` consecutive columns. Returns the codes and
+/// scales in the original column order, ready to start GSQ (gsq::Quantizer<...>(result)).
+///
+/// Dead inputs (diag(H) = 0) get diag 1 and their weights zeroed (code 0), as in the reference.
+/// Throws gsq::Error for mismatched shapes, a non-symmetric H, or an H that is not positive
+/// definite after damping.
+inline QuantizedTensor gptq(const Matrix<float>& weight, const Matrix<float>& hessian, const GridSpec& grid,
+                            long group_width, const GptqConfig& config = {}) {
+  require_symmetric_grid(grid);
+  require(group_width > 0 && weight.cols % group_width == 0,
+          "group size " + std::to_string(group_width) + " does not divide the layer's " +
+              std::to_string(weight.cols) + " input columns");
+  QuantizedTensor result{grid, weight.rows, weight.cols, group_width, std::vector<std::int8_t>(weight.size()),
+                         std::vector<float>(static_cast<std::size_t>(weight.rows * weight.cols / group_width))};
+  detail::SymmetricRounding rounding{result, config.scale_fit};
+  detail::gptq_sweep(weight, hessian, config, rounding);
   return result;
 }
 

@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "gsq/common/error.hpp"
@@ -133,18 +134,85 @@ inline SubBlockFit fit_sub_block(const float* x, const float* w, int n, const KQ
   return best;
 }
 
-/// The fp16 factor that maps the largest of `values` onto code `top`, and each value's code.
+/// The fp16 factor that maps the largest of `values` onto code `top`.
 inline float super_block_factor(const std::vector<float>& values, int top) {
   float largest = 0;
   for (float value : values) largest = std::fmax(largest, std::fabs(value));
   return half_bits_to_float(float_to_half_bits(largest / static_cast<float>(top)));
 }
 
-}  // namespace detail
+/// Step 2: the fp16 factors d (and dmin, 0 without a min) for continuous sub-block scales and mins.
+inline std::pair<float, float> super_block_factors(const std::vector<float>& scales, const std::vector<float>& mins,
+                                                   const KQuantFormat& format) {
+  // Q3_K's signed scale codes reach -32 but only +31: the largest |scale| takes -32 (d < 0 if it is positive).
+  const int top = format.signed_scales ? -format.min_scale_code() : format.max_scale_code();
+  float d = super_block_factor(scales, top);
+  if (format.signed_scales) {
+    const float extreme = *std::max_element(scales.begin(), scales.end(),
+                                            [](float a, float b) { return std::fabs(a) < std::fabs(b); });
+    if (extreme > 0) d = -d;
+  }
+  return {d, format.has_min ? super_block_factor(mins, top) : 0.0f};
+}
 
-/// Fits `weight` (rows x cols, cols a multiple of 256) in `format`, weighting the squared
-/// error of column c by importance[c] (diag H; empty: all 1).
-inline KQuantTensor fit_k_quant(const Matrix<float>& weight, const std::vector<float>& importance, const KQuantFormat& format) {
+/// Step 3 for super-block `super` of `out` under the factors d and dmin: each sub-block's scale
+/// and min rounded to codes (then moved by one step either way where that lowers its error), and
+/// the codes of the weights `x` (the super-block's 256) rounded under them; the importances
+/// `importance` (256 values) weight the error. Returns the super-block's weighted error.
+inline double round_super_block(const float* x, const float* importance, const std::vector<float>& scales,
+                                const std::vector<float>& mins, float d, float dmin, long super, KQuantTensor& out) {
+  const KQuantFormat& format = *out.format;
+  const int n = format.sub_block, subs = format.sub_blocks();
+  out.d[static_cast<std::size_t>(super)] = d;
+  if (format.has_min) out.dmin[static_cast<std::size_t>(super)] = dmin;
+  double total = 0;
+  for (int sub = 0; sub < subs; ++sub) {
+    const float* xs = x + sub * n;
+    const float* ws = importance + sub * n;
+    int scale_code = d == 0 ? 0 : round_code(scales[sub] / d, format.min_scale_code(), format.max_scale_code());
+    int min_code = dmin == 0 ? 0 : round_code(mins[sub] / dmin, format.min_scale_code(), format.max_scale_code());
+    const auto error_of = [&](int sc, int mc) {
+      return sub_block_error(xs, ws, n, format, d * static_cast<float>(sc), dmin * static_cast<float>(mc));
+    };
+    double best = error_of(scale_code, min_code);
+    const int best_scale = scale_code, best_min = min_code;
+    for (int ds = -1; ds <= 1; ++ds)
+      for (int dm = format.has_min ? -1 : 0; dm <= (format.has_min ? 1 : 0); ++dm) {
+        const int sc = best_scale + ds, mc = best_min + dm;
+        if (sc < format.min_scale_code() || sc > format.max_scale_code() || mc < format.min_scale_code() ||
+            mc > format.max_scale_code())
+          continue;
+        const double error = error_of(sc, mc);
+        if (error < best) best = error, scale_code = sc, min_code = mc;
+      }
+    total += best;
+    const std::size_t index = static_cast<std::size_t>(super * subs + sub);
+    out.scale_codes[index] = static_cast<std::int8_t>(scale_code);
+    if (format.has_min) out.min_codes[index] = static_cast<std::int8_t>(min_code);
+    const float scale = d * static_cast<float>(scale_code), min = dmin * static_cast<float>(min_code);
+    for (int i = 0; i < n; ++i)
+      out.codes[static_cast<std::size_t>(super * KQuantFormat::super_block + sub * n + i)] = static_cast<std::int8_t>(
+          scale == 0 ? 0 : round_code((xs[i] + min) / scale, format.min_code, format.max_code));
+  }
+  return total;
+}
+
+/// Steps 1-3 for super-block `super` of `out`: its 256 weights `x` with their importances.
+inline void fit_super_block(const float* x, const float* importance, long super, KQuantTensor& out) {
+  const KQuantFormat& format = *out.format;
+  const int n = format.sub_block, subs = format.sub_blocks();
+  std::vector<float> scales(static_cast<std::size_t>(subs)), mins(static_cast<std::size_t>(subs));
+  for (int sub = 0; sub < subs; ++sub) {
+    const SubBlockFit fit = fit_sub_block(x + sub * n, importance + sub * n, n, format);
+    scales[sub] = fit.scale, mins[sub] = fit.min;
+  }
+  const auto [d, dmin] = super_block_factors(scales, mins, format);
+  round_super_block(x, importance, scales, mins, d, dmin, super, out);
+}
+
+/// Throws unless `weight` can be stored in `format` with one importance per column (or none).
+inline void require_k_quant_shape(const Matrix<float>& weight, const std::vector<float>& importance,
+                                  const KQuantFormat& format) {
   require(weight.cols > 0 && weight.cols % KQuantFormat::super_block == 0,
           std::string(format.name) + " stores rows in super-blocks of 256 weights; this matrix has " +
               std::to_string(weight.cols) + " columns");
@@ -152,70 +220,36 @@ inline KQuantTensor fit_k_quant(const Matrix<float>& weight, const std::vector<f
           "the importance must have one value per input column");
   for (float value : weight.values) require(std::isfinite(value), "the weight to fit holds a non-finite value");
   for (float value : importance) require(std::isfinite(value) && value >= 0, "importances must be finite and non-negative");
-  const int n = format.sub_block, subs = format.sub_blocks();
-  const long supers = weight.rows * weight.cols / KQuantFormat::super_block;
-  const std::size_t sub_count = static_cast<std::size_t>(supers * subs), super_count = static_cast<std::size_t>(supers);
-  KQuantTensor out{&format,
-                   weight.rows,
-                   weight.cols,
-                   std::vector<std::int8_t>(weight.values.size()),
-                   std::vector<std::int8_t>(sub_count),
-                   std::vector<std::int8_t>(format.has_min ? sub_count : 0),
-                   std::vector<float>(super_count),
-                   std::vector<float>(format.has_min ? super_count : 0)};
-  const std::vector<float> ones(static_cast<std::size_t>(n), 1.0f);
+}
+
+}  // namespace detail
+
+/// An empty tensor of `rows` x `cols` in `format`, to be filled super-block by super-block.
+inline KQuantTensor empty_k_quant(long rows, long cols, const KQuantFormat& format) {
+  const std::size_t supers = static_cast<std::size_t>(rows * cols / KQuantFormat::super_block);
+  const std::size_t subs = supers * static_cast<std::size_t>(format.sub_blocks());
+  return {&format,
+          rows,
+          cols,
+          std::vector<std::int8_t>(static_cast<std::size_t>(rows * cols)),
+          std::vector<std::int8_t>(subs),
+          std::vector<std::int8_t>(format.has_min ? subs : 0),
+          std::vector<float>(supers),
+          std::vector<float>(format.has_min ? supers : 0)};
+}
+
+/// Fits `weight` (rows x cols, cols a multiple of 256) in `format`, weighting the squared
+/// error of column c by importance[c] (diag H; empty: all 1).
+inline KQuantTensor fit_k_quant(const Matrix<float>& weight, const std::vector<float>& importance, const KQuantFormat& format) {
+  detail::require_k_quant_shape(weight, importance, format);
+  KQuantTensor out = empty_k_quant(weight.rows, weight.cols, format);
+  const std::vector<float> ones(static_cast<std::size_t>(KQuantFormat::super_block), 1.0f);
   // Super-blocks are fitted independently: the result does not depend on the thread count.
 #pragma omp parallel for schedule(dynamic, 16)
-  for (long super = 0; super < supers; ++super) {
-    const float* x = weight.values.data() + super * KQuantFormat::super_block;
+  for (long super = 0; super < out.super_blocks(); ++super) {
     const long first_col = super * KQuantFormat::super_block % weight.cols;
-    const auto importance_of = [&](int sub) {
-      return importance.empty() ? ones.data() : importance.data() + first_col + sub * n;
-    };
-    std::vector<float> scales(static_cast<std::size_t>(subs)), mins(static_cast<std::size_t>(subs));
-    for (int sub = 0; sub < subs; ++sub) {
-      const detail::SubBlockFit fit = detail::fit_sub_block(x + sub * n, importance_of(sub), n, format);
-      scales[sub] = fit.scale, mins[sub] = fit.min;
-    }
-    // Q3_K's signed scale codes reach -32 but only +31: the largest |scale| takes -32 (d < 0 if it is positive).
-    const int top = format.signed_scales ? -format.min_scale_code() : format.max_scale_code();
-    float d = detail::super_block_factor(scales, top);
-    if (format.signed_scales) {
-      const float extreme = *std::max_element(scales.begin(), scales.end(),
-                                              [](float a, float b) { return std::fabs(a) < std::fabs(b); });
-      if (extreme > 0) d = -d;
-    }
-    const float dmin = format.has_min ? detail::super_block_factor(mins, top) : 0.0f;
-    out.d[static_cast<std::size_t>(super)] = d;
-    if (format.has_min) out.dmin[static_cast<std::size_t>(super)] = dmin;
-    for (int sub = 0; sub < subs; ++sub) {
-      const float* xs = x + sub * n;
-      const float* ws = importance_of(sub);
-      int scale_code = d == 0 ? 0 : detail::round_code(scales[sub] / d, format.min_scale_code(), format.max_scale_code());
-      int min_code = dmin == 0 ? 0 : detail::round_code(mins[sub] / dmin, format.min_scale_code(), format.max_scale_code());
-      // Step 3: one code step either way where it lowers this sub-block's error.
-      const auto error_of = [&](int sc, int mc) {
-        return detail::sub_block_error(xs, ws, n, format, d * static_cast<float>(sc), dmin * static_cast<float>(mc));
-      };
-      double best = error_of(scale_code, min_code);
-      const int best_scale = scale_code, best_min = min_code;
-      for (int ds = -1; ds <= 1; ++ds)
-        for (int dm = format.has_min ? -1 : 0; dm <= (format.has_min ? 1 : 0); ++dm) {
-          const int sc = best_scale + ds, mc = best_min + dm;
-          if (sc < format.min_scale_code() || sc > format.max_scale_code() || mc < format.min_scale_code() ||
-              mc > format.max_scale_code())
-            continue;
-          const double error = error_of(sc, mc);
-          if (error < best) best = error, scale_code = sc, min_code = mc;
-        }
-      const std::size_t index = static_cast<std::size_t>(super * subs + sub);
-      out.scale_codes[index] = static_cast<std::int8_t>(scale_code);
-      if (format.has_min) out.min_codes[index] = static_cast<std::int8_t>(min_code);
-      const float scale = d * static_cast<float>(scale_code), min = dmin * static_cast<float>(min_code);
-      for (int i = 0; i < n; ++i)
-        out.codes[static_cast<std::size_t>(super * KQuantFormat::super_block + sub * n + i)] = static_cast<std::int8_t>(
-            scale == 0 ? 0 : detail::round_code((xs[i] + min) / scale, format.min_code, format.max_code));
-    }
+    detail::fit_super_block(weight.values.data() + super * KQuantFormat::super_block,
+                            importance.empty() ? ones.data() : importance.data() + first_col, super, out);
   }
   out.validate();
   return out;

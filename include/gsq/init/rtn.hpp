@@ -24,6 +24,7 @@ inline QuantizedTensor round_to_nearest(const Matrix<float>& weight, const GridS
                                         ScaleFit fit = ScaleFit::max_abs,
                                         const std::vector<double>& column_importance = {}) {
   require_finite_nonempty(weight, "the weight matrix");
+  require_symmetric_grid(grid);
   require(group_width > 0 && weight.cols % group_width == 0,
           "group size " + std::to_string(group_width) + " does not divide the layer's " +
               std::to_string(weight.cols) + " input columns");

@@ -45,6 +45,14 @@ inline ScaleFit parse_scale_fit(const std::string& name) {
   throw Error("unknown scale fit '" + name + "': expected maxabs, mse or weighted");
 }
 
+/// Throws unless `grid` takes one symmetric scale per group (the unsigned K-quant grids take a
+/// scale and a min: gsq/init/k_quant_fit.hpp fits them).
+inline void require_symmetric_grid(const GridSpec& grid) {
+  require(grid.rtn_divisor > 0, std::string("the ") + grid.name +
+                                    " grid is stored with a scale and a min per group; fit it in its K-quant format "
+                                    "(gsq::fit_k_quant, gsq::gptq_k_quant)");
+}
+
 /// The max-abs scale of a group whose largest magnitude is `max_abs`; an all-zero group gets
 /// scale 1 so that nothing divides by zero.
 inline float max_abs_scale(double max_abs, const GridSpec& grid) {

@@ -70,6 +70,18 @@ struct Int : detail::IntGridBase<Bits> {
   static constexpr const char* name = Bits == 2 ? "int2" : Bits == 3 ? "int3" : Bits == 4 ? "int4" : "int";
 };
 
+/// The unsigned b-bit grid {0 .. 2^b - 1} of llama.cpp's K-quants with a min (Q2_K, Q4_K),
+/// where weight = scale * code - min. Two bits relax over all four levels, four over the shift
+/// grid. Not an RTN grid: its formats are fitted with a min (gsq/init/k_quant_fit.hpp).
+template <int Bits>
+struct Unsigned : std::conditional<(Bits <= 2), detail::FullGrid<0, (1 << Bits) - 1>,
+                                   detail::ShiftGrid<0, (1 << Bits) - 1, 2>>::type {
+  static_assert(Bits >= 2 && Bits <= 8, "Unsigned<Bits>: Bits must be in [2, 8]");
+  static constexpr int code_bits = Bits;
+  static constexpr double rtn_divisor = 0;  // marks a grid RTN cannot fit symmetrically
+  static constexpr const char* name = Bits == 2 ? "uint2" : Bits == 4 ? "uint4" : "uint";
+};
+
 }  // namespace gsq
 
 namespace gsq {

@@ -8,6 +8,8 @@
 // asymmetric scale-and-min) is a new policy, not a change to the loop.
 #pragma once
 
+#include <cmath>
+
 #include "gsq/common/config.hpp"
 
 namespace gsq {
@@ -24,6 +26,78 @@ struct SymmetricScale {
   GSQ_HOST_DEVICE static Real code_gradient(Real weight_grad, const Real* params) {
     return weight_grad * params[0];
   }
+
+  template <class Real>
+  GSQ_HOST_DEVICE static void add_parameter_gradient(Real weight_grad, Real code, Real* grad) {
+    grad[0] += weight_grad * code;
+  }
+};
+
+namespace detail {
+
+/// The code of a continuous sub-block scale `value` under the factor `factor`: round(value /
+/// factor) (ties to even, as the storing step rounds) clamped to {MinCode .. MaxCode}; 0 when
+/// the factor is 0 (an all-zero super-block).
+template <int MinCode, int MaxCode, class Real>
+GSQ_HOST_DEVICE Real coded(Real value, Real factor) {
+  using std::rint;
+  const Real code = rint(value / (factor != Real(0) ? factor : Real(1)));
+  return factor != Real(0) ? (code < Real(MinCode) ? Real(MinCode) : code > Real(MaxCode) ? Real(MaxCode) : code)
+                           : Real(0);
+}
+
+}  // namespace detail
+
+/// llama.cpp's K-quant sub-block with a min (Q2_K, Q4_K): parameters (scale s, min m, d, dmin),
+/// weight = d coded(s / d) code - dmin coded(m / dmin), the scale and min codes in
+/// {0 .. MaxCode} under the super-block's fp16 factors d and dmin. The forward pass uses the
+/// stored (coded) values, the gradient passes straight through the rounding to s and m, and d,
+/// dmin get no gradient (they stay as the starting point set them): the codes are trained under
+/// exactly the scales the file will hold.
+template <int MaxCode>
+struct CodedScaleAndMin {
+  static constexpr int parameter_count = 4;
+  static constexpr const char* name = "coded-scale-and-min";
+
+  template <class Real>
+  GSQ_HOST_DEVICE static Real scale_code(const Real* params) { return detail::coded<0, MaxCode>(params[0], params[2]); }
+  template <class Real>
+  GSQ_HOST_DEVICE static Real min_code(const Real* params) { return detail::coded<0, MaxCode>(params[1], params[3]); }
+  template <class Real>
+  GSQ_HOST_DEVICE static Real scale(const Real* params) { return params[2] * scale_code(params); }
+  template <class Real>
+  GSQ_HOST_DEVICE static Real min(const Real* params) { return params[3] * min_code(params); }
+
+  template <class Real>
+  GSQ_HOST_DEVICE static Real weight(Real code, const Real* params) { return scale(params) * code - min(params); }
+
+  template <class Real>
+  GSQ_HOST_DEVICE static Real code_gradient(Real weight_grad, const Real* params) { return weight_grad * scale(params); }
+
+  template <class Real>
+  GSQ_HOST_DEVICE static void add_parameter_gradient(Real weight_grad, Real code, Real* grad) {
+    grad[0] += weight_grad * code;
+    grad[1] -= weight_grad;
+  }
+};
+
+/// llama.cpp's K-quant sub-block without a min (Q3_K): parameters (scale s, d), weight =
+/// d coded(s / d) code with signed scale codes {MinCode .. MaxCode}; straight through as above.
+template <int MinCode, int MaxCode>
+struct CodedScale {
+  static constexpr int parameter_count = 2;
+  static constexpr const char* name = "coded-scale";
+
+  template <class Real>
+  GSQ_HOST_DEVICE static Real scale_code(const Real* params) { return detail::coded<MinCode, MaxCode>(params[0], params[1]); }
+  template <class Real>
+  GSQ_HOST_DEVICE static Real scale(const Real* params) { return params[1] * scale_code(params); }
+
+  template <class Real>
+  GSQ_HOST_DEVICE static Real weight(Real code, const Real* params) { return scale(params) * code; }
+
+  template <class Real>
+  GSQ_HOST_DEVICE static Real code_gradient(Real weight_grad, const Real* params) { return weight_grad * scale(params); }
 
   template <class Real>
   GSQ_HOST_DEVICE static void add_parameter_gradient(Real weight_grad, Real code, Real* grad) {

@@ -1,0 +1,38 @@
+// gsq/policy/k_quant_layout.hpp -- the policies GSQ composes for each llama.cpp K-quant format
+// (gsq/format/k_quant.hpp): the format's code grid, its sub-block as the group, and how a
+// sub-block's parameters turn a code into a weight.
+//
+//   Q2K  Unsigned<2> (0..3)    GroupSize<16>  CodedScaleAndMin<15>    w = d sc q - dmin m
+//   Q3K  Int<3> (-4..3)        GroupSize<16>  CodedScale<-32, 31>     w = d sc q
+//   Q4K  Unsigned<4> (0..15)   GroupSize<32>  CodedScaleAndMin<63>    w = d sc q - dmin m
+//
+// The relaxation learns the sub-block scales (and mins) as continuous values that the forward
+// pass rounds to their stored codes sc (and m) (gsq/core/train_k_quant.hpp).
+#pragma once
+
+#include "gsq/format/k_quant.hpp"
+#include "gsq/policy/grid.hpp"
+#include "gsq/policy/grouping.hpp"
+#include "gsq/policy/parametrisation.hpp"
+
+namespace gsq {
+
+template <class Grid_, int SubBlock, class Parametrisation_, const KQuantFormat& (*Format)()>
+struct KQuantLayout {
+  using Grid = Grid_;
+  using Grouping = GroupSize<SubBlock>;
+  using Parametrisation = Parametrisation_;
+  static const KQuantFormat& format() { return Format(); }
+};
+
+struct Q2K : KQuantLayout<Unsigned<2>, 16, CodedScaleAndMin<15>, q2_k> {
+  static constexpr const char* name = "q2_k";
+};
+struct Q3K : KQuantLayout<Int<3>, 16, CodedScale<-32, 31>, q3_k> {
+  static constexpr const char* name = "q3_k";
+};
+struct Q4K : KQuantLayout<Unsigned<4>, 32, CodedScaleAndMin<63>, q4_k> {
+  static constexpr const char* name = "q4_k";
+};
+
+}  // namespace gsq

@@ -36,6 +36,7 @@ using Clock = std::chrono::steady_clock;
 using GridChoice = gsq::Choice<gsq::GridPolicies, gsq::ByBits>;
 using GroupingChoice =
     gsq::Choice<gsq::TypeList<gsq::PerChannel, gsq::GroupSize<64>, gsq::GroupSize<128>, gsq::GroupSize<256>>, gsq::ByGroupSize>;
+using KQuantLayoutChoice = gsq::Choice<gsq::KQuantLayoutPolicies>;
 
 /// Thrown when --stop-after ends a run early on purpose (to exercise --resume).
 struct Stopped {};
@@ -46,6 +47,7 @@ struct Options {
   std::vector<gsq::ExportFormat> exports;
   GridChoice grid{"--bits", "2"};
   GroupingChoice grouping{"--group", "128"};
+  const gsq::KQuantFormat* k_quant = nullptr;  // --format: a llama.cpp K-quant layout instead of the grid
   gsq::ModelQuantizationConfig config;
   long calib_tokens = 0, calib_window = 0, window = 0, stop_after = 0;
   bool byte_tokens = false, resume = false, quiet = false;
@@ -64,7 +66,7 @@ std::vector<std::string> split(const std::string& text) {
 Options parse_options(int argc, char** argv) {
   Options options;
   gsq::TrainConfig& train = options.config.train;
-  std::string methods, init, objective, attention, scale_search, exports;
+  std::string methods, init, objective, attention, scale_search, exports, k_quant;
   po::options_description flags("quantize_model: quantize a Llama-family checkpoint layer by layer and evaluate it");
   flags.add_options()
       ("help", "print this help")
@@ -73,16 +75,20 @@ Options parse_options(int argc, char** argv) {
       ("method", po::value(&methods)->default_value("gsq"), "rtn, gptq or gsq, or a comma list (e.g. rtn,gptq,gsq)")
       ("bits", po::value<std::string>()->default_value("2"), "grid: ternary, 2, 3 or 4")
       ("group", po::value<std::string>()->default_value("128"), "input columns per scale: 64, 128, 256, or per-channel (0)")
-      ("objective", po::value(&objective)->default_value("block"), "GSQ's MLP objective: block (gate/up/down jointly on the SwiGLU output) or layer (each on its Hessian objective)")
-      ("attention", po::value(&attention)->default_value("gptq"), "attention projections under --method gsq: gptq (the reference) or gsq (Hessian objective)")
+      ("format", po::value(&k_quant), "instead of --bits/--group, llama.cpp's K-quant layout q2_k, q3_k or q4_k (2.625, 3.4375, "
+                                      "4.5 bits per weight; every linear's rows whole super-blocks of 256): rtn is the "
+                                      "importance-weighted fit, gptq GPTQ in the format, gsq trains the codes under GPTQ's "
+                                      "sub-block scales and mins; --export gguf writes them as llama.cpp's Q2_K, Q3_K, Q4_K")
+      ("objective", po::value(&objective)->default_value("block"), "GSQ's MLP objective: block (gate/up/down jointly on the SwiGLU output) or layer (each on its Hessian objective); with --format: layer")
+      ("attention", po::value(&attention)->default_value("gptq"), "attention projections under --method gsq: gptq (the reference) or gsq (Hessian objective); with --format: gsq")
       ("init", po::value(&init)->default_value("gptq"), "GSQ's starting point: gptq (the paper's recipe) or rtn")
       ("steps", po::value(&train.steps)->default_value(640), "GSQ optimizer steps per layer (or per MLP block)")
       ("tau-start", po::value(&train.anneal.tau_start)->default_value(2.0), "temperature at the first step")
       ("tau-end", po::value(&train.anneal.tau_end)->default_value(0.05), "temperature at the last step")
       ("kappa-start", po::value(&train.anneal.kappa_start)->default_value(100.0), "logit scale at the first step")
       ("kappa-end", po::value(&train.anneal.kappa_end)->default_value(500.0), "logit scale at the last step")
-      ("lr-logits", po::value(&train.logits.learning_rate)->default_value(1e-4), "Lion learning rate of the logits")
-      ("lr-scales", po::value(&train.scales.learning_rate)->default_value(5e-5), "Lion learning rate of the scales")
+      ("lr-logits", po::value(&train.logits.learning_rate)->default_value(1e-4), "Lion learning rate of the logits (with --format: 3e-4)")
+      ("lr-scales", po::value(&train.scales.learning_rate)->default_value(5e-5), "Lion learning rate of the scales (with --format: 0)")
       ("batches", po::value(&options.config.block_batches)->default_value(64), "mini-batches the calibration tokens are cut into (block objective)")
       ("scale-search", po::value(&scale_search)->default_value("weighted"), "scale fit of RTN and GPTQ: maxabs, mse or weighted (diag(H)-weighted search; wins on the layers measured, docs/quantize_layer.md)")
       ("percdamp", po::value(&options.config.gptq.percdamp)->default_value(0.01), "GPTQ damping, a fraction of mean(diag H)")
@@ -116,6 +122,18 @@ Options parse_options(int argc, char** argv) {
   options.grouping = GroupingChoice("--group", values["group"].as<std::string>());
   options.grid.validate();
   options.grouping.validate();
+  if (values.count("format")) {
+    options.k_quant = &gsq::k_quant_format_named(k_quant);
+    gsq::require(values["bits"].defaulted() && values["group"].defaulted(), "--format replaces --bits and --group: give one or the other");
+    const gsq::TrainConfig k_quant_defaults = gsq::k_quant_train_config();
+    if (values["lr-logits"].defaulted()) train.logits.learning_rate = k_quant_defaults.logits.learning_rate;
+    if (values["lr-scales"].defaulted()) train.scales.learning_rate = k_quant_defaults.scales.learning_rate;
+    // In the K-quant formats GSQ on each layer's Hessian objective, attention included, gave the
+    // bundled model's lowest loss; the block objective fitted the calibration set and lost
+    // (docs/k_quants.md).
+    if (values["objective"].defaulted()) objective = "layer";
+    if (values["attention"].defaulted()) attention = "gsq";
+  }
   options.exports = gsq::parse_exports(exports);
   options.config.gsq_init = gsq::parse_method(init);
   options.config.mlp_objective = gsq::parse_mlp_objective(objective);
@@ -129,6 +147,26 @@ Options parse_options(int argc, char** argv) {
   gsq::require(options.threads >= 0, "--threads must not be negative (0: all cores), got " + std::to_string(options.threads));
   options.config.validate();
   return options;
+}
+
+/// Calls visitor(gsq::Tag<Format>{}) with the linear format the options name: --format's K-quant
+/// layout, or --bits and --group's grid format (gsq/model/linear_format.hpp).
+template <class Visitor>
+void visit_format(const Options& options, Visitor&& visitor) {
+  if (options.k_quant)
+    KQuantLayoutChoice("--format", options.k_quant->name).visit([&](auto layout) {
+      visitor(gsq::Tag<gsq::KQuantLinearFormat<gsq::type_of<decltype(layout)>>>{});
+    });
+  else
+    gsq::dispatch([&](auto grid, auto grouping) {
+      visitor(gsq::Tag<gsq::GridFormat<gsq::type_of<decltype(grid)>, gsq::type_of<decltype(grouping)>>>{});
+    }, options.grid, options.grouping);
+}
+
+/// The --bits and --group columns: the grid and grouping, or the K-quant format.
+std::string bits_label(const Options& options) { return options.k_quant ? options.k_quant->name : options.grid.spelling(); }
+std::string group_label(const Options& options) {
+  return options.k_quant ? "sub " + std::to_string(options.k_quant->sub_block) : options.grouping.spelling();
 }
 
 std::vector<gsq::TokenId> read_tokens(const std::string& path, bool byte_tokens) {
@@ -189,7 +227,10 @@ Plan plan_run(const Options& options) {
     gsq::ResumableOutput::require_startable(out, options.resume);
     apart.push_back({"--out", out});
   }
-  if (!options.exports.empty())
+  if (options.k_quant) {
+    // Every linear must be whole super-blocks, exports or not.
+    gsq::require_exportable(options.exports, gsq::QuantizedModel::planned(options.model, *options.k_quant));
+  } else if (!options.exports.empty()) {
     gsq::dispatch(
         [&](auto grid, auto grouping) {
           using Grouping = gsq::type_of<decltype(grouping)>;
@@ -198,6 +239,7 @@ Plan plan_run(const Options& options) {
                                                                [](long cols) { return Grouping::group_width(static_cast<int>(cols)); }));
         },
         options.grid, options.grouping);
+  }
   if (!options.json.empty()) plan.json = gsq::claim_output({"--json", options.json}, gsq::OutputKind::file, apart);
   if (!options.dump_layers.empty())
     plan.dump_layers = gsq::claim_output({"--dump-layers", options.dump_layers}, gsq::OutputKind::container, apart);
@@ -207,8 +249,8 @@ Plan plan_run(const Options& options) {
 /// The settings a run's result depends on, as used: a resumed run must have the same.
 nlohmann::json run_settings(const Options& options, const gsq::ModelQuantizationConfig& config, std::size_t calib_tokens) {
   nlohmann::json settings = gsq::settings_json(config);
-  settings.update({{"model", fs::absolute(options.model).string()}, {"bits", options.grid.spelling()},
-                   {"group", options.grouping.spelling()}, {"calib", fs::absolute(options.calib).string()},
+  settings.update({{"model", fs::absolute(options.model).string()}, {"bits", bits_label(options)},
+                   {"group", group_label(options)}, {"calib", fs::absolute(options.calib).string()},
                    {"calib_tokens", calib_tokens}, {"calib_window", options.calib_window},
                    {"byte_tokens", options.byte_tokens}});
   return settings;
@@ -282,23 +324,18 @@ MethodRun run_method(gsq::Method method, const Options& options, const Plan& pla
   };
   gsq::SafetensorsWriter packed;
   double bpp = 0;
-  gsq::dispatch(
-      [&](auto grid, auto grouping) {
-        using Grid = gsq::type_of<decltype(grid)>;
-        using Grouping = gsq::type_of<decltype(grouping)>;
-        gsq::SequentialQuantizer<Grid, Grouping> quantizer(model, config);
-        if (!plan.dump_layers.empty()) quantizer.observe_linears(layer_dumper(plan.dump_layers));
-        packed = quantizer.quantize_layers(calibration, options.calib_window, output, finished,
-                                           ProgressPrinter{options.quiet});
-        const long width = Grouping::group_width(static_cast<int>(model.config().hidden_size));
-        bpp = gsq::QuantizedTensor{gsq::grid_spec<Grid>(), 1, width, width, {}, {}}.bits_per_parameter();
-      },
-      options.grid, options.grouping);
+  visit_format(options, [&](auto format) {
+    using Format = gsq::type_of<decltype(format)>;
+    gsq::SequentialQuantizer<Format> quantizer(model, config);
+    if (!plan.dump_layers.empty()) quantizer.observe_linears(layer_dumper(plan.dump_layers));
+    packed = quantizer.quantize_layers(calibration, options.calib_window, output, finished, ProgressPrinter{options.quiet});
+    bpp = Format::bits_per_parameter(model.config().hidden_size);
+  });
   packed.set_metadata("method", gsq::method_name(method));
   const double quantize_seconds = seconds_since(start);
 
-  nlohmann::json manifest = {{"producer", gsq::producer}, {"method", gsq::method_name(method)}, {"bits", options.grid.spelling()},
-                             {"group", options.grouping.spelling()}, {"bpp", bpp}, {"settings", settings},
+  nlohmann::json manifest = {{"producer", gsq::producer}, {"method", gsq::method_name(method)}, {"bits", bits_label(options)},
+                             {"group", group_label(options)}, {"bpp", bpp}, {"settings", settings},
                              {"layers", layers}, {"quantize_seconds", quantize_seconds}};
   if (!evaluation.empty()) {
     const Clock::time_point eval_start = Clock::now();

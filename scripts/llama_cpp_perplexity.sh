@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# Scores a GGUF export with llama.cpp's own llama-perplexity. llama.cpp is built from the copy
-# that the llama-cpp-python source package on PyPI vendors (CPU only, no network at run time;
-# several minutes on 2 cores the first time, then kept in BUILD_DIR/llama.cpp).
+# Scores a GGUF export with llama.cpp's own llama-perplexity, built by scripts/build_llama_cpp.sh
+# (several minutes on 2 cores the first time, then kept in BUILD_DIR/llama.cpp).
 #
 # llama-perplexity cuts the text into windows of --ctx-size tokens and scores the second half of
 # each (every scored token sees at least half a window of context); gsq scores every prediction
@@ -20,20 +19,9 @@ done
 [ "$(head -c 4 "$1")" = GGUF ] || { echo "llama_cpp_perplexity.sh: $1 is not a GGUF file" >&2; exit 2; }
 model=$(realpath "$1") text=$(realpath "$2") build=${3:-build} ctx=${4:-256}
 [[ "$ctx" =~ ^[0-9]+$ ]] && [ "$ctx" -ge 4 ] || { echo "llama_cpp_perplexity.sh: CTX must be a number of tokens, at least 4" >&2; exit 2; }
-version=0.3.36  # llama-cpp-python, pinned: it fixes the llama.cpp commit
 home="$build/llama.cpp"
 binary="$home/build/bin/llama-perplexity"
-if [ ! -x "$binary" ]; then
-  echo "building llama-perplexity from llama-cpp-python $version's vendored llama.cpp into $home"
-  rm -rf "$home" && mkdir -p "$home"
-  python3 -m pip download --quiet --disable-pip-version-check --no-binary :all: --no-deps \
-      "llama-cpp-python==$version" -d "$home"
-  tar -xzf "$home"/llama_cpp_python-*.tar.gz -C "$home"
-  source_dir=$(echo "$home"/llama_cpp_python-*/vendor/llama.cpp)
-  cmake -S "$source_dir" -B "$home/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
-      -DLLAMA_BUILD_SERVER=OFF -DGGML_NATIVE=ON > "$home/configure.log" 2>&1 || { cat "$home/configure.log"; exit 1; }
-  cmake --build "$home/build" --target llama-perplexity -j"$(nproc)" > "$home/build.log" 2>&1 || { tail -30 "$home/build.log"; exit 1; }
-fi
+scripts/build_llama_cpp.sh "$build" llama-perplexity
 status=0
 "$binary" -m "$model" -f "$text" --ctx-size "$ctx" --batch-size "$ctx" -t "$(nproc)" > "$home/perplexity.log" 2>&1 || status=$?
 if [ "$status" -ne 0 ]; then

@@ -1,9 +1,12 @@
 // llama.cpp's K-quant blocks (gsq/format/k_quant.hpp): bytes written where ggml's layout puts
 // them, checked on hand-made blocks; dequantization as ggml computes it. (tests/test_gguf.cpp
 // has gguf-py, llama.cpp's reader, dequantize whole K-quant tensors to exactly gsq's weights.)
+// Decoding inverts the encoding exactly.
 #include <catch2/catch.hpp>
 
 #include <cstdint>
+#include <random>
+#include <string>
 #include <vector>
 
 #include <gsq/format/k_quant.hpp>
@@ -104,4 +107,37 @@ TEST_CASE("K-quant tensors refuse what their format cannot store", "[k_quant]") 
   tensor = block(gsq::q3_k(), 0, iota(16, 0), {}, 1.0f, 0.0f);
   tensor.cols = 128;
   CHECK_THROWS_WITH(tensor.validate(), Catch::Contains("whole super-blocks of 256"));
+}
+
+TEST_CASE("K-quant blocks decode to exactly the tensor they encode; a wrong size or a broken factor is refused", "[k_quant]") {
+  std::mt19937 random(11);
+  for (const gsq::KQuantFormat* format : {&gsq::q2_k(), &gsq::q3_k(), &gsq::q4_k()}) {
+    INFO(format->name);
+    gsq::KQuantTensor tensor = gsq::empty_k_quant(3, 512, *format);  // every field random within its range
+    const auto fill = [&](std::vector<std::int8_t>& values, int low, int high) {
+      std::uniform_int_distribution<int> draw(low, high);
+      for (std::int8_t& value : values) value = static_cast<std::int8_t>(draw(random));
+    };
+    fill(tensor.codes, format->min_code, format->max_code);
+    fill(tensor.scale_codes, format->min_scale_code(), format->max_scale_code());
+    fill(tensor.min_codes, format->min_scale_code(), format->max_scale_code());
+    std::uniform_real_distribution<float> factor(-2.0f, 2.0f);
+    for (std::vector<float>* factors : {&tensor.d, &tensor.dmin})
+      for (float& value : *factors) value = gsq::half_bits_to_float(gsq::float_to_half_bits(factor(random)));
+    const std::vector<std::uint8_t> bytes = gsq::encode_k_quant(tensor);
+    const gsq::KQuantTensor decoded = gsq::decode_k_quant(bytes, *format, 3, 512, "blocks");
+    CHECK(decoded.codes == tensor.codes);
+    CHECK(decoded.scale_codes == tensor.scale_codes);
+    CHECK(decoded.min_codes == tensor.min_codes);
+    CHECK(decoded.d == tensor.d);
+    CHECK(decoded.dmin == tensor.dmin);
+
+    CHECK_THROWS_WITH(gsq::decode_k_quant(std::vector<std::uint8_t>(bytes.begin(), bytes.end() - 1), *format, 3, 512, "blocks"),
+                      Catch::Contains("blocks: " + std::to_string(bytes.size() - 1) + " bytes"));
+    CHECK_THROWS_WITH(gsq::decode_k_quant(bytes, *format, 3, 384, "blocks"), Catch::Contains("not 384"));
+    std::vector<std::uint8_t> broken = bytes;  // d of the first super-block: an fp16 infinity
+    const std::size_t d_offset = format == &gsq::q4_k() ? 0 : format == &gsq::q2_k() ? 80 : 108;
+    broken[d_offset] = 0x00, broken[d_offset + 1] = 0x7c;
+    CHECK_THROWS_WITH(gsq::decode_k_quant(broken, *format, 3, 512, "blocks"), Catch::Contains("fp16"));
+  }
 }

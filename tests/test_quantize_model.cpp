@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -101,6 +102,55 @@ TEST_CASE("quantize_model: the written checkpoint reloads exactly, and the packe
   CHECK(report["baseline"]["bits_per_token"].get<double>() == Approx(2.35097372204944).epsilon(5e-3));
   CHECK(fs::exists(out / "config.json"));
   fs::remove_all(out);
+}
+
+TEST_CASE("quantize_model --format: K-quant blocks that rebuild the checkpoint, a run that resumes, formats that cannot hold them refused") {
+  const fs::path whole = scratch("k_quant"), resumed = scratch("k_quant_resumed"), log = scratch("k_quant_log");
+  const std::string run = " --method gsq --format q3_k --objective layer --calib-tokens 1024 --steps 20";
+  REQUIRE(quantize_model("--out " + whole.string() + run, log) == 0);
+  const gsq::LlamaModel reloaded = gsq::LlamaModel::load(whole.string());
+  const gsq::SafetensorsFile packed = gsq::SafetensorsFile::open((whole / "quantized.safetensors").string());
+  for (long layer = 0; layer < reloaded.config().layers; ++layer)
+    for (const std::string& linear : gsq::LlamaModel::linear_names()) {
+      const std::string name = gsq::LlamaModel::tensor_name(layer, linear);
+      const gsq::Matrix<float> weight = reloaded.linear_weight(layer, linear);
+      const std::optional<gsq::KQuantTensor> tensor = gsq::read_k_quant_packed(packed, name, weight.rows, weight.cols);
+      INFO(name);
+      REQUIRE(tensor);
+      CHECK(tensor->format == &gsq::q3_k());
+      CHECK(tensor->dequantize().values == weight.values);
+    }
+  const nlohmann::json manifest = read_json(whole / "manifest.json");
+  CHECK(manifest["bits"] == "q3_k");
+  CHECK(manifest["bpp"].get<double>() == 3.4375);
+  CHECK(manifest["settings"]["lr"][1].get<double>() == 0);  // the scales stay GPTQ's
+
+  REQUIRE(quantize_model("--out " + resumed.string() + run + " --stop-after 1", log) == 3);
+  REQUIRE(quantize_model("--out " + resumed.string() + run + " --resume", log) == 0);
+  CHECK(slurp(whole / "quantized.safetensors") == slurp(resumed / "quantized.safetensors"));
+  CHECK(slurp(whole / "model.safetensors") == slurp(resumed / "model.safetensors"));
+
+  const fs::path refused = scratch("k_quant_refused");
+  CHECK(quantize_model("--out " + refused.string() + run + " --export gptq", log) == 2);
+  CHECK(slurp(log).find("only the gguf export holds") != std::string::npos);
+  CHECK(quantize_model("--out " + refused.string() + run + " --bits 3", log) == 2);
+  CHECK(slurp(log).find("--format replaces --bits") != std::string::npos);
+  CHECK(quantize_model("--out " + refused.string() + " --format q5_k", log) == 2);
+  CHECK(slurp(log).find("q5_k") != std::string::npos);
+  // tiny-llama3's rows are 64 and 160 columns, not whole super-blocks.
+  const std::string tiny = GSQ_SOURCE_DIR "/tests/data/tiny-llama3";
+  const fs::path digits = scratch("k_quant_digits");  // calibration bytes within its vocabulary of 97
+  std::ofstream(digits) << std::string(1000, '7');
+  const std::string command = std::string(GSQ_BINARY_DIR "/quantize_model") + " --model " + tiny + " --out " +
+                              refused.string() + " --format q4_k --byte-tokens --calib " + digits.string() + " > " +
+                              log.string() + " 2>&1";
+  const int status = std::system(command.c_str());
+  CHECK(WEXITSTATUS(status) == 2);
+  CHECK(slurp(log).find("64 input columns, not whole super-blocks of 256") != std::string::npos);
+  CHECK(slurp(log).find("falls back to Q5_0") != std::string::npos);
+  CHECK_FALSE(fs::exists(refused));
+  fs::remove_all(whole);
+  fs::remove_all(resumed);
 }
 
 TEST_CASE("quantize_model: bad input is refused with a message naming it") {

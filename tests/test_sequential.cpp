@@ -21,7 +21,7 @@ using gsq::testing::ScratchDirectory;
 namespace {
 
 const std::string tiny_llama3 = GSQ_SOURCE_DIR "/tests/data/tiny-llama3";  // 2 layers
-using TinyQuantizer = gsq::SequentialQuantizer<gsq::Int<2>, gsq::GroupSize<32>>;
+using TinyQuantizer = gsq::SequentialQuantizer<gsq::GridFormat<gsq::Int<2>, gsq::GroupSize<32>>>;
 
 /// Thrown from the layer callback to stop a run, as quantize_model's --stop-after does.
 struct Stopped {};
@@ -90,7 +90,8 @@ TEST_CASE("quantize_layers: a run stopped after a layer and resumed equals an un
     CHECK(resumed.layers[layer].block_error == whole.layers[layer].block_error);
     for (std::size_t linear = 0; linear < 7; ++linear) {
       CHECK(resumed.layers[layer].linears[linear].error == whole.layers[layer].linears[linear].error);
-      CHECK(resumed.layers[layer].linears[linear].tensor.codes == whole.layers[layer].linears[linear].tensor.codes);
+      const auto codes = [&](const Run& run) { return std::get<gsq::QuantizedTensor>(run.layers[layer].linears[linear].tensor).codes; };
+      CHECK(codes(resumed) == codes(whole));
     }
   }
 }

@@ -3,6 +3,7 @@
 # installed by scripts/install_interop.sh into BUILD_DIR/interop-venv):
 #   - GSQ (200 steps) at 2, 3 and 4 bits and ternary, exported as compressed-tensors and GPTQ, and as GGUF
 #     where GGUF holds the codes exactly (4-bit: Q4_0; 2-bit and ternary with groups of 256: TQ2_0);
+#     and in llama.cpp's K-quant formats as GGUF (Q2_K by GSQ, 100 steps; Q3_K, Q4_K by GPTQ);
 #   - transformers loads each export with its own loader and scores eval.txt: the loss must equal
 #     gsq's evaluation of the run to 1e-4 relative (check_transformers.py);
 #   - gguf-py reads each GGUF: metadata, tokenizer, every tensor exact (check_gguf_model.py);
@@ -41,11 +42,21 @@ for run in "4 128 compressed-tensors,gptq,gguf" "3 128 compressed-tensors,gptq" 
   done
 done
 
+for run in "q2_k gsq" "q3_k gptq" "q4_k gptq"; do
+  read -r format method <<< "$run"
+  out="$work/$format"
+  "$build/quantize_model" --model "$model" --byte-tokens --calib "$model/calib.txt" --eval "$model/eval.txt" \
+      --method "$method" --steps 100 --format "$format" --export gguf --out "$out" --quiet > /dev/null
+  check "--format $format, gguf-py" "$python" tests/interop/check_gguf_model.py "$out/model.gguf" "$out"
+  check "--format $format, gguf, transformers" "$python" tests/interop/check_transformers.py "$out/model.gguf" "$model/eval.txt" "$out/manifest.json"
+done
+
 "$python" tests/interop/tamper.py gptq-v2 "$work/int4-g128/gptq" "$work/gptq-v2"
 refuses "GPTQ read with the v2 zero convention" "$python" tests/interop/check_transformers.py "$work/gptq-v2" "$model/eval.txt" "$work/int4-g128/manifest.json"
 "$python" tests/interop/tamper.py gguf-unpermuted "$work/int4-g128/model.gguf" "$work/unpermuted.gguf"
 refuses "GGUF with q/k in Hugging Face's order (gguf-py)" "$python" tests/interop/check_gguf_model.py "$work/unpermuted.gguf" "$work/int4-g128"
 refuses "GGUF with q/k in Hugging Face's order (transformers)" "$python" tests/interop/check_transformers.py "$work/unpermuted.gguf" "$model/eval.txt" "$work/int4-g128/manifest.json"
+refuses "--format q2_k --export compressed-tensors" "$build/quantize_model" --model "$model" --byte-tokens --calib "$model/calib.txt" --format q2_k --export compressed-tensors --out "$work/refused"
 refuses "--export gguf at 3 bits" "$build/quantize_model" --model "$model" --byte-tokens --calib "$model/calib.txt" --bits 3 --export gguf --out "$work/refused"
 [ ! -e "$work/refused" ] || { echo "FAIL: the refused run left $work/refused"; failures=$((failures + 1)); }
 

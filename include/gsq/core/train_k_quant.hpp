@@ -61,35 +61,52 @@ inline std::vector<float> coded_parameters(const KQuantTensor& tensor) {
 
 }  // namespace detail
 
+/// The hard result of `quantizer` (a Layout quantizer started from `start`): its argmax codes,
+/// and each sub-block's scale and min codes as its forward pass rounds them under the start's d
+/// and dmin.
+template <class Quantizer>
+KQuantTensor k_quant_result(const Quantizer& quantizer, const KQuantTensor& start) {
+  using Parametrisation = typename Quantizer::Parametrisation;
+  KQuantTensor result = start;
+  result.codes = quantizer.codes();
+  const auto parameters = Quantizer::Backend::to_host(quantizer.parameters());
+  for (std::size_t sub = 0; sub < result.scale_codes.size(); ++sub) {
+    const auto* group = &parameters[sub * Parametrisation::parameter_count];
+    result.scale_codes[sub] = static_cast<std::int8_t>(Parametrisation::scale_code(group));
+    if constexpr (Parametrisation::parameter_count == 4)
+      result.min_codes[sub] = static_cast<std::int8_t>(Parametrisation::min_code(group));
+  }
+  result.validate();
+  return result;
+}
+
+/// The quantizer GSQ trains in Layout's format.
+template <class Layout, class Schedule = LinearAnneal, class Estimator = Relaxed, class Backend = Host<float>>
+using KQuantQuantizer = Quantizer<typename Layout::Grid, typename Layout::Grouping, Schedule, Estimator,
+                                  typename Layout::Parametrisation, Backend>;
+
+/// That quantizer started from `start` (in Layout's format).
+template <class Quantizer>
+Quantizer k_quant_quantizer(const KQuantTensor& start, const LogitInit& init) {
+  start.validate();
+  return Quantizer(start.rows, start.cols, start.codes, detail::coded_parameters(start), init);
+}
+
 /// GSQ of the objective's layer in Layout's format, from `start` (in that format, the layer's
 /// shape). Reproducible: the result depends on config.seed, not on the thread count.
 template <class Layout, class Schedule = LinearAnneal, class Estimator = Relaxed, class Optimizer = Lion,
           class Backend = Host<float>, class Objective>
 KQuantTraining train_k_quant(const KQuantTensor& start, Objective& objective, const TrainConfig& config,
                              const std::function<void(const StepReport&)>& on_step = {}) {
-  using Parametrisation = typename Layout::Parametrisation;
-  using Quantizer = gsq::Quantizer<typename Layout::Grid, typename Layout::Grouping, Schedule, Estimator,
-                                   Parametrisation, Backend>;
+  using Quantizer = KQuantQuantizer<Layout, Schedule, Estimator, Backend>;
   start.validate();
   require(start.format == &Layout::format(),
           std::string("the starting point is in ") + start.format->name + ", not " + Layout::format().name);
   LogitInit init;
   init.seed = config.seed;
-  Quantizer quantizer(start.rows, start.cols, start.codes, detail::coded_parameters(start), init);
-  KQuantTraining run{start, train<Optimizer>(quantizer, objective, config, on_step)};
-
-  // The hard result: the argmax codes, and each sub-block's scale and min codes as the forward
-  // pass rounded them.
-  run.result.codes = quantizer.codes();
-  const std::vector<typename Quantizer::Real> parameters = Backend::to_host(quantizer.parameters());
-  for (std::size_t sub = 0; sub < run.result.scale_codes.size(); ++sub) {
-    const auto* group = &parameters[sub * Parametrisation::parameter_count];
-    run.result.scale_codes[sub] = static_cast<std::int8_t>(Parametrisation::scale_code(group));
-    if constexpr (Parametrisation::parameter_count == 4)
-      run.result.min_codes[sub] = static_cast<std::int8_t>(Parametrisation::min_code(group));
-  }
-  run.result.validate();
-  return run;
+  Quantizer quantizer = k_quant_quantizer<Quantizer>(start, init);
+  TrainReport report = train<Optimizer>(quantizer, objective, config, on_step);
+  return {k_quant_result(quantizer, start), std::move(report)};
 }
 
 }  // namespace gsq

@@ -2,14 +2,15 @@
 // hyper-parameters from config.json as llama.* metadata, the tokenizer from tokenizer.json, and
 // the tensors under llama.cpp's names (the container and the block encodings are
 // gsq/format/gguf.hpp). Quantized linears are stored exactly: 4-bit codes with groups that are a
-// multiple of 32 as Q4_0, 2-bit and ternary codes with groups of 256 as TQ2_0. Everything else
-// keeps its stored precision (F32, F16 or BF16; norms F32).
+// multiple of 32 as Q4_0, 2-bit and ternary codes with groups of 256 as TQ2_0, K-quant linears as
+// their own type (Q2_K, Q3_K, Q4_K). Everything else keeps its stored precision (F32, F16 or
+// BF16; norms F32).
 //
 // llama.cpp applies rotary embeddings to adjacent pairs of dimensions, Hugging Face's Llama to
 // the two halves of each head; so, as llama.cpp's own converter does, the rows of q_proj and
 // k_proj are permuted within each head: row h d + 2 i + j of the GGUF tensor is row
 // h d + j d / 2 + i of the checkpoint's. A row moves with its codes and scales, so the
-// permutation keeps the quantization exact.
+// permutation keeps the quantization exact (K-quant rows hold whole super-blocks).
 #pragma once
 
 #include <cstdint>
@@ -72,18 +73,39 @@ inline std::string gguf_tensor_name(const std::string& name) {
   return part == parts.end() ? std::string() : "blk." + layer + "." + part->second;
 }
 
+/// Copies row `from` of `source` into row `to` of `target`: `per_row` values a row.
+template <class T>
+void copy_row(const std::vector<T>& source, std::vector<T>& target, long per_row, long from, long to) {
+  std::copy_n(source.begin() + from * per_row, per_row, target.begin() + to * per_row);
+}
+
+/// Row `from` of `source` into row `to` of `target`: its codes and scales...
+inline void copy_row(const QuantizedTensor& source, QuantizedTensor& target, long from, long to) {
+  copy_row(source.codes, target.codes, source.cols, from, to);
+  copy_row(source.scales, target.scales, source.groups_per_row(), from, to);
+}
+
+/// ... or its codes, sub-block codes and super-block factors (rows hold whole super-blocks).
+inline void copy_row(const KQuantTensor& source, KQuantTensor& target, long from, long to) {
+  const long subs = source.cols / source.format->sub_block, supers = source.cols / KQuantFormat::super_block;
+  copy_row(source.codes, target.codes, source.cols, from, to);
+  copy_row(source.scale_codes, target.scale_codes, subs, from, to);
+  copy_row(source.d, target.d, supers, from, to);
+  if (source.format->has_min) {
+    copy_row(source.min_codes, target.min_codes, subs, from, to);
+    copy_row(source.dmin, target.dmin, supers, from, to);
+  }
+}
+
 /// `tensor` with its rows permuted from Hugging Face's rotary layout to llama.cpp's (see above),
 /// for `heads` heads.
-inline QuantizedTensor rotary_rows_interleaved(const QuantizedTensor& tensor, long heads) {
-  QuantizedTensor out = tensor;
-  const long head_dim = tensor.rows / heads, half = head_dim / 2, groups = tensor.groups_per_row();
+template <class Tensor>
+Tensor rotary_rows_interleaved(const Tensor& tensor, long heads) {
+  Tensor out = tensor;
+  const long head_dim = tensor.rows / heads, half = head_dim / 2;
   for (long head = 0; head < heads; ++head)
     for (long i = 0; i < half; ++i)
-      for (long j = 0; j < 2; ++j) {
-        const long to = head * head_dim + 2 * i + j, from = head * head_dim + j * half + i;
-        std::copy_n(tensor.codes.begin() + from * tensor.cols, tensor.cols, out.codes.begin() + to * tensor.cols);
-        std::copy_n(tensor.scales.begin() + from * groups, groups, out.scales.begin() + to * groups);
-      }
+      for (long j = 0; j < 2; ++j) copy_row(tensor, out, head * head_dim + j * half + i, head * head_dim + 2 * i + j);
   return out;
 }
 
@@ -189,13 +211,18 @@ inline void write_gguf(const QuantizedModel& model, const std::string& path) {
       continue;  // recomputed from the metadata
     }
     const TensorInfo& info = model.checkpoint.info(name);
+    const bool query = gguf_name.find("attn_q.") != std::string::npos, key = gguf_name.find("attn_k.") != std::string::npos;
+    const auto in_llama_cpp_order = [&](const auto& tensor) {
+      return query || key ? detail::rotary_rows_interleaved(tensor, query ? config.attention_heads : config.key_value_heads)
+                          : tensor;
+    };
     if (const QuantizedTensor* linear = model.linear(name)) {
-      const bool query = gguf_name.find("attn_q.") != std::string::npos, key = gguf_name.find("attn_k.") != std::string::npos;
-      const QuantizedTensor stored =
-          query || key ? detail::rotary_rows_interleaved(*linear, query ? config.attention_heads : config.key_value_heads)
-                       : *linear;
+      const QuantizedTensor stored = in_llama_cpp_order(*linear);
       const GgmlType type = exact_ggml_type(stored);
       writer.add_tensor(gguf_name, info.shape, type, type == GgmlType::Q4_0 ? encode_q4_0(stored) : encode_tq2_0(stored));
+    } else if (const KQuantTensor* blocks = model.k_quant(name)) {
+      writer.add_tensor(gguf_name, info.shape, static_cast<GgmlType>(blocks->format->ggml_type),
+                        encode_k_quant(in_llama_cpp_order(*blocks)));
     } else if (info.shape.size() == 2 && (info.dtype == Dtype::F32 || info.dtype == Dtype::F16 || info.dtype == Dtype::BF16)) {
       // Same little-endian element encoding in both files.
       const GgmlType type = info.dtype == Dtype::F32 ? GgmlType::F32 : info.dtype == Dtype::F16 ? GgmlType::F16 : GgmlType::BF16;

@@ -1,13 +1,15 @@
 // gsq/export/quantized_model.hpp -- what every export is written from: a checkpoint directory
 // (config.json, tokenizer files, the tensors that stay in full precision) and the quantized
-// linear layers (codes and fp16 scales) by tensor name. quantize_model's output directory is
-// such a pair: model.safetensors and quantized.safetensors (gsq/format/checkpoint.hpp).
+// linear layers by tensor name, in the paper's grid format (codes and fp16 scales) or in a
+// llama.cpp K-quant format. quantize_model's output directory is such a pair: model.safetensors
+// and quantized.safetensors (gsq/format/checkpoint.hpp).
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -16,6 +18,7 @@
 
 #include "gsq/common/error.hpp"
 #include "gsq/format/checkpoint.hpp"
+#include "gsq/format/k_quant.hpp"
 #include "gsq/format/quantized_tensor.hpp"
 #include "gsq/io/safetensors.hpp"
 #include "gsq/model/llama.hpp"
@@ -36,21 +39,27 @@ struct QuantizedModel {
   LlamaConfig config;
   Checkpoint checkpoint;        // every tensor of the model (the linears' dequantized weights too)
   std::map<std::string, QuantizedTensor> linears;  // by tensor name ("model.layers.0.mlp.up_proj.weight")
+  std::map<std::string, KQuantTensor> k_quants;    // the linears of a model in K-quant formats instead
 
-  /// Reads `directory` (config.json and a checkpoint) and the codes and scales of every linear
-  /// layer from `quantized_path` (quantized.safetensors). All linears share one grid and, apart
-  /// from per-channel scales, one group width.
+  /// Reads `directory` (config.json and a checkpoint) and every linear layer from
+  /// `quantized_path` (quantized.safetensors): their codes and scales, all on one grid and, apart
+  /// from per-channel scales, with one group width; or their K-quant blocks.
   static QuantizedModel open(const std::string& directory, const std::string& quantized_path) {
     QuantizedModel model = unquantized(directory);
     const SafetensorsFile packed = SafetensorsFile::open(quantized_path);
     const auto grid_entry = packed.metadata().find("grid");
-    require(grid_entry != packed.metadata().end(), quantized_path + ": no \"grid\" metadata (not gsq's quantized.safetensors)");
-    const GridSpec grid = grid_named(grid_entry->second);
     for (long layer = 0; layer < model.config.layers; ++layer)
       for (const std::string& linear : LlamaModel::linear_names()) {
         const std::string name = LlamaModel::tensor_name(layer, linear);
         const TensorInfo& weight = model.checkpoint.info(name);
         require(weight.shape.size() == 2, name + " is not a matrix");
+        if (std::optional<KQuantTensor> blocks = read_k_quant_packed(packed, name, weight.shape[0], weight.shape[1])) {
+          model.k_quants.emplace(name, std::move(*blocks));
+          continue;
+        }
+        require(grid_entry != packed.metadata().end(),
+                quantized_path + ": neither K-quant blocks for " + name + " nor \"grid\" metadata (not gsq's quantized.safetensors)");
+        const GridSpec grid = grid_named(grid_entry->second);
         const TensorInfo& scales = packed.info(name + ".scales");
         require(scales.shape.size() == 2 && scales.shape[0] == weight.shape[0] && scales.shape[1] > 0 &&
                     weight.shape[1] % scales.shape[1] == 0,
@@ -77,10 +86,40 @@ struct QuantizedModel {
     return model;
   }
 
+  /// The model `directory` becomes once its linears are quantized in K-quant `format`; an error
+  /// names a linear whose rows are not whole super-blocks.
+  static QuantizedModel planned(const std::string& directory, const KQuantFormat& format) {
+    QuantizedModel model = unquantized(directory);
+    for (long layer = 0; layer < model.config.layers; ++layer)
+      for (const std::string& linear : LlamaModel::linear_names()) {
+        const std::string name = LlamaModel::tensor_name(layer, linear);
+        const std::vector<std::int64_t>& shape = model.checkpoint.info(name).shape;
+        require(shape.size() == 2, name + " is not a matrix");
+        require(shape[1] % KQuantFormat::super_block == 0,
+                name + " has " + std::to_string(shape[1]) + " input columns, not whole super-blocks of 256: " + format.name +
+                    " cannot hold it (llama-quantize falls back to " + format.fallback + " for such a tensor)");
+        model.k_quants.emplace(name, KQuantTensor{&format, shape[0], shape[1], {}, {}, {}, {}, {}});
+      }
+    return model;
+  }
+
+  /// Why an export that holds the paper's grid format only cannot write this model, or empty.
+  std::string grid_format_missing() const {
+    if (k_quants.empty()) return {};
+    return std::string("this model's linears are in llama.cpp's ") + k_quants.begin()->second.format->name +
+           " format, which only the gguf export holds";
+  }
+
   /// The quantized tensor stored under checkpoint name `name`, or null for a full-precision one.
   const QuantizedTensor* linear(const std::string& name) const {
     const auto found = linears.find(name);
     return found == linears.end() ? nullptr : &found->second;
+  }
+
+  /// The K-quant tensor stored under checkpoint name `name`, or null.
+  const KQuantTensor* k_quant(const std::string& name) const {
+    const auto found = k_quants.find(name);
+    return found == k_quants.end() ? nullptr : &found->second;
   }
 
   const GridSpec& grid() const { return linears.begin()->second.grid; }
@@ -103,7 +142,7 @@ struct QuantizedModel {
     const std::string config_path = directory + "/config.json";
     nlohmann::json config = LlamaConfig::read_json(config_path);
     LlamaConfig parsed = LlamaConfig::from_json(config, "model config '" + config_path + "'");
-    return {directory, std::move(config), std::move(parsed), Checkpoint::open(directory), {}};
+    return {directory, std::move(config), std::move(parsed), Checkpoint::open(directory), {}, {}};
   }
 };
 

@@ -8,7 +8,9 @@
 //   quantized.safetensors              the format itself: per linear layer "<name>.codes" (U8,
 //                                      codes packed little-endian within bytes as code - min_level)
 //                                      and "<name>.scales" (F16, rows x groups); the grid, bits,
-//                                      group and packing in __metadata__
+//                                      group and packing in __metadata__. In a llama.cpp K-quant
+//                                      format, "<name>.q2_k" (or q3_k, q4_k): U8, ggml's blocks as
+//                                      a GGUF holds them
 //   manifest.json                      method, settings, per-layer errors, timings, evaluation
 // Directories are built beside the destination and renamed into place (ResumableOutput::publish,
 // gsq/io/resumable_output.hpp): a reader sees the old output or the new one, never a mixture.
@@ -18,11 +20,14 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "gsq/common/error.hpp"
+#include "gsq/format/k_quant.hpp"
 #include "gsq/format/quantized_tensor.hpp"
 #include "gsq/io/safetensors.hpp"
 #include "gsq/model/llama.hpp"
@@ -60,6 +65,39 @@ inline QuantizedTensor read_packed(const SafetensorsFile& file, const std::strin
           file.path() + ": " + name + ".scales does not have one scale per row and group");
   tensor.scales = scales.values;
   return tensor;
+}
+
+/// Adds `tensor` to `writer` as "<name>.<format>": ggml's blocks.
+inline void add_packed(SafetensorsWriter& writer, const std::string& name, const KQuantTensor& tensor) {
+  std::vector<std::uint8_t> blocks = encode_k_quant(tensor);
+  const auto count = static_cast<std::int64_t>(blocks.size());
+  writer.add_bytes(name + "." + tensor.format->name, Dtype::U8, {count}, std::move(blocks));
+}
+
+/// The metadata of a quantized.safetensors whose linears are K-quant blocks.
+inline std::map<std::string, std::string> k_quant_metadata() {
+  return {{"format", "llama.cpp K-quant blocks, as ggml stores them: <name>.q2_k, <name>.q3_k or <name>.q4_k (U8)"}};
+}
+
+/// Reads tensor `name` (a `rows` x `cols` weight) written by add_packed in a K-quant format, or
+/// nothing when `file` holds no K-quant blocks under that name.
+inline std::optional<KQuantTensor> read_k_quant_packed(const SafetensorsFile& file, const std::string& name, long rows,
+                                                       long cols) {
+  for (const KQuantFormat* format : {&q2_k(), &q3_k(), &q4_k()}) {
+    const std::string blocks = name + "." + format->name;
+    if (!file.contains(blocks)) continue;
+    const ByteView bytes = file.raw_bytes(blocks);
+    return decode_k_quant(std::vector<std::uint8_t>(bytes.data, bytes.data + bytes.size), *format, rows, cols,
+                          file.path() + ": " + blocks);
+  }
+  return std::nullopt;
+}
+
+/// A quantized linear layer: in the paper's grid format or in a K-quant format.
+using QuantizedLinear = std::variant<QuantizedTensor, KQuantTensor>;
+
+inline void add_packed(SafetensorsWriter& writer, const std::string& name, const QuantizedLinear& tensor) {
+  std::visit([&](const auto& held) { add_packed(writer, name, held); }, tensor);
 }
 
 /// The files other stacks load beside a checkpoint's weights: config, generation config,

@@ -30,6 +30,7 @@ struct KQuantFormat {
   bool has_min;             // weight = d sc q - dmin m, or d sc q
   bool signed_scales;       // scale codes are -2^(bits-1) .. 2^(bits-1) - 1 (Q3_K)
   int block_bytes;          // bytes per super-block of 256
+  const char* fallback;     // what llama-quantize writes instead for rows that are not whole super-blocks
 
   static constexpr long super_block = 256;
   int sub_blocks() const { return static_cast<int>(super_block / sub_block); }
@@ -39,15 +40,15 @@ struct KQuantFormat {
 };
 
 inline const KQuantFormat& q2_k() {
-  static const KQuantFormat format{"q2_k", 10, 16, 0, 3, 4, true, false, 84};
+  static const KQuantFormat format{"q2_k", 10, 16, 0, 3, 4, true, false, 84, "Q4_0"};
   return format;
 }
 inline const KQuantFormat& q3_k() {
-  static const KQuantFormat format{"q3_k", 11, 16, -4, 3, 6, false, true, 110};
+  static const KQuantFormat format{"q3_k", 11, 16, -4, 3, 6, false, true, 110, "Q4_0"};
   return format;
 }
 inline const KQuantFormat& q4_k() {
-  static const KQuantFormat format{"q4_k", 12, 32, 0, 15, 6, true, false, 144};
+  static const KQuantFormat format{"q4_k", 12, 32, 0, 15, 6, true, false, 144, "Q5_0"};
   return format;
 }
 
@@ -179,7 +180,87 @@ inline void encode_q4_k_block(const KQuantTensor& t, long super, std::uint8_t* b
     block[16 + 32 * (e / 64) + e % 32] |= static_cast<std::uint8_t>(t.codes[first + e] << (4 * (e % 64 / 32)));
 }
 
+inline float load_half(const std::uint8_t* in) { return half_bits_to_float(load_little_endian<std::uint16_t>(in)); }
+
+/// The inverses of the encoders above: super-block `super` of `t` from its block.
+inline void decode_q2_k_block(const std::uint8_t* block, long super, KQuantTensor& t) {
+  const std::size_t first = static_cast<std::size_t>(super * KQuantFormat::super_block), sub0 = first / 16;
+  for (int s = 0; s < 16; ++s) {
+    t.scale_codes[sub0 + s] = static_cast<std::int8_t>(block[s] & 15);
+    t.min_codes[sub0 + s] = static_cast<std::int8_t>(block[s] >> 4);
+  }
+  for (int e = 0; e < 256; ++e)
+    t.codes[first + e] = static_cast<std::int8_t>(block[16 + 32 * (e / 128) + e % 32] >> (2 * (e % 128 / 32)) & 3);
+  t.d[static_cast<std::size_t>(super)] = load_half(block + 80);
+  t.dmin[static_cast<std::size_t>(super)] = load_half(block + 82);
+}
+
+inline void decode_q3_k_block(const std::uint8_t* block, long super, KQuantTensor& t) {
+  const std::size_t first = static_cast<std::size_t>(super * KQuantFormat::super_block), sub0 = first / 16;
+  for (int e = 0; e < 256; ++e) {
+    const int half = e / 128, lane = e % 128 / 32, l = e % 32;
+    const int low = block[32 + 32 * half + l] >> (2 * lane) & 3, high = block[l] >> (4 * half + lane) & 1;
+    t.codes[first + e] = static_cast<std::int8_t>(low - (high ? 0 : 4));
+  }
+  for (int s = 0; s < 16; ++s) {
+    const int low = block[96 + s % 8] >> (s < 8 ? 0 : 4) & 15, high = block[96 + 8 + s % 4] >> (2 * (s / 4)) & 3;
+    t.scale_codes[sub0 + s] = static_cast<std::int8_t>((low | high << 4) - 32);
+  }
+  t.d[static_cast<std::size_t>(super)] = load_half(block + 108);
+}
+
+inline void decode_q4_k_block(const std::uint8_t* block, long super, KQuantTensor& t) {
+  const std::size_t first = static_cast<std::size_t>(super * KQuantFormat::super_block), sub0 = first / 32;
+  t.d[static_cast<std::size_t>(super)] = load_half(block);
+  t.dmin[static_cast<std::size_t>(super)] = load_half(block + 2);
+  const std::uint8_t* scales = block + 4;
+  for (int s = 0; s < 8; ++s) {
+    const bool low_half = s < 4;
+    t.scale_codes[sub0 + s] = static_cast<std::int8_t>(low_half ? scales[s] & 63 : (scales[s + 4] & 15) | (scales[s - 4] >> 6) << 4);
+    t.min_codes[sub0 + s] = static_cast<std::int8_t>(low_half ? scales[s + 4] & 63 : (scales[s + 4] >> 4) | (scales[s] >> 6) << 4);
+  }
+  for (int e = 0; e < 256; ++e)
+    t.codes[first + e] = static_cast<std::int8_t>(block[16 + 32 * (e / 64) + e % 32] >> (4 * (e % 64 / 32)) & 15);
+}
+
 }  // namespace detail
+
+/// A `rows` x `cols` tensor in `format` with nothing filled in yet.
+inline KQuantTensor empty_k_quant(long rows, long cols, const KQuantFormat& format) {
+  const std::size_t supers = static_cast<std::size_t>(rows * cols / KQuantFormat::super_block);
+  const std::size_t subs = supers * static_cast<std::size_t>(format.sub_blocks());
+  return {&format,
+          rows,
+          cols,
+          std::vector<std::int8_t>(static_cast<std::size_t>(rows * cols)),
+          std::vector<std::int8_t>(subs),
+          std::vector<std::int8_t>(format.has_min ? subs : 0),
+          std::vector<float>(supers),
+          std::vector<float>(format.has_min ? supers : 0)};
+}
+
+/// The `rows` x `cols` tensor in `format` whose ggml blocks are `bytes`; `what` names them in errors.
+inline KQuantTensor decode_k_quant(const std::vector<std::uint8_t>& bytes, const KQuantFormat& format, long rows, long cols,
+                                   const std::string& what) {
+  require(rows > 0 && cols > 0 && cols % KQuantFormat::super_block == 0,
+          what + ": a " + std::string(format.name) + " matrix has rows of whole super-blocks of 256, not " + std::to_string(cols));
+  KQuantTensor tensor = empty_k_quant(rows, cols, format);
+  require(bytes.size() == static_cast<std::size_t>(tensor.super_blocks() * format.block_bytes),
+          what + ": " + std::to_string(bytes.size()) + " bytes, but a " + std::to_string(rows) + " x " + std::to_string(cols) +
+              " " + format.name + " matrix takes " + std::to_string(tensor.super_blocks() * format.block_bytes));
+  for (long super = 0; super < tensor.super_blocks(); ++super) {
+    const std::uint8_t* block = bytes.data() + super * format.block_bytes;
+    if (&format == &q2_k()) detail::decode_q2_k_block(block, super, tensor);
+    else if (&format == &q3_k()) detail::decode_q3_k_block(block, super, tensor);
+    else detail::decode_q4_k_block(block, super, tensor);
+  }
+  try {
+    tensor.validate();
+  } catch (const Error& error) {
+    throw Error(what + ": " + error.what());
+  }
+  return tensor;
+}
 
 /// The tensor's bytes in ggml's layout of its format: super-blocks in row-major order.
 inline std::vector<std::uint8_t> encode_k_quant(const KQuantTensor& tensor) {

@@ -224,20 +224,6 @@ inline void require_k_quant_shape(const Matrix<float>& weight, const std::vector
 
 }  // namespace detail
 
-/// An empty tensor of `rows` x `cols` in `format`, to be filled super-block by super-block.
-inline KQuantTensor empty_k_quant(long rows, long cols, const KQuantFormat& format) {
-  const std::size_t supers = static_cast<std::size_t>(rows * cols / KQuantFormat::super_block);
-  const std::size_t subs = supers * static_cast<std::size_t>(format.sub_blocks());
-  return {&format,
-          rows,
-          cols,
-          std::vector<std::int8_t>(static_cast<std::size_t>(rows * cols)),
-          std::vector<std::int8_t>(subs),
-          std::vector<std::int8_t>(format.has_min ? subs : 0),
-          std::vector<float>(supers),
-          std::vector<float>(format.has_min ? supers : 0)};
-}
-
 /// Fits `weight` (rows x cols, cols a multiple of 256) in `format`, weighting the squared
 /// error of column c by importance[c] (diag H; empty: all 1).
 inline KQuantTensor fit_k_quant(const Matrix<float>& weight, const std::vector<float>& importance, const KQuantFormat& format) {

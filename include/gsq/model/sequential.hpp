@@ -11,8 +11,9 @@
 // quantize_layers does this for every layer, keeping each completed layer in a ResumableOutput
 // (its packed tensors and its JSON record), so that a run stopped part-way continues after its
 // last completed layer and rebuilds the completed ones exactly.
-// Every result is rounded to what the output checkpoint stores (fp16 scales; the weight dtype),
-// so the model in memory is the model that is written.
+// Every result is rounded to what the output checkpoint stores (fp16 scales), so the model in
+// memory is the model that is written. The format of the linears is a policy
+// (gsq/model/linear_format.hpp): the paper's grid format or a llama.cpp K-quant layout.
 #pragma once
 
 #include <algorithm>
@@ -33,28 +34,15 @@
 #include "gsq/core/train.hpp"
 #include "gsq/format/checkpoint.hpp"
 #include "gsq/format/quantized_tensor.hpp"
-#include "gsq/init/gptq.hpp"
-#include "gsq/init/rtn.hpp"
 #include "gsq/io/resumable_output.hpp"
 #include "gsq/io/safetensors.hpp"
+#include "gsq/model/linear_format.hpp"
 #include "gsq/model/llama.hpp"
 #include "gsq/objective/hessian.hpp"
 #include "gsq/objective/swiglu_block.hpp"
 #include "gsq/policy/grid.hpp"
 
 namespace gsq {
-
-enum class Method { rtn, gptq, gsq };
-
-inline const char* method_name(Method method) {
-  return method == Method::rtn ? "rtn" : method == Method::gptq ? "gptq" : "gsq";
-}
-
-inline Method parse_method(const std::string& name) {
-  for (Method method : {Method::rtn, Method::gptq, Method::gsq})
-    if (name == method_name(method)) return method;
-  throw Error("unknown method '" + name + "' (expected rtn, gptq or gsq)");
-}
 
 /// What GSQ trains the MLP on: the SwiGLU block's output (the reference) or each projection's
 /// Hessian objective (faster).
@@ -90,7 +78,7 @@ struct ModelQuantizationConfig {
 /// its starting point.
 struct LinearResult {
   std::string name;  // the checkpoint tensor name
-  QuantizedTensor tensor;
+  QuantizedLinear tensor;
   double error = 0;
   double init_error = -1;  // -1: no separate starting point (RTN, GPTQ)
   double seconds = 0;
@@ -159,15 +147,6 @@ inline Matrix<float> input_hessian(const Matrix<float>& inputs) {
   return hessian;
 }
 
-/// The value a float becomes when stored as `dtype`.
-inline float stored_value(float value, Dtype dtype) {
-  switch (dtype) {
-    case Dtype::BF16: return bfloat16_bits_to_float(float_to_bfloat16_bits(value));
-    case Dtype::F16: return half_bits_to_float(float_to_half_bits(value));
-    default: return value;
-  }
-}
-
 /// A seed for each (layer, linear) from the run's seed, so that layers draw independent noise
 /// and a resumed run draws what an uninterrupted one would.
 inline std::uint64_t part_seed(std::uint64_t seed, long layer, long part) {
@@ -178,31 +157,13 @@ inline std::uint64_t part_seed(std::uint64_t seed, long layer, long part) {
 
 }  // namespace detail
 
-/// Stores a result as the output files will: scales rounded to fp16 (the 16-bit scales of the
-/// format), then returns the dequantized weight, scale * code, exact in float. A result that
-/// does not survive that (a scale beyond fp16's 65504, a non-finite weight) is an error naming
-/// `name`, never written.
-inline Matrix<float> store_result(QuantizedTensor& tensor, const std::string& name) {
-  for (std::size_t group = 0; group < tensor.scales.size(); ++group) {
-    const float scale = tensor.scales[group];
-    tensor.scales[group] = detail::stored_value(scale, Dtype::F16);
-    require(std::isfinite(tensor.scales[group]) && tensor.scales[group] > 0,
-            name + ": the scale of group " + std::to_string(group) + " is " + std::to_string(scale) +
-                ", which the format's fp16 scales cannot hold (they must be positive and at most 65504): "
-                "the weights are too large for this format");
-  }
-  Matrix<float> weight = tensor.dequantize();
-  require(std::all_of(weight.values.begin(), weight.values.end(), [](float v) { return std::isfinite(v); }),
-          name + ": the quantized weights are not finite");
-  return weight;
-}
-
-/// Quantizes a whole model with grid `Grid` and grouping `Grouping` (compile-time policies; the
-/// rest of GSQ's policies are the paper's defaults).
-template <class Grid, class Grouping>
+/// Quantizes a whole model with every linear layer in `Format` (GridFormat<Grid, Grouping> or
+/// KQuantLinearFormat<Layout>; the rest of GSQ's policies are the paper's defaults).
+template <class Format>
 class SequentialQuantizer {
  public:
-  using Gsq = Quantizer<Grid, Grouping>;
+  using Tensor = typename Format::Tensor;
+  using Gsq = typename Format::Gsq;
 
   SequentialQuantizer(LlamaModel& model, ModelQuantizationConfig config) : model_(model), config_(std::move(config)) {
     config_.validate();
@@ -248,8 +209,7 @@ class SequentialQuantizer {
                                     const ResumableOutput& output, const LayerFinished& finished = {},
                                     const TrainingProgress& progress = {}) {
     SafetensorsWriter packed;
-    const long width = Grouping::group_width(static_cast<int>(model_.config().hidden_size));
-    for (const auto& [key, value] : packed_metadata(grid_spec<Grid>(), width)) packed.set_metadata(key, value);
+    for (const auto& [key, value] : Format::metadata(model_.config().hidden_size)) packed.set_metadata(key, value);
     HiddenStates hidden = model_.embed(tokens, sequence_length);
     const auto start = std::chrono::steady_clock::now();
     for (long layer = 0; layer < model_.config().layers; ++layer) {
@@ -289,10 +249,9 @@ class SequentialQuantizer {
                                                        std::to_string(names.size()) + " linear layers");
     for (std::size_t i = 0; i < names.size(); ++i) {
       const Matrix<float> weight = model_.linear_weight(layer, names[i]);
-      LinearResult& linear = result.linears[i];
-      linear.tensor = read_packed(file, LlamaModel::tensor_name(layer, names[i]), grid_spec<Grid>(), weight.rows,
-                                  weight.cols, Grouping::group_width(static_cast<int>(weight.cols)));
-      model_.set_linear_weight(layer, names[i], store_result(linear.tensor, file.path()));
+      Tensor tensor = Format::read(file, LlamaModel::tensor_name(layer, names[i]), weight.rows, weight.cols);
+      model_.set_linear_weight(layer, names[i], Format::store(tensor, file.path()));
+      result.linears[i].tensor = std::move(tensor);
     }
     return result;
   }
@@ -312,12 +271,8 @@ class SequentialQuantizer {
     return recorded;
   }
 
-  QuantizedTensor initial_result(const Matrix<float>& weight, const Matrix<float>& hessian, Method method) const {
-    const long width = Grouping::group_width(static_cast<int>(weight.cols));
-    if (method == Method::rtn)
-      return round_to_nearest(weight, grid_spec<Grid>(), width, config_.gptq.scale_fit,
-                              config_.gptq.scale_fit == ScaleFit::weighted ? hessian_diagonal(hessian) : std::vector<double>{});
-    return gptq(weight, hessian, grid_spec<Grid>(), width, config_.gptq);
+  Tensor initial_result(const Matrix<float>& weight, const Matrix<float>& hessian, Method method) const {
+    return Format::initial(weight, hessian, method, config_.gptq);
   }
 
   TrainConfig part_config(long layer, long part) const {
@@ -340,20 +295,21 @@ class SequentialQuantizer {
     const Matrix<float> weight = model_.linear_weight(layer, linear);
     if (observer_) observer_(LlamaModel::tensor_name(layer, linear), weight, hessian);
     HessianObjective<> objective(weight, hessian);
-    LinearResult result{LlamaModel::tensor_name(layer, linear), initial_result(weight, hessian, method == Method::gsq ? config_.gsq_init : method)};
+    LinearResult result{LlamaModel::tensor_name(layer, linear), {}};
+    Tensor tensor = initial_result(weight, hessian, method == Method::gsq ? config_.gsq_init : method);
     if (method == Method::gsq) {
-      Matrix<float> start_weight = result.tensor.dequantize();
-      result.init_error = objective.relative_error(start_weight);
-      Gsq quantizer(result.tensor, part_init(layer, part));
+      result.init_error = objective.relative_error(tensor.dequantize());
+      Gsq quantizer = Format::quantizer(tensor, part_init(layer, part));
       train(quantizer, objective, part_config(layer, part), [&](const StepReport& step) {
         if (progress) progress(layer, linear, step);
       });
-      QuantizedTensor trained = quantizer.result();
+      Tensor trained = Format::result(quantizer, tensor);
       // The starting point is a candidate too: a short run can end above it.
-      if (objective.relative_error(trained.dequantize()) < result.init_error) result.tensor = std::move(trained);
+      if (objective.relative_error(trained.dequantize()) < result.init_error) tensor = std::move(trained);
     }
-    const Matrix<float> stored = store_result(result.tensor, LlamaModel::tensor_name(layer, linear));
+    const Matrix<float> stored = Format::store(tensor, result.name);
     result.error = objective.relative_error(stored);
+    result.tensor = std::move(tensor);
     model_.set_linear_weight(layer, linear, stored);
     result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return result;
@@ -371,29 +327,30 @@ class SequentialQuantizer {
         HessianObjective<>(weights[1] = model_.linear_weight(layer, names[5]), mlp_inputs.at(names[4])),
         HessianObjective<>(weights[2] = model_.linear_weight(layer, names[6]), mlp_inputs.at(names[6]))};
     std::array<LinearResult, 3> linears;
+    std::array<Tensor, 3> tensors;
     for (int i = 0; i < 3; ++i) {
       if (observer_) observer_(LlamaModel::tensor_name(layer, names[4 + i]), weights[i], mlp_inputs.at(names[i == 2 ? 6 : 4]));
-      linears[i] = {LlamaModel::tensor_name(layer, names[4 + i]),
-                    initial_result(weights[i], mlp_inputs.at(names[i == 2 ? 6 : 4]), config_.gsq_init)};
-      linears[i].init_error = objectives[i].relative_error(linears[i].tensor.dequantize());
+      linears[i].name = LlamaModel::tensor_name(layer, names[4 + i]);
+      tensors[i] = initial_result(weights[i], mlp_inputs.at(names[i == 2 ? 6 : 4]), config_.gsq_init);
+      linears[i].init_error = objectives[i].relative_error(tensors[i].dequantize());
     }
     const long batch_tokens = std::max(1L, inputs.rows / config_.block_batches);
     SwiGluBlockObjective<> block(weights[0], weights[1], weights[2], inputs, batch_tokens);
-    result.block_init_error = block.relative_error(linears[0].tensor.dequantize(), linears[1].tensor.dequantize(),
-                                                   linears[2].tensor.dequantize());
-    Gsq gate(linears[0].tensor, part_init(layer, 4)), up(linears[1].tensor, part_init(layer, 5)),
-        down(linears[2].tensor, part_init(layer, 6));
+    result.block_init_error = block.relative_error(tensors[0].dequantize(), tensors[1].dequantize(), tensors[2].dequantize());
+    Gsq gate = Format::quantizer(tensors[0], part_init(layer, 4)), up = Format::quantizer(tensors[1], part_init(layer, 5)),
+        down = Format::quantizer(tensors[2], part_init(layer, 6));
     train_jointly(block, part_config(layer, 4), [&](const StepReport& step) { if (progress) progress(layer, "mlp", step); },
                   gate, up, down);
-    std::array<QuantizedTensor, 3> trained{gate.result(), up.result(), down.result()};
+    std::array<Tensor, 3> trained{Format::result(gate, tensors[0]), Format::result(up, tensors[1]), Format::result(down, tensors[2])};
     if (block.relative_error(trained[0].dequantize(), trained[1].dequantize(), trained[2].dequantize()) <
         result.block_init_error)
-      for (int i = 0; i < 3; ++i) linears[i].tensor = std::move(trained[i]);
+      tensors = std::move(trained);
 
     std::array<Matrix<float>, 3> stored;
     for (int i = 0; i < 3; ++i) {
-      stored[i] = store_result(linears[i].tensor, LlamaModel::tensor_name(layer, names[4 + i]));
+      stored[i] = Format::store(tensors[i], linears[i].name);
       linears[i].error = objectives[i].relative_error(stored[i]);
+      linears[i].tensor = std::move(tensors[i]);
       model_.set_linear_weight(layer, names[4 + i], stored[i]);
     }
     result.block_error = block.relative_error(stored[0], stored[1], stored[2]);

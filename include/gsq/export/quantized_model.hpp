@@ -48,25 +48,18 @@ struct QuantizedModel {
     QuantizedModel model = unquantized(directory);
     const SafetensorsFile packed = SafetensorsFile::open(quantized_path);
     const auto grid_entry = packed.metadata().find("grid");
-    for (long layer = 0; layer < model.config.layers; ++layer)
-      for (const std::string& linear : LlamaModel::linear_names()) {
-        const std::string name = LlamaModel::tensor_name(layer, linear);
-        const TensorInfo& weight = model.checkpoint.info(name);
-        require(weight.shape.size() == 2, name + " is not a matrix");
-        if (std::optional<KQuantTensor> blocks = read_k_quant_packed(packed, name, weight.shape[0], weight.shape[1])) {
-          model.k_quants.emplace(name, std::move(*blocks));
-          continue;
-        }
-        require(grid_entry != packed.metadata().end(),
-                quantized_path + ": neither K-quant blocks for " + name + " nor \"grid\" metadata (not gsq's quantized.safetensors)");
-        const GridSpec grid = grid_named(grid_entry->second);
-        const TensorInfo& scales = packed.info(name + ".scales");
-        require(scales.shape.size() == 2 && scales.shape[0] == weight.shape[0] && scales.shape[1] > 0 &&
-                    weight.shape[1] % scales.shape[1] == 0,
-                quantized_path + ": " + name + ".scales does not have one scale per row and group");
-        model.linears.emplace(name, read_packed(packed, name, grid, weight.shape[0], weight.shape[1],
-                                                weight.shape[1] / scales.shape[1]));
+    model.for_each_linear([&](const std::string& name, long rows, long cols) {
+      if (std::optional<KQuantTensor> blocks = read_k_quant_packed(packed, name, rows, cols)) {
+        model.k_quants.emplace(name, std::move(*blocks));
+        return;
       }
+      require(grid_entry != packed.metadata().end(),
+              quantized_path + ": neither K-quant blocks for " + name + " nor \"grid\" metadata (not gsq's quantized.safetensors)");
+      const TensorInfo& scales = packed.info(name + ".scales");
+      require(scales.shape.size() == 2 && scales.shape[0] == rows && scales.shape[1] > 0 && cols % scales.shape[1] == 0,
+              quantized_path + ": " + name + ".scales does not have one scale per row and group");
+      model.linears.emplace(name, read_packed(packed, name, grid_named(grid_entry->second), rows, cols, cols / scales.shape[1]));
+    });
     return model;
   }
 
@@ -76,13 +69,9 @@ struct QuantizedModel {
   static QuantizedModel planned(const std::string& directory, const GridSpec& grid,
                                 const std::function<long(long)>& group_width) {
     QuantizedModel model = unquantized(directory);
-    for (long layer = 0; layer < model.config.layers; ++layer)
-      for (const std::string& linear : LlamaModel::linear_names()) {
-        const std::string name = LlamaModel::tensor_name(layer, linear);
-        const std::vector<std::int64_t>& shape = model.checkpoint.info(name).shape;
-        require(shape.size() == 2, name + " is not a matrix");
-        model.linears.emplace(name, QuantizedTensor{grid, shape[0], shape[1], group_width(shape[1]), {}, {}});
-      }
+    model.for_each_linear([&](const std::string& name, long rows, long cols) {
+      model.linears.emplace(name, QuantizedTensor{grid, rows, cols, group_width(cols), {}, {}});
+    });
     return model;
   }
 
@@ -90,16 +79,12 @@ struct QuantizedModel {
   /// names a linear whose rows are not whole super-blocks.
   static QuantizedModel planned(const std::string& directory, const KQuantFormat& format) {
     QuantizedModel model = unquantized(directory);
-    for (long layer = 0; layer < model.config.layers; ++layer)
-      for (const std::string& linear : LlamaModel::linear_names()) {
-        const std::string name = LlamaModel::tensor_name(layer, linear);
-        const std::vector<std::int64_t>& shape = model.checkpoint.info(name).shape;
-        require(shape.size() == 2, name + " is not a matrix");
-        require(shape[1] % KQuantFormat::super_block == 0,
-                name + " has " + std::to_string(shape[1]) + " input columns, not whole super-blocks of 256: " + format.name +
-                    " cannot hold it (llama-quantize falls back to " + format.fallback + " for such a tensor)");
-        model.k_quants.emplace(name, KQuantTensor{&format, shape[0], shape[1], {}, {}, {}, {}, {}});
-      }
+    model.for_each_linear([&](const std::string& name, long rows, long cols) {
+      require(cols % KQuantFormat::super_block == 0,
+              name + " has " + std::to_string(cols) + " input columns, not whole super-blocks of 256: " + format.name +
+                  " cannot hold it (llama-quantize falls back to " + format.fallback + " for such a tensor)");
+      model.k_quants.emplace(name, KQuantTensor{&format, rows, cols, {}, {}, {}, {}, {}});
+    });
     return model;
   }
 
@@ -138,6 +123,18 @@ struct QuantizedModel {
   }
 
  private:
+  /// Calls visit(name, rows, cols) for every linear layer of the checkpoint.
+  template <class Visit>
+  void for_each_linear(const Visit& visit) const {
+    for (long layer = 0; layer < config.layers; ++layer)
+      for (const std::string& linear : LlamaModel::linear_names()) {
+        const std::string name = LlamaModel::tensor_name(layer, linear);
+        const std::vector<std::int64_t>& shape = checkpoint.info(name).shape;
+        require(shape.size() == 2, name + " is not a matrix");
+        visit(name, static_cast<long>(shape[0]), static_cast<long>(shape[1]));
+      }
+  }
+
   static QuantizedModel unquantized(const std::string& directory) {
     const std::string config_path = directory + "/config.json";
     nlohmann::json config = LlamaConfig::read_json(config_path);

@@ -94,18 +94,6 @@ struct KQuantTensor {
                 what + "the super-block factors must be fp16 values");
   }
 
-  /// Each sub-block's stored scale d sc (and min dmin m), interleaved per sub-block: the group
-  /// parameters of a quantizer with the format's parametrisation (gsq/policy/k_quant_layout.hpp).
-  std::vector<float> sub_block_parameters() const {
-    std::vector<float> parameters;
-    const std::size_t subs_per_super = static_cast<std::size_t>(format->sub_blocks());
-    for (std::size_t sub = 0; sub < scale_codes.size(); ++sub) {
-      parameters.push_back(d[sub / subs_per_super] * static_cast<float>(scale_codes[sub]));
-      if (format->has_min) parameters.push_back(dmin[sub / subs_per_super] * static_cast<float>(min_codes[sub]));
-    }
-    return parameters;
-  }
-
   /// The weights, as ggml computes them.
   Matrix<float> dequantize() const {
     validate();

@@ -158,14 +158,13 @@ inline std::pair<float, float> super_block_factors(const std::vector<float>& sca
 /// Step 3 for super-block `super` of `out` under the factors d and dmin: each sub-block's scale
 /// and min rounded to codes (then moved by one step either way where that lowers its error), and
 /// the codes of the weights `x` (the super-block's 256) rounded under them; the importances
-/// `importance` (256 values) weight the error. Returns the super-block's weighted error.
-inline double round_super_block(const float* x, const float* importance, const std::vector<float>& scales,
+/// `importance` (256 values) weight the error.
+inline void round_super_block(const float* x, const float* importance, const std::vector<float>& scales,
                                 const std::vector<float>& mins, float d, float dmin, long super, KQuantTensor& out) {
   const KQuantFormat& format = *out.format;
   const int n = format.sub_block, subs = format.sub_blocks();
   out.d[static_cast<std::size_t>(super)] = d;
   if (format.has_min) out.dmin[static_cast<std::size_t>(super)] = dmin;
-  double total = 0;
   for (int sub = 0; sub < subs; ++sub) {
     const float* xs = x + sub * n;
     const float* ws = importance + sub * n;
@@ -185,7 +184,6 @@ inline double round_super_block(const float* x, const float* importance, const s
         const double error = error_of(sc, mc);
         if (error < best) best = error, scale_code = sc, min_code = mc;
       }
-    total += best;
     const std::size_t index = static_cast<std::size_t>(super * subs + sub);
     out.scale_codes[index] = static_cast<std::int8_t>(scale_code);
     if (format.has_min) out.min_codes[index] = static_cast<std::int8_t>(min_code);
@@ -194,7 +192,6 @@ inline double round_super_block(const float* x, const float* importance, const s
       out.codes[static_cast<std::size_t>(super * KQuantFormat::super_block + sub * n + i)] = static_cast<std::int8_t>(
           scale == 0 ? 0 : round_code((xs[i] + min) / scale, format.min_code, format.max_code));
   }
-  return total;
 }
 
 /// Steps 1-3 for super-block `super` of `out`: its 256 weights `x` with their importances.

@@ -180,18 +180,8 @@ files=("$f16")
 for run in "${runs[@]}"; do files+=("$work/model-${run// /-}.gguf"); done
 for file in "${files[@]}"; do
   name=$(basename "$file" .gguf)
-  # llama-perplexity logs through a queue that a thread empties, and exits without waiting for it
-  # (common/log.cpp leaks its logger on purpose, llama.cpp issue 22142): on a busy machine the last
-  # lines, with "Final estimate", are sometimes lost although it exits 0, and
-  # llama_cpp_perplexity.sh then fails with "printed no final estimate" (a quarter to a third of the
-  # runs on a loaded 2-core machine; OMP_WAIT_POLICY=passive does not help). That loss, and only
-  # that, is retried, up to 8 tries, so that a run of nine scorings fails by it about once in 400.
-  for attempt in 1 2 3 4 5 6 7 8; do
-    status=0
-    scripts/llama_cpp_perplexity.sh "$file" "$model/eval.txt" "$build" "$ctx" > "$work/$name.perplexity.txt" 2>&1 || status=$?
-    [ "$status" -ne 0 ] && grep -q 'printed no final estimate' "$work/$name.perplexity.txt" && [ "$attempt" -lt 8 ] || break
-    echo "$name: llama-perplexity's final lines were lost (attempt $attempt); once more"
-  done
+  status=0
+  scripts/llama_cpp_perplexity.sh "$file" "$model/eval.txt" "$build" "$ctx" > "$work/$name.perplexity.txt" 2>&1 || status=$?
   [ "$status" -eq 0 ] || { cat "$work/$name.perplexity.txt"; echo "llama_cpp_perplexity.sh failed on $file"; exit 1; }
   # llama_cpp_perplexity.sh keeps its log in BUILD_DIR/llama.cpp/perplexity.log: copied out per file.
   cp "$build/llama.cpp/perplexity.log" "$work/$name.perplexity.log"

@@ -592,11 +592,6 @@ std::vector<MethodResult> run_methods(Layer& layer, const Options& options) {
   return results;
 }
 
-/// The table's "bits" and "group" columns: the grid and grouping, or the K-quant format and its sub-block.
-std::string bits_label(const Options& options) { return options.k_quant ? options.k_quant->name : options.grid.spelling(); }
-std::string group_label(const Options& options) {
-  return options.k_quant ? "sub " + std::to_string(options.k_quant->sub_block) : options.grouping.spelling();
-}
 
 void print_table(const Layer& layer, const Options& options, const std::vector<MethodResult>& results) {
   std::printf("layer: %s\n", layer.description.c_str());
@@ -605,7 +600,7 @@ void print_table(const Layer& layer, const Options& options, const std::vector<M
   for (const MethodResult& result : results)
     std::printf("%-7s %-6s %-9s %-5s %-12s %-12.6g %-8.4g %10.3f\n", gsq::method_name(result.method),
                 result.details.value("init", "-").c_str(), result.details.at("scale_search").get<std::string>().c_str(),
-                bits_label(options).c_str(), group_label(options).c_str(), result.rel_error,
+                gsq::driver::bits_label(options).c_str(), gsq::driver::group_label(options).c_str(), result.rel_error,
                 result.bits_per_parameter(), result.seconds);
 }
 

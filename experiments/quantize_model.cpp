@@ -163,11 +163,6 @@ void visit_format(const Options& options, Visitor&& visitor) {
     }, options.grid, options.grouping);
 }
 
-/// The --bits and --group columns: the grid and grouping, or the K-quant format.
-std::string bits_label(const Options& options) { return options.k_quant ? options.k_quant->name : options.grid.spelling(); }
-std::string group_label(const Options& options) {
-  return options.k_quant ? "sub " + std::to_string(options.k_quant->sub_block) : options.grouping.spelling();
-}
 
 std::vector<gsq::TokenId> read_tokens(const std::string& path, bool byte_tokens) {
   return byte_tokens ? gsq::read_byte_tokens(path) : gsq::read_token_file(path);
@@ -249,8 +244,8 @@ Plan plan_run(const Options& options) {
 /// The settings a run's result depends on, as used: a resumed run must have the same.
 nlohmann::json run_settings(const Options& options, const gsq::ModelQuantizationConfig& config, std::size_t calib_tokens) {
   nlohmann::json settings = gsq::settings_json(config);
-  settings.update({{"model", fs::absolute(options.model).string()}, {"bits", bits_label(options)},
-                   {"group", group_label(options)}, {"calib", fs::absolute(options.calib).string()},
+  settings.update({{"model", fs::absolute(options.model).string()}, {"bits", gsq::driver::bits_label(options)},
+                   {"group", gsq::driver::group_label(options)}, {"calib", fs::absolute(options.calib).string()},
                    {"calib_tokens", calib_tokens}, {"calib_window", options.calib_window},
                    {"byte_tokens", options.byte_tokens}});
   return settings;
@@ -334,8 +329,8 @@ MethodRun run_method(gsq::Method method, const Options& options, const Plan& pla
   packed.set_metadata("method", gsq::method_name(method));
   const double quantize_seconds = seconds_since(start);
 
-  nlohmann::json manifest = {{"producer", gsq::producer}, {"method", gsq::method_name(method)}, {"bits", bits_label(options)},
-                             {"group", group_label(options)}, {"bpp", bpp}, {"settings", settings},
+  nlohmann::json manifest = {{"producer", gsq::producer}, {"method", gsq::method_name(method)}, {"bits", gsq::driver::bits_label(options)},
+                             {"group", gsq::driver::group_label(options)}, {"bpp", bpp}, {"settings", settings},
                              {"layers", layers}, {"quantize_seconds", quantize_seconds}};
   if (!evaluation.empty()) {
     const Clock::time_point eval_start = Clock::now();

@@ -85,10 +85,13 @@ template <class Layout, class Schedule = LinearAnneal, class Estimator = Relaxed
 using KQuantQuantizer = Quantizer<typename Layout::Grid, typename Layout::Grouping, Schedule, Estimator,
                                   typename Layout::Parametrisation, Backend>;
 
-/// That quantizer started from `start` (in Layout's format).
-template <class Quantizer>
+/// That quantizer (or another built on Layout's policies) started from `start`, which must be in
+/// Layout's format.
+template <class Layout, class Quantizer = KQuantQuantizer<Layout>>
 Quantizer k_quant_quantizer(const KQuantTensor& start, const LogitInit& init) {
   start.validate();
+  require(start.format == &Layout::format(),
+          std::string("the starting point is in ") + start.format->name + ", not " + Layout::format().name);
   return Quantizer(start.rows, start.cols, start.codes, detail::coded_parameters(start), init);
 }
 
@@ -99,12 +102,9 @@ template <class Layout, class Schedule = LinearAnneal, class Estimator = Relaxed
 KQuantTraining train_k_quant(const KQuantTensor& start, Objective& objective, const TrainConfig& config,
                              const std::function<void(const StepReport&)>& on_step = {}) {
   using Quantizer = KQuantQuantizer<Layout, Schedule, Estimator, Backend>;
-  start.validate();
-  require(start.format == &Layout::format(),
-          std::string("the starting point is in ") + start.format->name + ", not " + Layout::format().name);
   LogitInit init;
   init.seed = config.seed;
-  Quantizer quantizer = k_quant_quantizer<Quantizer>(start, init);
+  Quantizer quantizer = k_quant_quantizer<Layout, Quantizer>(start, init);
   TrainReport report = train<Optimizer>(quantizer, objective, config, on_step);
   return {k_quant_result(quantizer, start), std::move(report)};
 }

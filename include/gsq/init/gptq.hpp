@@ -122,6 +122,7 @@ namespace detail {
 ///   float round(long row, long column, float value)
 ///                                             stores the code of weight (row, column) under them
 ///                                             and returns the weight it dequantizes to
+/// The caller has checked that the group width divides the columns (it sized the result by it).
 /// Rows are swept in parallel: calls for different rows come from different threads, each row's
 /// in sweep order. Dead inputs (diag(H) = 0) get diag 1 and their weights zeroed.
 template <class Rounding>
@@ -129,9 +130,6 @@ void gptq_sweep(const Matrix<float>& weight, const Matrix<float>& hessian, const
   require_finite_nonempty(weight, "the weight matrix");
   require_valid_hessian(hessian, weight.cols);
   const long group_width = rounding.group_width();
-  require(group_width > 0 && weight.cols % group_width == 0,
-          "group size " + std::to_string(group_width) + " does not divide the layer's " +
-              std::to_string(weight.cols) + " input columns");
   require(std::isfinite(config.percdamp) && config.percdamp >= 0,
           "GPTQ's percdamp must be finite and non-negative, got " + std::to_string(config.percdamp));
   require(config.block_size > 0, "GPTQ's block size must be positive, got " + std::to_string(config.block_size));

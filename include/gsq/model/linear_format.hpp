@@ -104,7 +104,7 @@ struct KQuantLinearFormat {
     }
     return gptq_k_quant(weight, hessian, Layout::format(), gptq_config);
   }
-  static Gsq quantizer(const Tensor& start, const LogitInit& init) { return k_quant_quantizer<Gsq>(start, init); }
+  static Gsq quantizer(const Tensor& start, const LogitInit& init) { return k_quant_quantizer<Layout>(start, init); }
   static Tensor result(const Gsq& quantizer, const Tensor& start) { return k_quant_result(quantizer, start); }
   static Matrix<float> store(Tensor& tensor, const std::string& /*name*/) { return tensor.dequantize(); }
   static Tensor read(const SafetensorsFile& file, const std::string& name, long rows, long cols) {

@@ -1,0 +1,288 @@
+"""Make the tiny Mixture-of-Experts fixtures in tests/data and their reference logits.
+
+A maintainer's tool, run once; it needs torch, safetensors and Hugging Face transformers (made with
+transformers 5.24.0, torch 2.15, on a CPU), e.g. from the repository root:
+
+    build/interop-venv/bin/python tests/data/make_moe_fixtures.py [--out tests/data]
+
+It writes tiny-mixtral/, tiny-qwen2-moe/, tiny-qwen3-moe/ and tiny-deepseek-v3/ under --out, each
+like the dense fixtures: config.json and model.safetensors as save_pretrained writes them (float32,
+the Hub's tensor names, one 2-D tensor per expert: transformers fuses experts into 3-D tensors in
+memory and splits them back on saving, which is checked), and reference_logits.safetensors with
+`input_ids` (int32, 2 x 40) and `logits` (float32, 2 x 40 x vocab) computed by the model reloaded
+from that folder (eager attention, eager experts, float32, positions from 0, no padding).
+Deterministic: fixed seeds; a rerun writes the same bytes.
+
+Weights are drawn with initializer_range 0.1 (router weights 0.3) instead of 0.02, RMSNorm weights
+are 1 + noise and biases are noise, so that logits are not tiny, every norm and bias matters and
+routing differs between tokens. In tiny-deepseek-v3 the routers' e_score_correction_bias is random,
+and in layer 1 expert 5's is -100: it is never picked, nor is expert 4, the other expert of its
+group of two, whose group score it drags down. The script checks all of this (and that no routing
+choice is a near tie) and fails if it does not hold.
+"""
+
+import argparse
+import pathlib
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from transformers import (
+    AutoModelForCausalLM,
+    DeepseekV3Config,
+    DeepseekV3ForCausalLM,
+    MixtralConfig,
+    MixtralForCausalLM,
+    Qwen2MoeConfig,
+    Qwen2MoeForCausalLM,
+    Qwen3MoeConfig,
+    Qwen3MoeForCausalLM,
+)
+
+SEED = 2  # a seed under which no routing choice is a near tie (check_routing)
+BATCH, SEQ = 2, 40
+INIT_STD = 0.1
+ROUTER_STD = 0.3
+DEAD_LAYER, DEAD_EXPERT = 1, 5  # tiny-deepseek-v3 only
+
+COMMON = dict(vocab_size=96, max_position_embeddings=256, initializer_range=INIT_STD, hidden_act="silu")
+
+
+def configs():
+    """(folder, model class, config) for each fixture."""
+    return [
+        (
+            "tiny-mixtral",
+            MixtralForCausalLM,
+            MixtralConfig(
+                **COMMON,
+                hidden_size=64,
+                intermediate_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                head_dim=16,
+                num_local_experts=4,
+                num_experts_per_tok=2,
+            ),
+        ),
+        (
+            "tiny-qwen2-moe",
+            Qwen2MoeForCausalLM,
+            Qwen2MoeConfig(
+                **COMMON,
+                hidden_size=64,
+                intermediate_size=64,  # the dense layer's MLP
+                num_hidden_layers=3,
+                mlp_only_layers=[1],
+                num_attention_heads=4,
+                num_key_value_heads=1,
+                num_experts=4,
+                num_experts_per_tok=2,
+                moe_intermediate_size=32,
+                shared_expert_intermediate_size=48,
+                norm_topk_prob=False,
+                qkv_bias=True,
+                rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+            ),
+        ),
+        (
+            "tiny-qwen3-moe",
+            Qwen3MoeForCausalLM,
+            Qwen3MoeConfig(
+                **COMMON,
+                hidden_size=64,
+                intermediate_size=64,  # unused: no mlp_only_layers
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                head_dim=32,  # not hidden_size / num_attention_heads
+                num_experts=4,
+                num_experts_per_tok=2,
+                moe_intermediate_size=32,
+                norm_topk_prob=True,
+                rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+            ),
+        ),
+        (
+            "tiny-deepseek-v3",
+            DeepseekV3ForCausalLM,
+            DeepseekV3Config(
+                **COMMON,
+                hidden_size=32,
+                intermediate_size=64,  # the dense layer's MLP
+                moe_intermediate_size=32,
+                num_hidden_layers=3,
+                first_k_dense_replace=1,
+                num_attention_heads=4,
+                num_key_value_heads=4,
+                q_lora_rank=32,
+                kv_lora_rank=32,
+                qk_nope_head_dim=32,
+                qk_rope_head_dim=16,
+                v_head_dim=16,
+                n_routed_experts=8,
+                n_group=4,
+                topk_group=2,
+                num_experts_per_tok=2,
+                n_shared_experts=1,
+                norm_topk_prob=True,
+                routed_scaling_factor=2.5,
+                num_nextn_predict_layers=0,  # no multi-token-prediction layer in the checkpoint
+            ),
+        ),
+    ]
+
+
+def perturb(model, gen):
+    """Router weights N(0, ROUTER_STD^2), norm weights 1 + N(0, 0.2^2), biases N(0, INIT_STD^2),
+    DeepSeek's correction biases N(0, 0.05^2)."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("mlp.gate.weight") or name.endswith("block_sparse_moe.gate.weight"):
+                p.copy_(ROUTER_STD * torch.randn(p.shape, generator=gen))
+            elif name.endswith("bias"):
+                p.copy_(INIT_STD * torch.randn(p.shape, generator=gen))
+            elif "norm" in name:
+                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=gen))
+        for name, b in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):
+                b.copy_(0.05 * torch.randn(b.shape, generator=gen))
+                if name == f"model.layers.{DEAD_LAYER}.mlp.gate.e_score_correction_bias":
+                    b[DEAD_EXPERT] = -100.0
+
+
+def n_experts(config):
+    # the attribute is num_local_experts in Mixtral, DeepSeek-V3 (an alias of n_routed_experts) and
+    # Qwen3-MoE (num_experts is the alias there), num_experts in Qwen2-MoE
+    return getattr(config, "num_local_experts", None) or config.num_experts
+
+
+def check_hub_layout(path, config):
+    """The checkpoint holds one 2-D tensor per expert under the Hub's names, no fused 3-D tensors."""
+    with safe_open(path, "pt") as f:
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    assert all(len(s) <= 2 for s in shapes.values()), "fused 3-D tensors in the checkpoint"
+    assert not any("gate_up_proj" in k for k in shapes), "fused gate_up_proj in the checkpoint"
+    mt = config.model_type
+    if mt == "mixtral":
+        moe, names = "block_sparse_moe", ("w1", "w2", "w3")
+    else:
+        moe, names = "mlp", ("gate_proj", "up_proj", "down_proj")
+    for i in range(config.num_hidden_layers):
+        gate = f"model.layers.{i}.{moe}.gate.weight"
+        if gate not in shapes:
+            continue
+        for e in range(n_experts(config)):
+            for n in names:
+                assert f"model.layers.{i}.{moe}.experts.{e}.{n}.weight" in shapes
+        if mt == "deepseek_v3":
+            assert f"model.layers.{i}.mlp.gate.e_score_correction_bias" in shapes
+    return shapes
+
+
+def routers(model, input_ids):
+    """Per MoE layer: the router's input [tokens, hidden] and the experts it chose [tokens, top_k]."""
+    seen, hooks = {}, []
+    for i, layer in enumerate(model.model.layers):
+        gate = getattr(layer.mlp, "gate", None)
+        if gate is not None and hasattr(gate, "top_k"):
+            hook = lambda m, args, out, i=i: seen.__setitem__(i, (args[0].reshape(-1, m.hidden_dim), out[2]))
+            hooks.append(gate.register_forward_hook(hook))
+    with torch.no_grad():
+        model(input_ids=input_ids)
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+@torch.no_grad()
+def route(config, gate, x, bias=None, groups=True):
+    """Recompute a router's choice from its weights: (sorted expert indices, smallest deciding gap)."""
+    k = config.num_experts_per_tok
+    logits = x @ gate.weight.T
+    if config.model_type != "deepseek_v3":  # softmax, top-k
+        top = logits.softmax(-1).sort(-1, descending=True)
+        return top.indices[:, :k].sort(-1).values, (top.values[:, k - 1] - top.values[:, k]).min().item()
+    # sigmoid scores; choice on scores + bias, within the best topk_group of n_group groups
+    biased = torch.sigmoid(logits) + (gate.e_score_correction_bias if bias is None else bias)
+    gap = float("inf")
+    if groups:
+        grouped = biased.view(-1, config.n_group, config.n_routed_experts // config.n_group)
+        group_scores = grouped.topk(2, dim=-1).values.sum(-1).sort(-1, descending=True)
+        gap = (group_scores.values[:, config.topk_group - 1] - group_scores.values[:, config.topk_group]).min()
+        keep = torch.zeros_like(group_scores.values, dtype=torch.bool)
+        keep.scatter_(1, group_scores.indices[:, : config.topk_group], True)
+        biased = biased.masked_fill(~keep.repeat_interleave(grouped.shape[-1], dim=1), float("-inf"))
+    top = biased.sort(-1, descending=True)
+    gap = min(gap, (top.values[:, k - 1] - top.values[:, k]).min())
+    return top.indices[:, :k].sort(-1).values, float(gap)
+
+
+def check_routing(model, input_ids):
+    """Routing recomputed from the gates matches the model's, is not decided by a near tie, differs
+    between tokens and uses every expert but, in tiny-deepseek-v3's DEAD_LAYER, the dead one and its
+    group partner. For DeepSeek-V3, count the tokens whose choice the biases and the groups change."""
+    config = model.config
+    for i, (x, chosen) in routers(model, input_ids).items():
+        gate = model.model.layers[i].mlp.gate
+        mine, gap = route(config, gate, x)
+        assert torch.equal(mine, chosen.sort(-1).values), i
+        assert gap > 1e-4, (i, gap)  # float32 round-off cannot flip a choice
+        unused = set()
+        if config.model_type == "deepseek_v3" and i == DEAD_LAYER:
+            unused = {DEAD_EXPERT, DEAD_EXPERT ^ 1}  # groups of 2 experts: the partner's group is dead too
+        used = set(chosen.flatten().tolist())
+        assert used == set(range(n_experts(config))) - unused, (i, used)
+        line = f"  layer {i}: experts used {sorted(used)}, {len(set(map(tuple, mine.tolist())))} distinct sets"
+        line += f", smallest deciding gap {gap:.2g}"
+        if config.model_type == "deepseek_v3":
+            no_bias = route(config, gate, x, bias=torch.zeros_like(gate.e_score_correction_bias))[0]
+            no_groups = route(config, gate, x, groups=False)[0]
+            line += f", choice changed by the biases for {int((mine != no_bias).any(-1).sum())} tokens"
+            line += f", by the groups for {int((mine != no_groups).any(-1).sum())} of {len(mine)}"
+        print(line)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=pathlib.Path, default=pathlib.Path(__file__).resolve().parent)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+
+    for folder, cls, config in configs():
+        torch.manual_seed(SEED)
+        gen = torch.Generator().manual_seed(SEED)
+        model = cls(config).eval()
+        perturb(model, gen)
+        out = args.out / folder
+        model.save_pretrained(out)
+        (out / "generation_config.json").unlink(missing_ok=True)
+        shapes = check_hub_layout(out / "model.safetensors", config)
+
+        input_ids = torch.randint(0, config.vocab_size, (BATCH, SEQ), generator=gen)
+        reloaded = AutoModelForCausalLM.from_pretrained(
+            out, dtype=torch.float32, attn_implementation="eager", experts_implementation="eager"
+        ).eval()
+        model.set_attn_implementation("eager")
+        model.set_experts_implementation("eager")
+        with torch.no_grad():
+            logits = reloaded(input_ids=input_ids).logits
+            before = model(input_ids=input_ids).logits
+        diff = (logits - before).abs().max().item()
+        assert diff <= 1e-6, (folder, diff)
+
+        check_routing(reloaded, input_ids)
+
+        save_file(
+            {"input_ids": input_ids.to(torch.int32).contiguous(), "logits": logits.float().contiguous()},
+            out / "reference_logits.safetensors",
+        )
+        print(
+            f"{folder}: {len(shapes)} tensors, max |logit| {logits.abs().max().item():.4f}, "
+            f"logit std {logits.std().item():.4f}, reload diff {diff:.1e}"
+        )
+
+
+if __name__ == "__main__":
+    main()

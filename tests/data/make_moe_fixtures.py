@@ -8,7 +8,10 @@ transformers 5.24.0, torch 2.15, on a CPU), e.g. from the repository root:
 It writes tiny-mixtral/, tiny-qwen2-moe/, tiny-qwen3-moe/ and tiny-deepseek-v3/ under --out, each
 like the dense fixtures: config.json and model.safetensors as save_pretrained writes them (float32,
 the Hub's tensor names, one 2-D tensor per expert: transformers fuses experts into 3-D tensors in
-memory and splits them back on saving, which is checked), and reference_logits.safetensors with
+memory and splits them back on saving, which is checked), but config.json spelt as the Hub's
+checkpoints spell it where save_pretrained differs (hub_config: Qwen3-MoE's `num_experts` and
+`rope_theta`, DeepSeek-V3's classic `rope_theta` and YaRN `rope_scaling`; the model reloaded from it
+must give exactly the logits of the model that was saved), and reference_logits.safetensors with
 `input_ids` (int32, 2 x 40) and `logits` (float32, 2 x 40 x vocab) computed by the model reloaded
 from that folder (eager attention, eager experts, float32, positions from 0, no padding).
 Deterministic: fixed seeds; a rerun writes the same bytes.
@@ -17,11 +20,14 @@ Weights are drawn with initializer_range 0.1 (router weights 0.3) instead of 0.0
 are 1 + noise and biases are noise, so that logits are not tiny, every norm and bias matters and
 routing differs between tokens. In tiny-deepseek-v3 the routers' e_score_correction_bias is random,
 and in layer 1 expert 5's is -100: it is never picked, nor is expert 4, the other expert of its
-group of two, whose group score it drags down. The script checks all of this (and that no routing
-choice is a near tie) and fails if it does not hold.
+group of two, whose group score it drags down. tiny-deepseek-v3 has YaRN rope scaling, with some
+rotary frequencies kept, some ramped and some interpolated. The script checks all of this (and that
+no routing choice is a near tie) and fails if it does not hold.
 """
 
 import argparse
+import json
+import math
 import pathlib
 
 import torch
@@ -46,6 +52,23 @@ ROUTER_STD = 0.3
 DEAD_LAYER, DEAD_EXPERT = 1, 5  # tiny-deepseek-v3 only
 
 COMMON = dict(vocab_size=96, max_position_embeddings=256, initializer_range=INIT_STD, hidden_act="silu")
+
+# tiny-deepseek-v3's rope scaling, shaped like DeepSeek-V3's and Kimi-K2's (factor 40 and 32 there,
+# original length 4096). With qk_rope_head_dim 16 and theta 10000, the correction range for original
+# length 64 is [max(floor(-0.99), 0), ceil(2.02)] = [0, 3]: of the 8 frequencies, 0 is kept, 1 and 2 are
+# ramped (1/3, 2/3 of the way to interpolated) and 3-7 are interpolated (divided by the factor);
+# check_yarn checks this. (Original length 16 would give [0, 1]: no frequency ramped.)
+# max_position_embeddings (COMMON) is factor * original.
+YARN = dict(
+    rope_type="yarn",
+    rope_theta=10000.0,
+    factor=4.0,
+    original_max_position_embeddings=64,
+    beta_fast=32,
+    beta_slow=1,
+    mscale=1.0,
+    mscale_all_dim=1.0,
+)
 
 
 def configs():
@@ -80,7 +103,7 @@ def configs():
                 num_experts=4,
                 num_experts_per_tok=2,
                 moe_intermediate_size=32,
-                shared_expert_intermediate_size=48,
+                shared_expert_intermediate_size=32,
                 norm_topk_prob=False,
                 qkv_bias=True,
                 rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
@@ -129,6 +152,7 @@ def configs():
                 norm_topk_prob=True,
                 routed_scaling_factor=2.5,
                 num_nextn_predict_layers=0,  # no multi-token-prediction layer in the checkpoint
+                rope_parameters=YARN,  # config.json gets the classic form, see hub_config
             ),
         ),
     ]
@@ -154,8 +178,68 @@ def perturb(model, gen):
 
 def n_experts(config):
     # the attribute is num_local_experts in Mixtral, DeepSeek-V3 (an alias of n_routed_experts) and
-    # Qwen3-MoE (num_experts is the alias there), num_experts in Qwen2-MoE
+    # Qwen3-MoE (num_experts, the Hub's key, is the alias there), num_experts in Qwen2-MoE
     return getattr(config, "num_local_experts", None) or config.num_experts
+
+
+def hub_config(folder, config):
+    """Rewrite config.json as the Hub's checkpoints spell it, where save_pretrained spells it otherwise:
+    Qwen3-MoE's `num_experts` (not the alias `num_local_experts`) and top-level `rope_theta` (no
+    `rope_parameters`); DeepSeek-V3's classic `rope_theta` beside `rope_scaling` with `"type": "yarn"`
+    (integers where DeepSeek-V3's config has them), without the derived `head_dim` (= qk_rope_head_dim)
+    and `qk_head_dim` that its config lacks. The fixture is then reloaded from this file."""
+    path = folder / "config.json"
+    c = json.loads(path.read_text())
+    if config.model_type == "qwen3_moe":
+        c["num_experts"] = c.pop("num_local_experts")
+        rope = c.pop("rope_parameters")
+        assert rope["rope_type"] == "default", rope
+        c["rope_theta"] = rope["rope_theta"]
+    elif config.model_type == "deepseek_v3":
+        rope = c.pop("rope_parameters")
+        assert rope == YARN, rope
+        assert c.pop("head_dim") == config.qk_rope_head_dim and c.pop("qk_head_dim") == config.qk_head_dim
+        whole = lambda v: int(v) if float(v).is_integer() else v
+        c["rope_theta"] = whole(rope["rope_theta"])
+        c["rope_scaling"] = {
+            "type": "yarn",
+            "factor": whole(rope["factor"]),
+            "original_max_position_embeddings": rope["original_max_position_embeddings"],
+            "beta_fast": rope["beta_fast"],
+            "beta_slow": rope["beta_slow"],
+            "mscale": rope["mscale"],
+            "mscale_all_dim": rope["mscale_all_dim"],
+        }
+        assert c["max_position_embeddings"] == rope["factor"] * rope["original_max_position_embeddings"]
+    else:
+        return
+    path.write_text(json.dumps(c, indent=2, sort_keys=True) + "\n")
+
+
+def check_yarn(model):
+    """tiny-deepseek-v3's YaRN: the rotary embedding's frequencies, recomputed here from the formulas,
+    are partly kept, partly ramped and partly interpolated, and the softmax scale has YaRN's mscale."""
+    config, rope = model.config, model.config.rope_parameters
+    dim, base, factor = config.qk_rope_head_dim, rope["rope_theta"], rope["factor"]
+
+    def correction_dim(rotations):
+        L = rope["original_max_position_embeddings"]
+        return dim * math.log(L / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+    low = max(math.floor(correction_dim(rope["beta_fast"])), 0)
+    high = min(math.ceil(correction_dim(rope["beta_slow"])), dim - 1)
+    ramp = [min(max((i - low) / (high - low), 0.0), 1.0) for i in range(dim // 2)]  # 0 kept, 1 interpolated
+    inv_freq = [base ** (-2 * i / dim) * (1 - r + r / factor) for i, r in enumerate(ramp)]
+    assert 0 in ramp and 1 in ramp and any(0 < r < 1 for r in ramp), ramp
+    rotary = model.model.rotary_emb
+    expected = torch.tensor(inv_freq, dtype=torch.float64)
+    assert torch.allclose(rotary.inv_freq.double(), expected, rtol=1e-6, atol=0), rotary.inv_freq
+    assert rotary.attention_scaling == 1.0  # mscale == mscale_all_dim
+    mscale = 0.1 * rope["mscale_all_dim"] * math.log(factor) + 1
+    scale = model.model.layers[0].self_attn.scaling
+    assert math.isclose(scale, config.qk_head_dim**-0.5 * mscale**2, rel_tol=1e-12), scale
+    ramp = [round(r, 4) for r in ramp]
+    print(f"  yarn: correction range [{low}, {high}], ramp {ramp}, softmax scale {scale:.6f}")
 
 
 def check_hub_layout(path, config):
@@ -235,7 +319,7 @@ def check_routing(model, input_ids):
         used = set(chosen.flatten().tolist())
         assert used == set(range(n_experts(config))) - unused, (i, used)
         line = f"  layer {i}: experts used {sorted(used)}, {len(set(map(tuple, mine.tolist())))} distinct sets"
-        line += f", smallest deciding gap {gap:.2g}"
+        line += f", smallest deciding gap {gap:.3g}"
         if config.model_type == "deepseek_v3":
             no_bias = route(config, gate, x, bias=torch.zeros_like(gate.e_score_correction_bias))[0]
             no_groups = route(config, gate, x, groups=False)[0]
@@ -258,6 +342,7 @@ def main():
         out = args.out / folder
         model.save_pretrained(out)
         (out / "generation_config.json").unlink(missing_ok=True)
+        hub_config(out, config)
         shapes = check_hub_layout(out / "model.safetensors", config)
 
         input_ids = torch.randint(0, config.vocab_size, (BATCH, SEQ), generator=gen)
@@ -270,7 +355,12 @@ def main():
             logits = reloaded(input_ids=input_ids).logits
             before = model(input_ids=input_ids).logits
         diff = (logits - before).abs().max().item()
-        assert diff <= 1e-6, (folder, diff)
+        assert diff == 0, (folder, diff)  # the Hub-spelled config.json reloads to the same model
+        assert all(reloaded.config.rope_parameters[k] == v for k, v in config.rope_parameters.items()), folder
+        assert n_experts(reloaded.config) == n_experts(config), folder
+
+        if config.model_type == "deepseek_v3":
+            check_yarn(reloaded)
 
         check_routing(reloaded, input_ids)
 

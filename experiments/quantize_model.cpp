@@ -66,7 +66,7 @@ std::vector<std::string> split(const std::string& text) {
 Options parse_options(int argc, char** argv) {
   Options options;
   gsq::TrainConfig& train = options.config.train;
-  std::string methods, init, objective, attention, scale_search, exports, k_quant;
+  std::string methods, init, objective, attention, scale_search, exports, k_quant, expert_calibration;
   po::options_description flags("quantize_model: quantize a Llama-family checkpoint layer by layer and evaluate it");
   flags.add_options()
       ("help", "print this help")
@@ -90,6 +90,8 @@ Options parse_options(int argc, char** argv) {
       ("lr-logits", po::value(&train.logits.learning_rate)->default_value(1e-4), "Lion learning rate of the logits (with --format: 3e-4)")
       ("lr-scales", po::value(&train.scales.learning_rate)->default_value(5e-5), "Lion learning rate of the scales (with --format: 0)")
       ("batches", po::value(&options.config.block_batches)->default_value(64), "mini-batches the calibration tokens are cut into (block objective)")
+      ("expert-calibration", po::value(&expert_calibration)->default_value("routed"), "Mixture-of-Experts models: each expert is calibrated on the tokens the router sends it (routed) or on all tokens (all); the layer's output always mixes the experts as routed")
+      ("expert-min-tokens", po::value(&options.config.expert_min_tokens)->default_value(0.005), "an expert routed fewer than this share of the calibration tokens is quantized by RTN on its weights alone (and listed so in the manifest)")
       ("scale-search", po::value(&scale_search)->default_value("weighted"), "scale fit of RTN and GPTQ: maxabs, mse or weighted (diag(H)-weighted search; wins on the layers measured, docs/quantize_layer.md)")
       ("percdamp", po::value(&options.config.gptq.percdamp)->default_value(0.01), "GPTQ damping, a fraction of mean(diag H)")
       ("act-order", po::bool_switch(&options.config.gptq.act_order), "GPTQ processes columns by decreasing diag(H)")
@@ -137,6 +139,7 @@ Options parse_options(int argc, char** argv) {
   options.exports = gsq::parse_exports(exports);
   options.config.gsq_init = gsq::parse_method(init);
   options.config.mlp_objective = gsq::parse_mlp_objective(objective);
+  options.config.expert_calibration = gsq::parse_expert_calibration(expert_calibration);
   gsq::require(attention == "gptq" || attention == "gsq", "--attention must be gptq or gsq, got '" + attention + "'");
   options.config.gsq_attention = attention == "gsq";
   options.config.gptq.scale_fit = gsq::parse_scale_fit(scale_search);
@@ -255,7 +258,7 @@ struct ProgressPrinter {
   bool quiet;
   Clock::time_point last = Clock::now();
   void operator()(long layer, const std::string& part, const gsq::StepReport& step) {
-    if (quiet || (seconds_since(last) < 5 && step.step + 1 < step.steps)) return;
+    if (quiet || seconds_since(last) < 5) return;  // a line every few seconds, however many parts a layer has
     last = Clock::now();
     const double eta = step.elapsed_seconds / (step.step + 1) * (step.steps - step.step - 1);
     std::fprintf(stderr, "  layer %ld %s: step %ld/%ld, loss %.5f, %.0f s, ETA %.0f s\n", layer, part.c_str(),
@@ -269,15 +272,39 @@ void print_layer(const gsq::LayerResult& result, const gsq::LayerProgress& progr
     std::fprintf(stderr, "layer %ld/%ld: resumed from %s\n", layer + 1, progress.layers, progress.resumed_from.c_str());
     return;
   }
-  std::string errors;
+  // The dense linears by short name (q, k, v, o, gate, up, down; MLA's q_a ...); experts summarised.
+  std::string names, errors;
+  std::vector<long> expert_tokens;
+  long without_data = 0;
   for (const gsq::LinearResult& linear : result.linears) {
+    if (linear.tokens >= 0) {
+      expert_tokens.push_back(linear.tokens);
+      without_data += linear.fallback;
+      continue;
+    }
+    std::string name = linear.name.substr(0, linear.name.size() - std::string(".weight").size());
+    name = name.substr(name.rfind('.') + 1);
+    const std::size_t proj = name.find("_proj");
+    if (proj != std::string::npos) name.erase(proj, 5);
     char text[32];
     std::snprintf(text, sizeof text, " %.4f", linear.error);
+    names += " " + name;
     errors += text;
   }
   const double eta = progress.elapsed_seconds / (layer + 1) * (progress.layers - layer - 1);
-  std::fprintf(stderr, "layer %ld/%ld: rel. errors q k v o gate up down%s", layer + 1, progress.layers, errors.c_str());
-  if (result.block_error >= 0) std::fprintf(stderr, ", block %.4f (start %.4f)", result.block_error, result.block_init_error);
+  std::fprintf(stderr, "layer %ld/%ld: rel. errors%s%s", layer + 1, progress.layers, names.c_str(), errors.c_str());
+  if (!expert_tokens.empty())
+    std::fprintf(stderr, ", %zu experts: %ld-%ld tokens each, %ld without data (RTN)", expert_tokens.size() / 3,
+                 *std::min_element(expert_tokens.begin(), expert_tokens.end()),
+                 *std::max_element(expert_tokens.begin(), expert_tokens.end()), without_data / 3);
+  if (result.blocks.size() == 1)
+    std::fprintf(stderr, ", block %.4f (start %.4f)", result.blocks[0].error, result.blocks[0].init_error);
+  if (result.blocks.size() > 1) {
+    double error = 0, start = 0;
+    for (const gsq::BlockResult& block : result.blocks) error += block.error, start += block.init_error;
+    std::fprintf(stderr, ", %zu blocks: mean %.4f (start %.4f)", result.blocks.size(), error / result.blocks.size(),
+                 start / result.blocks.size());
+  }
   std::fprintf(stderr, ", %.1f s, ETA %.0f s\n", result.seconds, eta);
 }
 

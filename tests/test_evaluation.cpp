@@ -1,6 +1,8 @@
 // Tests for gsq/model/evaluation.hpp: token files, the windowing rule, and the bits per byte of the
 // bundled llama-bytes-3m against the value Hugging Face transformers computed.
 #include <catch2/catch.hpp>
+
+#include "error_message.hpp"
 #include <gsq/model/evaluation.hpp>
 
 #include <chrono>
@@ -14,6 +16,8 @@
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
+
+using gsq::testing::error_of;
 
 namespace {
 
@@ -58,16 +62,6 @@ std::vector<std::uint8_t> npy_file(const std::string& descr, const std::string& 
   file.insert(file.end(), header.begin(), header.end());
   file.insert(file.end(), data.begin(), data.end());
   return file;
-}
-
-template <class Action>
-std::string error_of(Action action) {
-  try {
-    action();
-  } catch (const gsq::Error& error) {
-    return error.what();
-  }
-  return "(no error)";
 }
 
 std::string npy_error(const std::vector<std::uint8_t>& file) {

@@ -1,6 +1,8 @@
 // Tests for gsq/model/llama.hpp: the forward pass against logits computed by Hugging Face
 // transformers, both config forms, errors for bad checkpoints, weight replacement, the observer.
 #include <catch2/catch.hpp>
+
+#include "error_message.hpp"
 #include <gsq/model/llama.hpp>
 
 #include <algorithm>
@@ -15,11 +17,17 @@
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
 
+using gsq::testing::error_of;
+
 namespace {
 
 const std::string models = GSQ_SOURCE_DIR "/tests/data/";
 const std::string tiny_llama3 = models + "tiny-llama3";
 const std::string tiny_qwen2 = models + "tiny-qwen2";
+const std::string tiny_mixtral = models + "tiny-mixtral";
+const std::string tiny_qwen2_moe = models + "tiny-qwen2-moe";
+const std::string tiny_qwen3_moe = models + "tiny-qwen3-moe";
+const std::string tiny_deepseek_v3 = models + "tiny-deepseek-v3";
 
 /// A fresh directory under the build tree, removed with everything in it at scope exit.
 struct TemporaryDirectory {
@@ -62,17 +70,6 @@ void write_model(const TemporaryDirectory& directory, const nlohmann::json& conf
   write_model(directory, config, source, [](const std::string&, gsq::FloatTensor&) { return true; });
 }
 
-/// The message of the gsq::Error `action` throws, or "(no error)".
-template <class Action>
-std::string error_of(Action action) {
-  try {
-    action();
-  } catch (const gsq::Error& error) {
-    return error.what();
-  }
-  return "(no error)";
-}
-
 struct Reference {
   std::vector<gsq::TokenId> tokens;
   long sequence_length = 0;
@@ -104,7 +101,8 @@ double max_abs(const std::vector<float>& a) {
 }  // namespace
 
 TEST_CASE("forward passes match the logits of Hugging Face transformers", "[llama]") {
-  for (const std::string& directory : {tiny_llama3, tiny_qwen2}) {
+  for (const std::string& directory :
+       {tiny_llama3, tiny_qwen2, tiny_mixtral, tiny_qwen2_moe, tiny_qwen3_moe, tiny_deepseek_v3}) {
     INFO(directory);
     const gsq::LlamaModel model = gsq::LlamaModel::load(directory);
     const Reference reference = reference_of(directory);
@@ -238,8 +236,8 @@ TEST_CASE("bad configs and checkpoints fail with a message naming the problem", 
   CHECK_THAT(load_with(config), Contains("GPT2LMHeadModel") && Contains("not supported"));
 
   config = good;
-  config["rope_scaling"]["rope_type"] = "yarn";
-  CHECK_THAT(load_with(config), Contains("\"yarn\"") && Contains("not supported"));
+  config["rope_scaling"]["rope_type"] = "longrope";
+  CHECK_THAT(load_with(config), Contains("\"longrope\"") && Contains("not supported"));
 
   config = good;
   config.erase("rope_scaling");
@@ -326,7 +324,7 @@ TEST_CASE("linear weights can be read and replaced by name", "[llama]") {
   const gsq::SafetensorsFile file = gsq::SafetensorsFile::open(tiny_llama3 + "/model.safetensors");
 
   for (long layer = 0; layer < model.config().layers; ++layer)
-    for (const std::string& linear : gsq::LlamaModel::linear_names()) {
+    for (const std::string& linear : model.config().linear_names(layer)) {
       const gsq::Matrix<float> weight = model.linear_weight(layer, linear);
       const gsq::Matrix<float> stored = file.matrix(gsq::LlamaModel::tensor_name(layer, linear));
       CHECK(weight.rows == stored.rows);
@@ -367,7 +365,7 @@ TEST_CASE("the observer sees the input of every linear layer", "[llama]") {
         seen.push_back(linear);
         inputs[linear] = rows;
       });
-  const std::vector<std::string> order(gsq::LlamaModel::linear_names().begin(), gsq::LlamaModel::linear_names().end());
+  const std::vector<std::string> order = model.config().linear_names(0);
   CHECK(seen == order);
   CHECK(observed.values.values == model.decoder_layer(0, embedded).values.values);
 
@@ -412,4 +410,138 @@ TEST_CASE("the observer sees the input of every linear layer", "[llama]") {
     }
   CHECK(activation_error < 1e-5);
   CHECK(down.cols == activations.cols);
+}
+
+TEST_CASE("Mixture-of-Experts configs: each family's experts, routers, dense layers and attention", "[llama][moe]") {
+  const gsq::LlamaConfig mixtral = gsq::LlamaConfig::load(tiny_mixtral + "/config.json");
+  CHECK(mixtral.mixture.experts == 4);
+  CHECK(mixtral.mixture.normalize_top_k);
+  CHECK(mixtral.mixture.layers == std::vector<bool>{true, true});
+  const std::vector<std::string> mixtral_names = mixtral.linear_names(0);
+  CHECK(mixtral_names.size() == 4 + 4 * 3);
+  CHECK(mixtral_names[4] == "block_sparse_moe.experts.0.w1");  // gate, up, down: w1, w3, w2
+  CHECK(mixtral_names[5] == "block_sparse_moe.experts.0.w3");
+  CHECK(mixtral_names[15] == "block_sparse_moe.experts.3.w2");
+
+  const gsq::LlamaConfig qwen2 = gsq::LlamaConfig::load(tiny_qwen2_moe + "/config.json");
+  CHECK(qwen2.mixture.layers == std::vector<bool>{true, false, true});  // mlp_only_layers [1]
+  CHECK_FALSE(qwen2.mixture.normalize_top_k);
+  CHECK(qwen2.mixture.gated_shared_expert);
+  CHECK(qwen2.qkv_bias);
+  CHECK(qwen2.linear_names(1).back() == "mlp.down_proj");
+  CHECK(qwen2.linear_names(0).back() == "mlp.shared_expert.down_proj");
+
+  const gsq::LlamaConfig qwen3 = gsq::LlamaConfig::load(tiny_qwen3_moe + "/config.json");
+  CHECK(qwen3.qk_norm);
+  CHECK(qwen3.mixture.experts == 4);  // spelt num_experts, as on the Hub
+  CHECK(qwen3.mixture.normalize_top_k);
+
+  const gsq::LlamaConfig deepseek = gsq::LlamaConfig::load(tiny_deepseek_v3 + "/config.json");
+  CHECK(deepseek.latent_attention());
+  CHECK(deepseek.mixture.router == gsq::MixtureConfig::Router::grouped_sigmoid);
+  CHECK(deepseek.mixture.layers == std::vector<bool>{false, true, true});  // first_k_dense_replace 1
+  CHECK(deepseek.mixture.shared_intermediate_size == 32);
+  CHECK(deepseek.rotary.type == "yarn");
+  CHECK(deepseek.rotary_dim == 16);
+  // (nope + rope)^-1/2 times YaRN's mscale(4, mscale_all_dim 1)^2.
+  CHECK(deepseek.latent.softmax_scale == Approx(std::pow(0.1 * std::log(4.0) + 1, 2) / std::sqrt(48.0)).epsilon(1e-12));
+  CHECK(deepseek.linear_names(0) ==
+        std::vector<std::string>{"self_attn.q_a_proj", "self_attn.q_b_proj", "self_attn.kv_a_proj_with_mqa",
+                                 "self_attn.kv_b_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"});
+}
+
+TEST_CASE("newer transformers' spelling of a Qwen3-MoE config gives the same model", "[llama][moe]") {
+  nlohmann::json config = read_json(tiny_qwen3_moe + "/config.json");
+  config["num_local_experts"] = config["num_experts"];
+  config.erase("num_experts");
+  config["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", config["rope_theta"]}};
+  config.erase("rope_theta");
+  TemporaryDirectory directory;
+  write_model(directory, config, tiny_qwen3_moe);
+  const Reference reference = reference_of(tiny_qwen3_moe);
+  const gsq::Matrix<float> newer = gsq::LlamaModel::load(directory.str()).forward(reference.tokens, reference.sequence_length);
+  CHECK(newer.values == gsq::LlamaModel::load(tiny_qwen3_moe).forward(reference.tokens, reference.sequence_length).values);
+}
+
+TEST_CASE("an expert sees only the tokens routed to it; a never-chosen one sees none", "[llama][moe]") {
+  const gsq::LlamaModel model = gsq::LlamaModel::load(tiny_deepseek_v3);
+  const gsq::MixtureConfig& mixture = model.config().mixture;
+  const Reference reference = reference_of(tiny_deepseek_v3);
+  const long tokens = static_cast<long>(reference.tokens.size());
+  gsq::HiddenStates hidden = model.decoder_layer(0, model.embed(reference.tokens, reference.sequence_length));
+
+  std::vector<std::string> seen;
+  std::map<std::string, long> rows;
+  const gsq::HiddenStates observed =
+      model.decoder_layer(1, hidden, [&](long, const std::string& linear, const gsq::Matrix<float>& inputs) {
+        seen.push_back(linear);
+        rows[linear] = inputs.rows;
+      });
+  CHECK(observed.values.values == model.decoder_layer(1, hidden).values.values);
+  // The router sees the MLP's input before the experts; it is not one of the quantized linears.
+  std::vector<std::string> expected = model.config().linear_names(1);
+  expected.insert(expected.begin() + 5, "mlp.gate");
+  CHECK(seen == expected);
+  CHECK(rows["mlp.gate"] == tokens);
+  long routed = 0;
+  for (const gsq::SwiGluBlock& block : model.config().swiglu_blocks(1)) {
+    if (block.expert < 0) continue;
+    INFO(block.name);
+    const long count = rows[block.linears[0]];
+    CHECK(rows[block.linears[1]] == count);
+    CHECK(rows[block.linears[2]] == count);
+    // The fixture's bias of -100 on expert 5 sinks its group {4, 5}; every other expert is chosen.
+    CHECK((count == 0) == (block.expert == 4 || block.expert == 5));
+    routed += count;
+  }
+  CHECK(routed == tokens * mixture.experts_per_token);
+  CHECK(rows["mlp.shared_experts.gate_proj"] == tokens);
+  CHECK(rows["self_attn.kv_b_proj"] == tokens);
+}
+
+TEST_CASE("Mixture-of-Experts forward passes do not depend on the thread count", "[llama][moe]") {
+  for (const std::string& directory : {tiny_qwen2_moe, tiny_deepseek_v3}) {
+    INFO(directory);
+    const gsq::LlamaModel model = gsq::LlamaModel::load(directory);
+    const Reference reference = reference_of(directory);
+    gsq::set_host_threads(1);
+    const gsq::Matrix<float> one_thread = model.forward(reference.tokens, reference.sequence_length);
+    gsq::set_host_threads(2);
+    CHECK(one_thread.values == model.forward(reference.tokens, reference.sequence_length).values);
+  }
+}
+
+TEST_CASE("bad Mixture-of-Experts configs and checkpoints fail with a message naming the problem", "[llama][moe][errors]") {
+  const nlohmann::json deepseek = read_json(tiny_deepseek_v3 + "/config.json");
+  auto load_with = [&](const nlohmann::json& config, const std::string& source, const std::string& drop = "") {
+    TemporaryDirectory directory;
+    write_model(directory, config, source, [&](const std::string& name, gsq::FloatTensor&) { return name != drop; });
+    return error_of([&] { gsq::LlamaModel::load(directory.str()); });
+  };
+  nlohmann::json config = deepseek;
+  config["scoring_func"] = "softmax";
+  CHECK_THAT(load_with(config, tiny_deepseek_v3), Contains("sigmoid") && Contains("softmax"));
+  config = deepseek;
+  config["n_group"] = 3;
+  CHECK_THAT(load_with(config, tiny_deepseek_v3), Contains("n_group"));
+  config = deepseek;
+  config["num_experts_per_tok"] = 9;
+  CHECK_THAT(load_with(config, tiny_deepseek_v3), Contains("num_experts_per_tok"));
+  config = deepseek;
+  config["rope_scaling"].erase("factor");
+  CHECK_THAT(load_with(config, tiny_deepseek_v3), Contains("factor") && Contains("missing"));
+  CHECK_THAT(load_with(deepseek, tiny_deepseek_v3, "model.layers.1.mlp.experts.3.down_proj.weight"),
+             Contains("model.layers.1.mlp.experts.3.down_proj.weight"));
+  CHECK_THAT(load_with(deepseek, tiny_deepseek_v3, "model.layers.2.mlp.gate.e_score_correction_bias"),
+             Contains("e_score_correction_bias"));
+  const nlohmann::json mixtral = read_json(tiny_mixtral + "/config.json");
+  config = mixtral;
+  config.erase("num_local_experts");
+  CHECK_THAT(load_with(config, tiny_mixtral), Contains("num_local_experts") && Contains("missing"));
+  CHECK_THAT(load_with(mixtral, tiny_mixtral, "model.layers.0.block_sparse_moe.gate.weight"),
+             Contains("block_sparse_moe.gate.weight"));
+
+  gsq::LlamaModel model = gsq::LlamaModel::load(tiny_mixtral);
+  CHECK_THAT(error_of([&] { model.linear_weight(0, "block_sparse_moe.gate"); }),
+             Contains("block_sparse_moe.gate") && Contains("more"));  // routers stay in full precision
 }

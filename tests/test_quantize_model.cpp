@@ -1,6 +1,7 @@
 // quantize_model end to end on the bundled model: an interrupted run resumed equals an
 // uninterrupted one, the written checkpoint reloads exactly, the packed format rebuilds the
-// weights, bad input is refused, and GSQ beats GPTQ at 2 bits.
+// weights, bad input is refused, and GSQ beats GPTQ at 2 bits; and on a tiny DeepSeek-V3, every
+// expert quantized and the ones without calibration tokens listed.
 #include <catch2/catch.hpp>
 
 #include <cstdlib>
@@ -26,14 +27,19 @@ fs::path scratch(const std::string& name) {
   return path;
 }
 
-/// Runs quantize_model with `arguments`; returns its exit status (stderr kept in `log`).
-int quantize_model(const std::string& arguments, const fs::path& log) {
+/// Runs quantize_model with `arguments` (and --quiet --threads 1); returns its exit status
+/// (stderr kept in `log`).
+int run_quantize_model(const std::string& arguments, const fs::path& log) {
   const std::string executable = GSQ_BINARY_DIR "/quantize_model";
   REQUIRE(fs::exists(executable));
-  const std::string command = executable + " --model " + model_dir + " --byte-tokens --calib " + model_dir +
-                              "/calib.txt --quiet --threads 1 " + arguments + " > " + log.string() + " 2>&1";
+  const std::string command = executable + " --quiet --threads 1 " + arguments + " > " + log.string() + " 2>&1";
   const int status = std::system(command.c_str());
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/// quantize_model on the bundled model, calibrated on its text.
+int quantize_model(const std::string& arguments, const fs::path& log) {
+  return run_quantize_model("--model " + model_dir + " --byte-tokens --calib " + model_dir + "/calib.txt " + arguments, log);
 }
 
 std::string slurp(const fs::path& path) {
@@ -85,7 +91,7 @@ TEST_CASE("quantize_model: the written checkpoint reloads exactly, and the packe
   CHECK(packed.metadata().at("grid") == "int3");
   CHECK(packed.metadata().at("group_width") == "64");
   for (long layer = 0; layer < reloaded.config().layers; ++layer)
-    for (const std::string& linear : gsq::LlamaModel::linear_names()) {
+    for (const std::string& linear : reloaded.config().linear_names(layer)) {
       const gsq::Matrix<float> weight = reloaded.linear_weight(layer, linear);
       gsq::QuantizedTensor tensor = gsq::read_packed(packed, gsq::LlamaModel::tensor_name(layer, linear),
                                                      gsq::grid_spec<gsq::Int<3>>(), weight.rows, weight.cols, 64);
@@ -111,7 +117,7 @@ TEST_CASE("quantize_model --format: K-quant blocks that rebuild the checkpoint, 
   const gsq::LlamaModel reloaded = gsq::LlamaModel::load(whole.string());
   const gsq::SafetensorsFile packed = gsq::SafetensorsFile::open((whole / "quantized.safetensors").string());
   for (long layer = 0; layer < reloaded.config().layers; ++layer)
-    for (const std::string& linear : gsq::LlamaModel::linear_names()) {
+    for (const std::string& linear : reloaded.config().linear_names(layer)) {
       const std::string name = gsq::LlamaModel::tensor_name(layer, linear);
       const gsq::Matrix<float> weight = reloaded.linear_weight(layer, linear);
       const std::optional<gsq::KQuantTensor> tensor = gsq::read_k_quant_packed(packed, name, weight.rows, weight.cols);
@@ -191,4 +197,38 @@ TEST_CASE("quantize_model: at 2 bits GSQ gives lower bits-per-byte than GPTQ on 
   INFO("GPTQ " << gptq << " bits/byte, GSQ " << gsq);
   CHECK(gsq < gptq);
   fs::remove_all(out);
+}
+
+TEST_CASE("quantize_model on a Mixture-of-Experts model: every expert quantized, those without tokens listed, exports refused") {
+  const std::string deepseek = GSQ_SOURCE_DIR "/tests/data/tiny-deepseek-v3";
+  const fs::path tokens = scratch("moe_tokens.bin"), out = scratch("moe"), log = scratch("moe_log");
+  {
+    std::ofstream stream(tokens, std::ios::binary);
+    for (std::uint32_t i = 0; i < 640; ++i) {
+      const std::uint32_t token = (i * 37 + i / 7) % 96;
+      stream.write(reinterpret_cast<const char*>(&token), sizeof token);
+    }
+  }
+  const std::string run = "--model " + deepseek + " --calib " + tokens.string() + " --eval " + tokens.string() +
+                          " --calib-tokens 320 --calib-window 40 --window 40 --bits 2 --group per-channel --steps 4 --batches 2";
+  REQUIRE(run_quantize_model(run + " --out " + out.string(), log) == 0);
+  const nlohmann::json manifest = read_json(out / "manifest.json");
+  long fallbacks = 0, experts = 0;
+  for (const nlohmann::json& linear : manifest.at("layers").at(1).at("linears")) {
+    if (!linear.contains("tokens")) continue;
+    ++experts;
+    fallbacks += linear.contains("fallback");
+    CHECK(linear.contains("fallback") == (linear["tokens"] == 0));
+  }
+  CHECK(experts == 8 * 3);
+  CHECK(fallbacks == 2 * 3);  // experts 4 and 5, never routed to
+  // Every linear is in the packed file, and the written checkpoint evaluates as the run did.
+  const gsq::LlamaModel reloaded = gsq::LlamaModel::load(out.string());
+  const gsq::SafetensorsFile packed = gsq::SafetensorsFile::open((out / "quantized.safetensors").string());
+  for (long layer = 0; layer < reloaded.config().layers; ++layer)
+    for (const std::string& linear : reloaded.config().linear_names(layer))
+      CHECK(packed.contains(gsq::LlamaModel::tensor_name(layer, linear) + ".codes"));
+
+  CHECK(run_quantize_model(run + " --out " + scratch("moe_gptq").string() + " --export gptq", log) == 2);
+  CHECK(slurp(log).find("DeepseekV3ForCausalLM is written as its dequantized checkpoint only") != std::string::npos);
 }

@@ -41,6 +41,8 @@ TEST_CASE("report: the settings a resumed run must share") {
   config.gptq.scale_fit = gsq::ScaleFit::mse;
   config.gptq.percdamp = 0.1;
   config.gptq.act_order = true;
+  config.expert_calibration = gsq::ExpertCalibration::all;
+  config.expert_min_tokens = 0.25;
   CHECK(gsq::settings_json(config) == nlohmann::json{{"method", "gptq"},
                                                      {"objective", "layer"},
                                                      {"attention", "gsq"},
@@ -53,6 +55,8 @@ TEST_CASE("report: the settings a resumed run must share") {
                                                      {"scale_search", "mse"},
                                                      {"percdamp", 0.1},
                                                      {"act_order", true},
+                                                     {"expert_calibration", "all"},
+                                                     {"expert_min_tokens", 0.25},
                                                      {"seed", 7}});
 }
 
@@ -70,28 +74,37 @@ TEST_CASE("report: a layer's record has the block and starting-point errors only
 
   gsq::LayerResult block = gptq;
   block.linears[0].init_error = 0.25;
-  block.block_error = 0.0625;
-  block.block_init_error = 0.09375;
+  block.linears[0].tokens = 40;
+  block.linears[0].fallback = true;
+  block.blocks.push_back({"mlp.experts.3", 40, 0.0625, 0.09375});
   const nlohmann::json block_json = block;
   CHECK(block_json["linears"][0]["init_rel_error"] == 0.25);
-  CHECK(block_json["block_rel_error"] == 0.0625);
-  CHECK(block_json["block_init_rel_error"] == 0.09375);
+  CHECK(block_json["linears"][0]["tokens"] == 40);
+  CHECK(block_json["linears"][0]["fallback"] == "rtn");
+  CHECK(block_json["blocks"] == nlohmann::json::array({{{"name", "mlp.experts.3"},
+                                                         {"tokens", 40},
+                                                         {"rel_error", 0.0625},
+                                                         {"init_rel_error", 0.09375}}}));
 }
 
 TEST_CASE("report: a layer's record reads back as it was written") {
   gsq::LayerResult layer;
   layer.layer = 1;
   layer.seconds = 0.1 + 0.2;  // not exactly representable: the round trip must keep every bit
-  layer.block_error = 1.0 / 3;
-  layer.block_init_error = 2.0 / 3;
-  layer.linears.push_back({"a", {}, 1e-7 / 3, 0.7, 0.01});
+  layer.blocks.push_back({"mlp", 12, 1.0 / 3, 2.0 / 3});
+  layer.linears.push_back({"a", {}, 1e-7 / 3, 0.7, 0.01, 12, true});
   layer.linears.push_back({"b", {}, 0.3, -1, 0.02});
   const nlohmann::json written = layer;
   const gsq::LayerResult read = nlohmann::json::parse(written.dump()).get<gsq::LayerResult>();
   CHECK(read.layer == 1);
   CHECK(read.seconds == layer.seconds);
-  CHECK(read.block_error == layer.block_error);
-  CHECK(read.block_init_error == layer.block_init_error);
+  REQUIRE(read.blocks.size() == 1);
+  CHECK(read.blocks[0].error == layer.blocks[0].error);
+  CHECK(read.blocks[0].init_error == layer.blocks[0].init_error);
+  CHECK(read.blocks[0].tokens == 12);
+  CHECK(read.linears[0].tokens == 12);
+  CHECK(read.linears[0].fallback);
+  CHECK_FALSE(read.linears[1].fallback);
   REQUIRE(read.linears.size() == 2);
   CHECK(read.linears[0].name == "a");
   CHECK(read.linears[0].error == layer.linears[0].error);

@@ -25,7 +25,7 @@ namespace gsq {
 
 /// Why `model` cannot be written as GPTQ, or empty: the packed dimensions must fill whole words.
 inline std::string gptq_unsupported(const QuantizedModel& model) {
-  if (!model.grid_format_missing().empty()) return model.grid_format_missing();
+  if (!model.hugging_face_export_missing().empty()) return model.hugging_face_export_missing();
   const int bits = model.grid().code_bits;
   for (const auto& [name, tensor] : model.linears)
     if ((tensor.cols * bits) % 32 != 0 || (tensor.rows * bits) % 32 != 0)

@@ -45,8 +45,8 @@ inline void write_quantized_checkpoint(const QuantizedModel& model, const std::s
                                        const nlohmann::json& quantization_config,
                                        const QuantizedLinearWriter& write_linear,
                                        const std::map<std::string, nlohmann::json>& extra_files = {}) {
-  require(model.grid_format_missing().empty(), quantization_config.value("quant_method", std::string("this")) +
-                                                   " export: " + model.grid_format_missing());
+  require(model.hugging_face_export_missing().empty(), quantization_config.value("quant_method", std::string("this")) +
+                                                   " export: " + model.hugging_face_export_missing());
   std::filesystem::create_directory(directory);
   copy_companion_files(model.directory, directory, {"config.json", "manifest.json"});
   nlohmann::json config = model.config_json;

@@ -88,8 +88,12 @@ struct QuantizedModel {
     return model;
   }
 
-  /// Why an export that holds the paper's grid format only cannot write this model, or empty.
-  std::string grid_format_missing() const {
+  /// Why a Hugging Face export (the paper's grid format in a dense model's layout: compressed-
+  /// tensors, GPTQ) cannot write this model, or empty.
+  std::string hugging_face_export_missing() const {
+    if (config.mixture.experts > 0 || config.latent_attention())
+      return config.architecture + " is written as its dequantized checkpoint only: the exports are checked against "
+                                   "their engines' loaders on dense models with q/k/v/o attention";
     if (k_quants.empty()) return {};
     return std::string("this model's linears are in llama.cpp's ") + k_quants.begin()->second.format->name +
            " format, which only the gguf export holds";
@@ -127,7 +131,7 @@ struct QuantizedModel {
   template <class Visit>
   void for_each_linear(const Visit& visit) const {
     for (long layer = 0; layer < config.layers; ++layer)
-      for (const std::string& linear : LlamaModel::linear_names()) {
+      for (const std::string& linear : config.linear_names(layer)) {
         const std::string name = LlamaModel::tensor_name(layer, linear);
         const std::vector<std::int64_t>& shape = checkpoint.info(name).shape;
         require(shape.size() == 2, name + " is not a matrix");

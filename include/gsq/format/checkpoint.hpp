@@ -134,7 +134,7 @@ inline void write_checkpoint(const LlamaModel& model, const std::string& source_
   copy_companion_files(source_directory, directory);
   std::map<std::string, std::pair<long, std::string>> linears;  // tensor name -> (layer, linear)
   for (long layer = 0; layer < model.config().layers; ++layer)
-    for (const std::string& linear : LlamaModel::linear_names()) linears[LlamaModel::tensor_name(layer, linear)] = {layer, linear};
+    for (const std::string& linear : model.config().linear_names(layer)) linears[LlamaModel::tensor_name(layer, linear)] = {layer, linear};
   SafetensorsWriter writer;
   for (const std::string& name : source.tensor_names()) {
     const TensorInfo& info = source.info(name);

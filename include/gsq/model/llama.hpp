@@ -1,11 +1,15 @@
 // gsq/model/llama.hpp -- a Llama-family causal language model on the host: a Hugging Face checkpoint's
-// config and weights, and its forward pass in the pieces layer-by-layer quantization needs.
+// config (gsq/model/config.hpp) and weights, and its forward pass in the pieces layer-by-layer
+// quantization needs.
 //
-// Architectures: LlamaForCausalLM, MistralForCausalLM (the same layout) and Qwen2ForCausalLM
-// (q/k/v biases). Each decoder layer is
-//   h = x + o_proj(attention(rope(q_proj(n)), rope(k_proj(n)), v_proj(n))),  n = rms_norm(x)
-//   y = h + down_proj(silu(gate_proj(m)) * up_proj(m)),                        m = rms_norm(h)
-// with grouped-query causal attention and rotary embeddings in Hugging Face's convention.
+// Each decoder layer is
+//   h = x + attention(n),  n = rms_norm(x)
+//   y = h + mlp(m),        m = rms_norm(h)
+// Attention is grouped-query causal attention with rotary embeddings in Hugging Face's convention
+// (q/k/v biases in Qwen2, a per-head RMSNorm of q and k in Qwen3), or DeepSeek-V3's multi-head
+// latent attention. The MLP is SwiGLU, down_proj(silu(gate_proj(m)) * up_proj(m)), or a mixture of
+// SwiGLU experts that a router picks per token (gsq/model/routing.hpp), with an optional shared
+// expert (Mixtral, Qwen2-MoE, Qwen3-MoE, DeepSeek-V3).
 //
 //   gsq::LlamaModel model = gsq::LlamaModel::load("data/llama-bytes-3m");
 //   gsq::HiddenStates hidden = model.embed(tokens, 256);        // tokens: whole windows of 256
@@ -18,24 +22,22 @@
 #pragma once
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <fstream>
 #include <functional>
-#include <sstream>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "gsq/backend/host.hpp"
 #include "gsq/common/error.hpp"
 #include "gsq/common/matrix.hpp"
 #include "gsq/common/memory.hpp"
 #include "gsq/io/safetensors.hpp"
+#include "gsq/model/config.hpp"
+#include "gsq/model/routing.hpp"
 
 namespace gsq {
 
@@ -60,220 +62,6 @@ inline long first_non_finite(const float* values, std::size_t count) {
 }
 }  // namespace detail
 
-// ---------------------------------------------------------------------------------------------
-// Configuration.
-
-/// Rotary position embedding settings: the base `theta` and the frequency scaling `type`
-/// ("default": none; "linear": every frequency divided by `factor`; "llama3": Llama 3.1's
-/// wavelength-dependent scaling by `factor`, `low_freq_factor`, `high_freq_factor` and
-/// `original_max_position_embeddings`).
-struct RotaryConfig {
-  std::string type = "default";
-  double theta = 10000.0;
-  double factor = 1.0;
-  double low_freq_factor = 1.0;
-  double high_freq_factor = 4.0;
-  double original_max_position_embeddings = 8192.0;
-};
-
-/// What a Hugging Face config.json says about a Llama-family model.
-struct LlamaConfig {
-  std::string architecture;  // "LlamaForCausalLM", "MistralForCausalLM" or "Qwen2ForCausalLM"
-  long vocab_size = 0;
-  long hidden_size = 0;
-  long intermediate_size = 0;
-  long layers = 0;
-  long attention_heads = 0;
-  long key_value_heads = 0;
-  long head_dim = 0;
-  double rms_norm_eps = 1e-6;
-  bool tie_word_embeddings = false;
-  bool qkv_bias = false;     // q/k/v projections carry biases (Qwen2; Llama's attention_bias)
-  bool output_bias = false;  // o_proj carries a bias (Llama's attention_bias)
-  bool mlp_bias = false;     // gate/up/down carry biases (Llama's mlp_bias)
-  long sliding_window = 0;   // 0: attention sees the whole sequence
-  RotaryConfig rotary;
-
-  /// Parses a config.json object; `context` (e.g. the file name) prefixes every error message.
-  static LlamaConfig from_json(const nlohmann::json& json, const std::string& context = "model config");
-  /// Reads and parses a config.json file.
-  static LlamaConfig load(const std::string& path) { return from_json(read_json(path), "model config '" + path + "'"); }
-  /// The JSON of a config.json file, read and parsed strictly (for callers that need more of it).
-  static nlohmann::json read_json(const std::string& path);
-
-  /// Bytes a forward pass over `tokens` tokens in sequences of `length` needs at its widest:
-  /// one layer's activations and the logits, plus each thread's attention scratch (the
-  /// length x length scores). Drivers check it against the machine before they start.
-  double forward_bytes(long tokens, long length) const {
-    const double activations =
-        static_cast<double>(tokens) * static_cast<double>(8 * hidden_size + 3 * intermediate_size + vocab_size);
-    const double per_thread = static_cast<double>(length) * static_cast<double>(length + 4 * head_dim);
-    return 4.0 * (activations + per_thread * host_thread_count());
-  }
-};
-
-namespace detail {
-
-/// Reads config.json values with errors that name the field.
-class ConfigReader {
- public:
-  ConfigReader(const nlohmann::json& json, std::string context) : json_(json), context_(std::move(context)) {}
-
-  bool has(const char* key) const { return json_.contains(key) && !json_[key].is_null(); }
-
-  long count(const char* key) const {
-    require(has(key), context_ + ": \"" + key + "\" is missing");
-    return count_value(key);
-  }
-  long count(const char* key, long fallback) const { return has(key) ? count_value(key) : fallback; }
-
-  double number(const char* key) const {
-    require(has(key), context_ + ": \"" + key + "\" is missing");
-    const nlohmann::json& value = json_[key];
-    require(value.is_number() && std::isfinite(value.get<double>()),
-            context_ + ": \"" + key + "\" is " + json_excerpt(value) + ", not a number");
-    return value.get<double>();
-  }
-  double number(const char* key, double fallback) const { return has(key) ? number(key) : fallback; }
-  double positive_number(const char* key, double fallback) const {
-    const double value = number(key, fallback);
-    require(value > 0, context_ + ": \"" + key + "\" is " + std::to_string(value) + ", not positive");
-    return value;
-  }
-
-  bool flag(const char* key, bool fallback) const {
-    if (!has(key)) return fallback;
-    require(json_[key].is_boolean(), context_ + ": \"" + key + "\" is " + json_excerpt(json_[key]) + ", not true or false");
-    return json_[key].get<bool>();
-  }
-
-  std::string text(const char* key, const std::string& fallback) const {
-    if (!has(key)) return fallback;
-    require(json_[key].is_string(), context_ + ": \"" + key + "\" is " + json_excerpt(json_[key]) + ", not a string");
-    return json_[key].get<std::string>();
-  }
-
-  /// The object under `key`, or nothing if absent or null.
-  const nlohmann::json* object(const char* key) const {
-    if (!has(key)) return nullptr;
-    require(json_[key].is_object(), context_ + ": \"" + key + "\" is " + json_excerpt(json_[key]) + ", not an object");
-    return &json_[key];
-  }
-
-  const std::string& context() const { return context_; }
-
- private:
-  long count_value(const char* key) const {
-    const nlohmann::json& value = json_[key];
-    require(value.is_number_integer() && value.get<long long>() > 0 && value.get<long long>() < (1LL << 40),
-            context_ + ": \"" + key + "\" is " + json_excerpt(value) + ", not a positive integer");
-    return static_cast<long>(value.get<long long>());
-  }
-
-  const nlohmann::json& json_;
-  std::string context_;
-};
-
-/// The rotary settings of either config form: classic (`rope_theta` beside a `rope_scaling`
-/// object) or newer (`rope_parameters` holding `rope_theta` and `rope_type`).
-inline RotaryConfig parse_rotary(const ConfigReader& config) {
-  RotaryConfig rotary;
-  rotary.theta = config.positive_number("rope_theta", 10000.0);
-  const char* section = config.object("rope_parameters") ? "rope_parameters" : "rope_scaling";
-  const nlohmann::json* parameters = config.object(section);
-  if (!parameters) return rotary;
-  for (const auto& entry : parameters->items())
-    require(!entry.value().is_object(), config.context() + ": \"" + section + "\" holds the object \"" + entry.key() +
-                                            "\" (rotary settings per layer type), which gsq does not support");
-  const ConfigReader reader(*parameters, config.context() + ": \"" + section + "\"");
-  rotary.theta = reader.positive_number("rope_theta", rotary.theta);
-  // Older configs name the type "type"; newer ones "rope_type".
-  rotary.type = reader.text("rope_type", reader.text("type", "default"));
-  if (rotary.type == "default") return rotary;
-  if (rotary.type == "linear") {
-    rotary.factor = reader.number("factor");
-    require(rotary.factor > 0, reader.context() + ": \"factor\" must be positive");
-    return rotary;
-  }
-  if (rotary.type == "llama3") {
-    rotary.factor = reader.number("factor");
-    rotary.low_freq_factor = reader.number("low_freq_factor");
-    rotary.high_freq_factor = reader.number("high_freq_factor");
-    rotary.original_max_position_embeddings = reader.number("original_max_position_embeddings");
-    require(rotary.factor > 0 && rotary.low_freq_factor > 0 && rotary.original_max_position_embeddings > 0,
-            reader.context() + ": \"factor\", \"low_freq_factor\" and \"original_max_position_embeddings\" must be positive");
-    require(rotary.high_freq_factor > rotary.low_freq_factor,
-            reader.context() + ": \"high_freq_factor\" must exceed \"low_freq_factor\"");
-    return rotary;
-  }
-  throw Error(config.context() + ": rotary scaling type \"" + rotary.type +
-              "\" is not supported (gsq supports default, linear and llama3)");
-}
-
-}  // namespace detail
-
-inline LlamaConfig LlamaConfig::from_json(const nlohmann::json& json, const std::string& context) {
-  require(json.is_object(), context + ": not a JSON object");
-  const detail::ConfigReader config(json, context);
-  LlamaConfig result;
-
-  require(config.has("architectures"), context + ": \"architectures\" is missing");
-  const nlohmann::json& architectures = json["architectures"];
-  require(architectures.is_array() && architectures.size() == 1 && architectures[0].is_string(),
-          context + ": \"architectures\" is " + detail::json_excerpt(architectures) + ", not a list of one name");
-  result.architecture = architectures[0].get<std::string>();
-  const bool llama = result.architecture == "LlamaForCausalLM";
-  const bool mistral = result.architecture == "MistralForCausalLM";
-  const bool qwen2 = result.architecture == "Qwen2ForCausalLM";
-  require(llama || mistral || qwen2, context + ": architecture \"" + result.architecture +
-                                         "\" is not supported (gsq supports LlamaForCausalLM, "
-                                         "MistralForCausalLM and Qwen2ForCausalLM)");
-
-  result.vocab_size = config.count("vocab_size");
-  result.hidden_size = config.count("hidden_size");
-  result.intermediate_size = config.count("intermediate_size");
-  result.layers = config.count("num_hidden_layers");
-  result.attention_heads = config.count("num_attention_heads");
-  result.key_value_heads = config.count("num_key_value_heads", result.attention_heads);
-  require(result.attention_heads % result.key_value_heads == 0,
-          context + ": num_attention_heads (" + std::to_string(result.attention_heads) +
-              ") is not a multiple of num_key_value_heads (" + std::to_string(result.key_value_heads) + ")");
-  if (config.has("head_dim")) {
-    result.head_dim = config.count("head_dim");
-  } else {
-    require(result.hidden_size % result.attention_heads == 0,
-            context + ": no \"head_dim\", and hidden_size is not a multiple of num_attention_heads");
-    result.head_dim = result.hidden_size / result.attention_heads;
-  }
-  require(result.head_dim % 2 == 0, context + ": head_dim " + std::to_string(result.head_dim) +
-                                        " is odd; rotary embeddings rotate pairs of dimensions");
-  result.rms_norm_eps = config.positive_number("rms_norm_eps", 1e-6);
-  result.tie_word_embeddings = config.flag("tie_word_embeddings", false);
-
-  const std::string activation = config.text("hidden_act", "silu");
-  require(activation == "silu" || activation == "swish",
-          context + ": hidden_act \"" + activation + "\" is not supported (gsq's MLP is SwiGLU: silu)");
-  if (qwen2) {
-    result.qkv_bias = true;
-    if (config.flag("use_sliding_window", false)) result.sliding_window = config.count("sliding_window");
-  } else {
-    result.qkv_bias = result.output_bias = config.flag("attention_bias", false);
-    result.mlp_bias = config.flag("mlp_bias", false);
-    if (mistral) result.sliding_window = config.count("sliding_window", 0);
-  }
-  result.rotary = detail::parse_rotary(config);
-  return result;
-}
-
-inline nlohmann::json LlamaConfig::read_json(const std::string& path) {
-  const std::string content = read_regular_file(path, "model config", std::size_t(1) << 24);
-  return detail::parse_json_strictly(content.data(), content.data() + content.size(), "model config '" + path + "'", 32,
-                                     100000);
-}
-
-// ---------------------------------------------------------------------------------------------
-// The model.
-
 /// Hidden states of a batch of independent sequences of equal length, each starting at position
 /// 0: row s * sequence_length + t is token t of sequence s.
 struct HiddenStates {
@@ -284,20 +72,14 @@ struct HiddenStates {
 };
 
 /// Called by LlamaModel::decoder_layer with the input rows (one per token) of each linear layer
-/// it applies, in the order q, k, v, o, gate, up, down. q/k/v receive the same matrix object,
-/// as do gate/up: an observer accumulating X^T X can compute it once for each.
+/// it applies, in the order of LlamaConfig::linears(layer). Linears that share an input (q/k/v,
+/// gate/up) receive the same matrix object: an observer accumulating X^T X can compute it once
+/// for each. A mixture's router ("<block>.gate", never quantized) receives the MLP's input
+/// before the experts; an expert receives the rows of the tokens routed to it, possibly none.
 using LinearInputObserver = std::function<void(long layer, const std::string& linear, const Matrix<float>& inputs)>;
 
 class LlamaModel {
  public:
-  /// The seven linear layers of a decoder layer, named as in Hugging Face checkpoints (the
-  /// tensor of layer i is "model.layers.<i>.<name>.weight").
-  static const std::array<std::string, 7>& linear_names() {
-    static const std::array<std::string, 7> names = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-                                                     "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
-                                                     "mlp.down_proj"};
-    return names;
-  }
   /// The checkpoint name of a linear layer's weight: "model.layers.<layer>.<linear>.weight".
   static std::string tensor_name(long layer, const std::string& linear) {
     return "model.layers." + std::to_string(layer) + "." + linear + ".weight";
@@ -314,8 +96,6 @@ class LlamaModel {
     LlamaModel model;
     model.config_ = config;
     const long hidden = config.hidden_size;
-    const long query_width = config.attention_heads * config.head_dim;
-    const long key_value_width = config.key_value_heads * config.head_dim;
     const Loader load{checkpoint};
 
     model.embedding_ = load.matrix("model.embed_tokens.weight", config.vocab_size, hidden);
@@ -323,28 +103,34 @@ class LlamaModel {
                                             ? model.embedding_
                                             : load.matrix("lm_head.weight", config.vocab_size, hidden));
     model.final_norm_ = load.vector("model.norm.weight", hidden);
-
-    // Output and input widths of each linear layer, in linear_names() order.
-    const std::array<std::pair<long, long>, 7> shapes = {{{query_width, hidden},
-                                                          {key_value_width, hidden},
-                                                          {key_value_width, hidden},
-                                                          {hidden, query_width},
-                                                          {config.intermediate_size, hidden},
-                                                          {config.intermediate_size, hidden},
-                                                          {hidden, config.intermediate_size}}};
-    const std::array<bool, 7> has_bias = {config.qkv_bias, config.qkv_bias, config.qkv_bias, config.output_bias,
-                                          config.mlp_bias, config.mlp_bias, config.mlp_bias};
     for (long layer = 0; layer < config.layers; ++layer) {
       const std::string prefix = "model.layers." + std::to_string(layer) + ".";
       DecoderLayer weights;
-      weights.input_norm = load.vector(prefix + "input_layernorm.weight", hidden);
-      weights.post_attention_norm = load.vector(prefix + "post_attention_layernorm.weight", hidden);
-      for (std::size_t i = 0; i < shapes.size(); ++i) {
-        const std::string& name = linear_names()[i];
-        Linear& linear = weights.linears[i];
-        linear.weight_transposed =
-            transposed(load.matrix(tensor_name(layer, name), shapes[i].first, shapes[i].second));
-        if (has_bias[i]) linear.bias = load.vector(prefix + name + ".bias", shapes[i].first);
+      const auto add_vector = [&](const std::string& name, long size) {
+        weights.vectors[name] = load.vector(prefix + name + ".weight", size);
+      };
+      const auto add_linear = [&](const LinearShape& shape) {
+        Linear& linear = weights.linears[shape.name];
+        linear.weight_transposed = transposed(load.matrix(tensor_name(layer, shape.name), shape.rows, shape.cols));
+        if (shape.bias) linear.bias = load.vector(prefix + shape.name + ".bias", shape.rows);
+      };
+      add_vector("input_layernorm", hidden);
+      add_vector("post_attention_layernorm", hidden);
+      if (config.qk_norm) {
+        add_vector("self_attn.q_norm", config.head_dim);
+        add_vector("self_attn.k_norm", config.head_dim);
+      }
+      if (config.latent_attention()) {
+        if (config.latent.query_rank > 0) add_vector("self_attn.q_a_layernorm", config.latent.query_rank);
+        add_vector("self_attn.kv_a_layernorm", config.latent.key_value_rank);
+      }
+      for (const LinearShape& shape : config.linears(layer)) add_linear(shape);
+      const MixtureConfig& mixture = config.mixture;
+      if (mixture.in_layer(layer)) {
+        add_linear({mixture.block + ".gate", mixture.experts, hidden});
+        if (mixture.router == MixtureConfig::Router::grouped_sigmoid)
+          weights.vectors["correction_bias"] = load.vector(prefix + mixture.block + ".gate.e_score_correction_bias", mixture.experts);
+        if (mixture.gated_shared_expert) add_linear({mixture.shared_block + "_gate", 1, hidden});
       }
       model.layers_.push_back(std::move(weights));
     }
@@ -354,14 +140,24 @@ class LlamaModel {
 
   const LlamaConfig& config() const { return config_; }
 
-  /// Hugging Face's rotary inverse frequencies theta^(-2i/head_dim), with the config's scaling.
+  /// Hugging Face's rotary inverse frequencies theta^(-2i/rotary_dim), with the config's scaling.
   static std::vector<float> rotary_inverse_frequencies(const LlamaConfig& config) {
     const RotaryConfig& rotary = config.rotary;
-    const long half = config.head_dim / 2;
+    const long dim = config.rotary_dim, half = dim / 2;
     std::vector<float> frequencies(static_cast<std::size_t>(half));
     const double pi = std::acos(-1.0);
+    // YaRN keeps the frequencies that turn more than beta_fast times over the original context,
+    // interpolates those turning fewer than beta_slow times, and ramps linearly in between.
+    const auto correction_dim = [&](double rotations) {
+      return static_cast<double>(dim) * std::log(rotary.original_max_position_embeddings / (rotations * 2 * pi)) /
+             (2 * std::log(rotary.theta));
+    };
+    double ramp_low = correction_dim(rotary.beta_fast), ramp_high = correction_dim(rotary.beta_slow);
+    if (rotary.truncate) ramp_low = std::floor(ramp_low), ramp_high = std::ceil(ramp_high);
+    ramp_low = std::max(ramp_low, 0.0), ramp_high = std::min(ramp_high, static_cast<double>(dim - 1));
+    if (ramp_low == ramp_high) ramp_high += 0.001;
     for (long i = 0; i < half; ++i) {
-      double frequency = 1.0 / std::pow(rotary.theta, static_cast<double>(2 * i) / static_cast<double>(config.head_dim));
+      double frequency = 1.0 / std::pow(rotary.theta, static_cast<double>(2 * i) / static_cast<double>(dim));
       if (rotary.type == "linear") frequency /= rotary.factor;
       if (rotary.type == "llama3") {
         // Llama 3.1: long wavelengths are slowed by `factor`, short ones kept, and those in
@@ -377,6 +173,10 @@ class LlamaModel {
           frequency = (1 - smooth) * frequency / rotary.factor + smooth * frequency;
         }
       }
+      if (rotary.type == "yarn") {
+        const double kept = 1 - std::clamp((static_cast<double>(i) - ramp_low) / (ramp_high - ramp_low), 0.0, 1.0);
+        frequency = frequency / rotary.factor * (1 - kept) + frequency * kept;
+      }
       frequencies[static_cast<std::size_t>(i)] = static_cast<float>(frequency);
     }
     return frequencies;
@@ -389,7 +189,7 @@ class LlamaModel {
 
   /// Replaces a linear layer's weight (out x in, the shape it has; finite); its bias stays.
   void set_linear_weight(long layer, const std::string& linear, const Matrix<float>& weight) {
-    Linear& target = linear_at(layer, linear);
+    Linear& target = const_cast<Linear&>(linear_at(layer, linear));
     const long rows = target.weight_transposed.cols, cols = target.weight_transposed.rows;
     const std::string what = "replacement weight of layer " + std::to_string(layer) + " " + linear;
     require(weight.rows == rows && weight.cols == cols,
@@ -421,8 +221,7 @@ class LlamaModel {
 
   /// Runs decoder layer `layer` on `input`; `observer` (if set) sees each linear layer's input.
   HiddenStates decoder_layer(long layer, const HiddenStates& input, const LinearInputObserver& observer = {}) const {
-    require(layer >= 0 && layer < config_.layers, "decoder layer " + std::to_string(layer) + " does not exist (the model has " +
-                                                      std::to_string(config_.layers) + ")");
+    require_layer(layer);
     require(input.sequence_length > 0 && input.values.rows % input.sequence_length == 0 &&
                 input.values.cols == config_.hidden_size,
             "hidden states of " + std::to_string(input.values.rows) + " x " + std::to_string(input.values.cols) +
@@ -431,38 +230,35 @@ class LlamaModel {
     require(config_.sliding_window == 0 || input.sequence_length <= config_.sliding_window,
             "sequence length " + std::to_string(input.sequence_length) + " exceeds the model's sliding attention window " +
                 std::to_string(config_.sliding_window) + ", which gsq does not implement");
-    const DecoderLayer& weights = layers_[static_cast<std::size_t>(layer)];
-    auto observe = [&](std::size_t linear, const Matrix<float>& inputs) {
-      if (observer) observer(layer, linear_names()[linear], inputs);
-    };
-    enum { q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj };
-
-    const Matrix<float> attention_input = rms_norm(input.values, weights.input_norm);
-    for (std::size_t linear : {q_proj, k_proj, v_proj}) observe(linear, attention_input);
-    Matrix<float> queries = apply(weights.linears[q_proj], attention_input);
-    Matrix<float> keys = apply(weights.linears[k_proj], attention_input);
-    const Matrix<float> values = apply(weights.linears[v_proj], attention_input);
-    rotate(queries, input.sequence_length);
-    rotate(keys, input.sequence_length);
-    const Matrix<float> attention_output = attention(queries, keys, values, input.sequence_length);
-    observe(o_proj, attention_output);
-    HiddenStates output{input.sequence_length, apply(weights.linears[o_proj], attention_output)};
+    const LayerPass pass{*this, layers_[static_cast<std::size_t>(layer)], layer, observer};
+    const Matrix<float> attention_input = rms_norm(input.values, pass.vector("input_layernorm"));
+    HiddenStates output{input.sequence_length, config_.latent_attention()
+                                                   ? latent_attention(pass, attention_input, input.sequence_length)
+                                                   : grouped_query_attention(pass, attention_input, input.sequence_length)};
     add_to(output.values, input.values);
-
-    const Matrix<float> mlp_input = rms_norm(output.values, weights.post_attention_norm);
-    observe(gate_proj, mlp_input);
-    observe(up_proj, mlp_input);
-    Matrix<float> gated = apply(weights.linears[gate_proj], mlp_input);
-    const Matrix<float> up = apply(weights.linears[up_proj], mlp_input);
-    float* activation = gated.data();
-    const float* up_values = up.data();
-    Host<float>::for_each_index(gated.size(), [=](std::size_t i) {
-      const float gate = activation[i];
-      activation[i] = gate / (1.0f + std::exp(-gate)) * up_values[i];  // silu(gate) * up
-    });
-    observe(down_proj, gated);
-    add_to(output.values, apply(weights.linears[down_proj], gated));
+    const Matrix<float> mlp_input = rms_norm(output.values, pass.vector("post_attention_layernorm"));
+    add_to(output.values, config_.mixture.in_layer(layer) ? mixture_of_experts(pass, mlp_input)
+                                                         : swiglu(pass, config_.swiglu_blocks(layer).front(), mlp_input));
     return output;
+  }
+
+  /// The experts each token of `mlp_inputs` (the MLP's input in decoder layer `layer`, a mixture)
+  /// goes to, as the forward pass routes them.
+  Routing route(long layer, const Matrix<float>& mlp_inputs) const {
+    require_layer(layer);
+    require(config_.mixture.in_layer(layer), "decoder layer " + std::to_string(layer) + " has no mixture of experts");
+    const DecoderLayer& weights = layers_[static_cast<std::size_t>(layer)];
+    const auto correction = weights.vectors.find("correction_bias");
+    return gsq::route(apply(weights.linears.at(config_.mixture.block + ".gate"), mlp_inputs), config_.mixture,
+                      correction == weights.vectors.end() ? std::vector<float>{} : correction->second);
+  }
+
+  /// silu(gate(x)) * up(x) of `block` in decoder layer `layer` on the rows of `inputs`: the input
+  /// of its down projection, computed as the forward pass does.
+  Matrix<float> swiglu_activations(long layer, const SwiGluBlock& block, const Matrix<float>& inputs) const {
+    require_layer(layer);
+    const LayerPass pass{*this, layers_[static_cast<std::size_t>(layer)], layer, {}};
+    return activations(pass, block, inputs);
   }
 
   /// The final norm and the language-model head: one row of vocabulary logits per token.
@@ -491,9 +287,23 @@ class LlamaModel {
     std::vector<float> bias;  // empty, or one per output
   };
   struct DecoderLayer {
-    std::vector<float> input_norm;
-    std::vector<float> post_attention_norm;
-    std::array<Linear, 7> linears;  // linear_names() order
+    std::map<std::string, Linear> linears;              // by checkpoint name: config.linears(layer) and routers
+    std::map<std::string, std::vector<float>> vectors;  // norms by checkpoint name; a router's correction bias
+  };
+
+  /// One decoder layer's run: its weights, and the observer told of each linear's input.
+  struct LayerPass {
+    const LlamaModel& model;
+    const DecoderLayer& weights;
+    long layer;
+    const LinearInputObserver& observer;
+
+    const std::vector<float>& vector(const std::string& name) const { return weights.vectors.at(name); }
+    /// inputs (tokens x in) W^T + bias of linear `name`, after the observer has seen `inputs`.
+    Matrix<float> apply(const std::string& name, const Matrix<float>& inputs) const {
+      if (observer) observer(layer, name, inputs);
+      return LlamaModel::apply(weights.linears.at(name), inputs);
+    }
   };
 
   /// Reads checkpoint tensors, checking their presence, shape and finiteness.
@@ -521,20 +331,23 @@ class LlamaModel {
     std::vector<float> vector(const std::string& name, long size) const { return tensor(name, {size}).values; }
   };
 
-  Linear& linear_at(long layer, const std::string& linear) {
-    return const_cast<Linear&>(static_cast<const LlamaModel&>(*this).linear_at(layer, linear));
-  }
-  const Linear& linear_at(long layer, const std::string& linear) const {
+  void require_layer(long layer) const {
     require(layer >= 0 && layer < config_.layers, "decoder layer " + std::to_string(layer) + " does not exist (the model has " +
                                                       std::to_string(config_.layers) + ")");
-    const auto& names = linear_names();
-    const auto found = std::find(names.begin(), names.end(), linear);
-    if (found == names.end()) {
+  }
+
+  /// A linear layer that quantization may replace (one of config.linears(layer)).
+  const Linear& linear_at(long layer, const std::string& linear) const {
+    require_layer(layer);
+    const std::vector<std::string> names = config_.linear_names(layer);
+    if (std::find(names.begin(), names.end(), linear) == names.end()) {
       std::string known;
-      for (const std::string& name : names) known += (known.empty() ? "" : ", ") + name;
-      throw Error("no linear layer named '" + linear + "' (the names are " + known + ")");
+      for (std::size_t i = 0; i < std::min<std::size_t>(names.size(), 10); ++i) known += (i ? ", " : "") + names[i];
+      if (names.size() > 10) known += " and " + std::to_string(names.size() - 10) + " more";
+      throw Error("decoder layer " + std::to_string(layer) + " has no linear layer named '" + linear + "' (its linears are " +
+                  known + ")");
     }
-    return layers_[static_cast<std::size_t>(layer)].linears[static_cast<std::size_t>(found - names.begin())];
+    return layers_[static_cast<std::size_t>(layer)].linears.at(linear);
   }
 
   static void add_to(Matrix<float>& target, const Matrix<float>& addend) {
@@ -554,10 +367,27 @@ class LlamaModel {
     return result;
   }
 
+  /// Rows `rows` of `matrix`, in that order.
+  static Matrix<float> gather_rows(const Matrix<float>& matrix, const std::vector<long>& rows) {
+    Matrix<float> result(static_cast<long>(rows.size()), matrix.cols);
+    for (std::size_t i = 0; i < rows.size(); ++i)
+      std::copy_n(matrix.data() + rows[i] * matrix.cols, matrix.cols, result.data() + static_cast<long>(i) * matrix.cols);
+    return result;
+  }
+
+  /// Columns [first, first + count) of `matrix`.
+  static Matrix<float> columns(const Matrix<float>& matrix, long first, long count) {
+    Matrix<float> result(matrix.rows, count);
+    for (long row = 0; row < matrix.rows; ++row)
+      std::copy_n(matrix.data() + row * matrix.cols + first, count, result.data() + row * count);
+    return result;
+  }
+
   /// inputs (tokens x in) W^T + bias.
   static Matrix<float> apply(const Linear& linear, const Matrix<float>& inputs) {
     const Matrix<float>& weight = linear.weight_transposed;
     Matrix<float> outputs(inputs.rows, weight.cols);
+    if (inputs.rows == 0) return outputs;
     Host<float>::gemm(false, inputs.rows, weight.cols, weight.rows, 1.0f, inputs.data(), weight.data(), outputs.data());
     if (!linear.bias.empty()) {
       float* out = outputs.data();
@@ -568,71 +398,186 @@ class LlamaModel {
     return outputs;
   }
 
-  /// x / sqrt(mean(x^2) + eps) * weight, row by row (Hugging Face's LlamaRMSNorm).
+  /// x / sqrt(mean(x^2) + eps) * weight over each run of weight.size() columns (a row, or a head
+  /// of it): Hugging Face's LlamaRMSNorm.
   Matrix<float> rms_norm(const Matrix<float>& inputs, const std::vector<float>& weight) const {
+    return rms_norm(inputs, weight, config_.rms_norm_eps);
+  }
+  static Matrix<float> rms_norm(const Matrix<float>& inputs, const std::vector<float>& weight, double eps) {
     Matrix<float> result(inputs.rows, inputs.cols);
-    const long width = inputs.cols;
+    const long width = static_cast<long>(weight.size()), runs = inputs.size() / width;
 #pragma omp parallel for
-    for (long row = 0; row < inputs.rows; ++row) {
-      const float* in = inputs.data() + row * width;
+    for (long run = 0; run < runs; ++run) {
+      const float* in = inputs.data() + run * width;
       double sum_of_squares = 0;
       for (long i = 0; i < width; ++i) sum_of_squares += static_cast<double>(in[i]) * in[i];
-      const auto inverse_rms = static_cast<float>(1.0 / std::sqrt(sum_of_squares / static_cast<double>(width) +
-                                                                  config_.rms_norm_eps));
-      float* out = result.data() + row * width;
+      const auto inverse_rms = static_cast<float>(1.0 / std::sqrt(sum_of_squares / static_cast<double>(width) + eps));
+      float* out = result.data() + run * width;
       for (long i = 0; i < width; ++i) out[i] = weight[static_cast<std::size_t>(i)] * (in[i] * inverse_rms);
     }
     return result;
   }
 
-
-  /// Rotates each head of each row by its position in its sequence, in Hugging Face's
-  /// convention: dimension i pairs with i + head_dim/2 (rotate_half).
-  void rotate(Matrix<float>& heads, long sequence_length) const {
-    const long half = config_.head_dim / 2;
+  /// Rotates dimensions [offset, offset + rotary_dim) of each `head_width`-wide head of each row
+  /// by its position in its sequence, in Hugging Face's convention: dimension i pairs with
+  /// i + rotary_dim/2 (rotate_half), or with its neighbour where DeepSeek-V3 interleaves them;
+  /// cos and sin carry YaRN's attention factor.
+  void rotate(Matrix<float>& heads, long sequence_length, long head_width, long offset) const {
+    const long half = config_.rotary_dim / 2;
+    const bool interleaved = config_.latent_attention() && config_.latent.interleaved_rope;
+    const auto factor = static_cast<float>(config_.rotary.attention_factor);
     // cos and sin of position * frequency, the angle formed in float as Hugging Face does.
     std::vector<float> cosines(static_cast<std::size_t>(sequence_length * half));
     std::vector<float> sines(cosines.size());
     for (long position = 0; position < sequence_length; ++position)
       for (long i = 0; i < half; ++i) {
         const float angle = static_cast<float>(position) * inverse_frequencies_[static_cast<std::size_t>(i)];
-        cosines[static_cast<std::size_t>(position * half + i)] = static_cast<float>(std::cos(static_cast<double>(angle)));
-        sines[static_cast<std::size_t>(position * half + i)] = static_cast<float>(std::sin(static_cast<double>(angle)));
+        cosines[static_cast<std::size_t>(position * half + i)] = static_cast<float>(std::cos(static_cast<double>(angle))) * factor;
+        sines[static_cast<std::size_t>(position * half + i)] = static_cast<float>(std::sin(static_cast<double>(angle))) * factor;
       }
-    const long head_count = heads.cols / config_.head_dim;
+    const long head_count = heads.cols / head_width;
+    const long partner = interleaved ? 1 : half, stride = interleaved ? 2 : 1;
 #pragma omp parallel for
     for (long row = 0; row < heads.rows; ++row) {
       const long position = row % sequence_length;
       const float* cosine = cosines.data() + position * half;
       const float* sine = sines.data() + position * half;
       for (long head = 0; head < head_count; ++head) {
-        float* first = heads.data() + row * heads.cols + head * config_.head_dim;
-        float* second = first + half;
+        float* dims = heads.data() + row * heads.cols + head * head_width + offset;
         for (long i = 0; i < half; ++i) {
-          const float x = first[i], y = second[i];
-          first[i] = x * cosine[i] - y * sine[i];
-          second[i] = y * cosine[i] + x * sine[i];
+          float& first = dims[i * stride];
+          float& second = dims[i * stride + partner];
+          const float x = first, y = second;
+          first = x * cosine[i] - y * sine[i];
+          second = y * cosine[i] + x * sine[i];
         }
       }
     }
   }
 
-  /// Causal grouped-query attention, each (sequence, head) on its own: softmax(q k^T /
-  /// sqrt(head_dim)) v, query head h reading key/value head h / (heads / key_value_heads).
+  /// q, k, v, o: grouped-query attention (with Qwen3's per-head q/k norms).
+  Matrix<float> grouped_query_attention(const LayerPass& pass, const Matrix<float>& inputs, long length) const {
+    Matrix<float> queries = pass.apply("self_attn.q_proj", inputs);
+    Matrix<float> keys = pass.apply("self_attn.k_proj", inputs);
+    const Matrix<float> values = pass.apply("self_attn.v_proj", inputs);
+    if (config_.qk_norm) {
+      queries = rms_norm(queries, pass.vector("self_attn.q_norm"));
+      keys = rms_norm(keys, pass.vector("self_attn.k_norm"));
+    }
+    rotate(queries, length, config_.head_dim, 0);
+    rotate(keys, length, config_.head_dim, 0);
+    const auto scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(config_.head_dim)));
+    return pass.apply("self_attn.o_proj", attention(queries, keys, values, length, scale));
+  }
+
+  /// DeepSeek-V3's multi-head latent attention: each head's query and key are [nope | rope]
+  /// parts; the keys' nope parts and the values come from one normed latent, the keys' rope part
+  /// is a single rotated head shared by all heads.
+  Matrix<float> latent_attention(const LayerPass& pass, const Matrix<float>& inputs, long length) const {
+    const LatentAttentionConfig& latent = config_.latent;
+    constexpr double latent_eps = 1e-6;  // Hugging Face's q_a_layernorm and kv_a_layernorm ignore rms_norm_eps
+    const long heads = config_.attention_heads, head_width = latent.nope_dim + latent.rope_dim;
+    Matrix<float> queries =
+        latent.query_rank > 0
+            ? pass.apply("self_attn.q_b_proj", rms_norm(pass.apply("self_attn.q_a_proj", inputs),
+                                                        pass.vector("self_attn.q_a_layernorm"), latent_eps))
+            : pass.apply("self_attn.q_proj", inputs);
+    const Matrix<float> compressed = pass.apply("self_attn.kv_a_proj_with_mqa", inputs);
+    const Matrix<float> key_values =
+        pass.apply("self_attn.kv_b_proj", rms_norm(columns(compressed, 0, latent.key_value_rank),
+                                                   pass.vector("self_attn.kv_a_layernorm"), latent_eps));
+    Matrix<float> shared_rope = columns(compressed, latent.key_value_rank, latent.rope_dim);
+    rotate(queries, length, head_width, latent.nope_dim);
+    rotate(shared_rope, length, latent.rope_dim, 0);
+    // Per head: the key [k_nope | shared rope], the value from the rest of kv_b_proj's head.
+    Matrix<float> keys(inputs.rows, heads * head_width), values(inputs.rows, heads * latent.value_dim);
+    const long kv_width = latent.nope_dim + latent.value_dim;
+#pragma omp parallel for
+    for (long row = 0; row < inputs.rows; ++row)
+      for (long head = 0; head < heads; ++head) {
+        const float* source = key_values.data() + row * key_values.cols + head * kv_width;
+        float* key = keys.data() + row * keys.cols + head * head_width;
+        std::copy_n(source, latent.nope_dim, key);
+        std::copy_n(shared_rope.data() + row * latent.rope_dim, latent.rope_dim, key + latent.nope_dim);
+        std::copy_n(source + latent.nope_dim, latent.value_dim, values.data() + row * values.cols + head * latent.value_dim);
+      }
+    return pass.apply("self_attn.o_proj", attention(queries, keys, values, length, static_cast<float>(latent.softmax_scale)));
+  }
+
+  /// silu(gate(x)) * up(x) of `block`.
+  static Matrix<float> activations(const LayerPass& pass, const SwiGluBlock& block, const Matrix<float>& inputs) {
+    Matrix<float> gated = pass.apply(block.linears[0], inputs);
+    const Matrix<float> up_values = pass.apply(block.linears[1], inputs);
+    float* activation = gated.data();
+    const float* up_value = up_values.data();
+    Host<float>::for_each_index(gated.size(), [=](std::size_t i) {
+      const float value = activation[i];
+      activation[i] = value / (1.0f + std::exp(-value)) * up_value[i];  // silu(gate) * up
+    });
+    return gated;
+  }
+
+  /// down(silu(gate(x)) * up(x)) of `block`.
+  static Matrix<float> swiglu(const LayerPass& pass, const SwiGluBlock& block, const Matrix<float>& inputs) {
+    return pass.apply(block.linears[2], activations(pass, block, inputs));
+  }
+
+  /// The routed experts' outputs weighted by the router, plus the shared expert's.
+  Matrix<float> mixture_of_experts(const LayerPass& pass, const Matrix<float>& inputs) const {
+    const MixtureConfig& mixture = config_.mixture;
+    const std::string router = mixture.block + ".gate";
+    if (pass.observer) pass.observer(pass.layer, router, inputs);
+    const Routing routing = route(pass.layer, inputs);
+    // Each expert's tokens (rows of `inputs`) and their weights, in token order.
+    std::vector<std::vector<long>> tokens(static_cast<std::size_t>(mixture.experts));
+    std::vector<std::vector<float>> weights(tokens.size());
+    for (long token = 0; token < inputs.rows; ++token)
+      for (long j = 0; j < routing.per_token; ++j) {
+        tokens[static_cast<std::size_t>(routing.expert(token, j))].push_back(token);
+        weights[static_cast<std::size_t>(routing.expert(token, j))].push_back(routing.weight(token, j));
+      }
+    Matrix<float> output(inputs.rows, config_.hidden_size);
+    for (const SwiGluBlock& block : config_.swiglu_blocks(pass.layer)) {
+      if (block.expert < 0) {  // the shared expert sees every token
+        Matrix<float> shared = swiglu(pass, block, inputs);
+        if (mixture.gated_shared_expert) {
+          const Matrix<float> gate = apply(pass.weights.linears.at(block.name + "_gate"), inputs);
+          for (long row = 0; row < shared.rows; ++row) {
+            const float weight = 1.0f / (1.0f + std::exp(-gate(row, 0)));
+            for (long c = 0; c < shared.cols; ++c) shared(row, c) *= weight;
+          }
+        }
+        add_to(output, shared);
+        continue;
+      }
+      const std::vector<long>& rows = tokens[static_cast<std::size_t>(block.expert)];
+      const Matrix<float> expert_output = swiglu(pass, block, gather_rows(inputs, rows));
+      for (std::size_t i = 0; i < rows.size(); ++i) {
+        const float weight = weights[static_cast<std::size_t>(block.expert)][i];
+        const float* from = expert_output.data() + static_cast<long>(i) * output.cols;
+        float* to = output.data() + rows[i] * output.cols;
+        for (long c = 0; c < output.cols; ++c) to[c] += weight * from[c];
+      }
+    }
+    return output;
+  }
+
+  /// Causal attention, each (sequence, head) on its own: softmax(scale q k^T) v, query head h
+  /// reading key/value head h / (heads / key_value_heads); queries and keys are head_dim wide,
+  /// values value_head_dim.
   Matrix<float> attention(const Matrix<float>& queries, const Matrix<float>& keys, const Matrix<float>& values,
-                          long length) const {
-    const long head_dim = config_.head_dim, heads = config_.attention_heads;
+                          long length, float scale) const {
+    const long head_dim = config_.head_dim, value_dim = config_.value_head_dim, heads = config_.attention_heads;
     const long group = heads / config_.key_value_heads;
     const long sequences = queries.rows / length;
-    const auto scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim)));
-    Matrix<float> output(queries.rows, heads * head_dim);
+    Matrix<float> output(queries.rows, heads * value_dim);
 #pragma omp parallel
     {
       // Per-thread scratch: the head's queries and keys transposed (head_dim x length), its
-      // values and output (length x head_dim), and the scores (length x length).
+      // values and output (length x value_dim), and the scores (length x length).
       std::vector<float> query_columns(static_cast<std::size_t>(head_dim * length));
-      std::vector<float> key_columns(query_columns.size()), value_rows(query_columns.size()),
-          output_rows(query_columns.size());
+      std::vector<float> key_columns(query_columns.size());
+      std::vector<float> value_rows(static_cast<std::size_t>(value_dim * length)), output_rows(value_rows.size());
       std::vector<float> scores(static_cast<std::size_t>(length * length));
 #pragma omp for schedule(dynamic)
       for (long pair = 0; pair < sequences * heads; ++pair) {
@@ -641,12 +586,12 @@ class LlamaModel {
         for (long t = 0; t < length; ++t) {
           const float* query = queries.data() + (first_row + t) * queries.cols + head * head_dim;
           const float* key = keys.data() + (first_row + t) * keys.cols + key_value_head * head_dim;
-          const float* value = values.data() + (first_row + t) * values.cols + key_value_head * head_dim;
+          const float* value = values.data() + (first_row + t) * values.cols + key_value_head * value_dim;
           for (long d = 0; d < head_dim; ++d) {
             query_columns[static_cast<std::size_t>(d * length + t)] = query[d];
             key_columns[static_cast<std::size_t>(d * length + t)] = key[d];
           }
-          std::copy_n(value, head_dim, value_rows.data() + t * head_dim);
+          std::copy_n(value, value_dim, value_rows.data() + t * value_dim);
         }
         Host<float>::gemm(true, length, length, head_dim, scale, query_columns.data(), key_columns.data(),
                           scores.data());
@@ -658,10 +603,10 @@ class LlamaModel {
           for (long j = 0; j <= t; ++j) row[j] /= sum;
           std::fill(row + t + 1, row + length, 0.0f);
         }
-        Host<float>::gemm(false, length, head_dim, length, 1.0f, scores.data(), value_rows.data(), output_rows.data());
+        Host<float>::gemm(false, length, value_dim, length, 1.0f, scores.data(), value_rows.data(), output_rows.data());
         for (long t = 0; t < length; ++t)
-          std::copy_n(output_rows.data() + t * head_dim, head_dim,
-                      output.data() + (first_row + t) * output.cols + head * head_dim);
+          std::copy_n(output_rows.data() + t * value_dim, value_dim,
+                      output.data() + (first_row + t) * output.cols + head * value_dim);
       }
     }
     return output;
@@ -672,7 +617,7 @@ class LlamaModel {
   Matrix<float> head_transposed_;  // hidden x vocabulary (the embedding's transpose when tied)
   std::vector<float> final_norm_;
   std::vector<DecoderLayer> layers_;
-  std::vector<float> inverse_frequencies_;  // head_dim / 2 rotary frequencies
+  std::vector<float> inverse_frequencies_;  // rotary_dim / 2 rotary frequencies
 };
 
 }  // namespace gsq

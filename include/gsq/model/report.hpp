@@ -36,6 +36,8 @@ inline nlohmann::json settings_json(const ModelQuantizationConfig& config) {
           {"scale_search", scale_fit_name(config.gptq.scale_fit)},
           {"percdamp", config.gptq.percdamp},
           {"act_order", config.gptq.act_order},
+          {"expert_calibration", config.expert_calibration == ExpertCalibration::routed ? "routed" : "all"},
+          {"expert_min_tokens", config.expert_min_tokens},
           {"seed", config.train.seed}};
 }
 

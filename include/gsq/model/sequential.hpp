@@ -4,9 +4,12 @@
 //   1. the layer runs on its inputs, recording H = X^T X / N of every linear layer's input;
 //   2. the attention projections are quantized (GPTQ by default; GSQ on the Hessian objective
 //      as an option) and put into the model;
-//   3. the layer runs again, so the MLP sees the quantized attention, recording the MLP's inputs;
-//   4. gate/up/down are quantized (GSQ on the SwiGLU block objective by default, trained
-//      jointly; or each on its Hessian objective) and put into the model;
+//   3. the layer runs again, so the MLP sees the quantized attention, recording the MLP's input;
+//   4. each SwiGLU MLP's gate/up/down are quantized (GSQ on the SwiGLU block objective by default,
+//      trained jointly; or each on its Hessian objective) and put into the model. In a mixture of
+//      experts each expert is calibrated on the tokens the router sends it (or on all tokens), and
+//      an expert with too few falls back to RTN on its weights: no expert stays in full precision;
+//      the routers stay in full precision;
 //   5. the quantized layer runs on the inputs to give the next layer's inputs.
 // quantize_layers does this for every layer, keeping each completed layer in a ResumableOutput
 // (its packed tensors and its JSON record), so that a run stopped part-way continues after its
@@ -54,6 +57,16 @@ inline MlpObjective parse_mlp_objective(const std::string& name) {
   throw Error("unknown objective '" + name + "' (expected block or layer)");
 }
 
+/// Which tokens calibrate an expert: those the router sends it, or all of the layer's (the
+/// layer's output still mixes the experts as routed).
+enum class ExpertCalibration { routed, all };
+
+inline ExpertCalibration parse_expert_calibration(const std::string& name) {
+  if (name == "routed") return ExpertCalibration::routed;
+  if (name == "all") return ExpertCalibration::all;
+  throw Error("unknown expert calibration '" + name + "' (expected routed or all)");
+}
+
 struct ModelQuantizationConfig {
   Method method = Method::gsq;
   Method gsq_init = Method::gptq;  // GSQ's starting point: the paper's recipe starts from GPTQ
@@ -63,6 +76,8 @@ struct ModelQuantizationConfig {
   TrainConfig train;               // steps, schedule end points, learning rates, seed
   LogitInit logit_init;
   long block_batches = 64;         // mini-batches the calibration set is cut into (block objective)
+  ExpertCalibration expert_calibration = ExpertCalibration::routed;
+  double expert_min_tokens = 0.005;  // an expert routed fewer than this share of the layer's tokens falls back to RTN
 
   /// Throws gsq::Error naming the first impossible setting (drivers call it before any work).
   void validate() const {
@@ -71,52 +86,71 @@ struct ModelQuantizationConfig {
     require(block_batches > 0, "the number of calibration mini-batches must be positive, got " + std::to_string(block_batches));
     require(std::isfinite(gptq.percdamp) && gptq.percdamp >= 0,
             "the GPTQ damping must be finite and non-negative, got " + std::to_string(gptq.percdamp));
+    require(std::isfinite(expert_min_tokens) && expert_min_tokens >= 0 && expert_min_tokens <= 1,
+            "the experts' minimum share of tokens must be between 0 and 1, got " + std::to_string(expert_min_tokens));
   }
 };
 
 /// One quantized linear layer: its result, its relative Hessian error, and for GSQ the error of
-/// its starting point.
+/// its starting point; for an expert, the calibration tokens it saw and whether it fell back to RTN.
 struct LinearResult {
   std::string name;  // the checkpoint tensor name
   QuantizedLinear tensor;
   double error = 0;
   double init_error = -1;  // -1: no separate starting point (RTN, GPTQ)
   double seconds = 0;
+  long tokens = -1;        // an expert's calibration tokens; -1 for the other linears (all tokens)
+  bool fallback = false;   // too few tokens: RTN on its weights (H = I), its error measured there
+};
+
+/// One SwiGLU MLP trained on its output (the block objective): its relative output error and that
+/// of its start, and its calibration tokens.
+struct BlockResult {
+  std::string name;  // "mlp", "mlp.experts.3", ...
+  long tokens = 0;
+  double error = 0;
+  double init_error = 0;
 };
 
 struct LayerResult {
   long layer = 0;
-  std::vector<LinearResult> linears;  // in LlamaModel::linear_names() order
-  double block_error = -1;            // SwiGLU block relative output error (block objective)
-  double block_init_error = -1;
+  std::vector<LinearResult> linears;  // in LlamaConfig::linears(layer) order
+  std::vector<BlockResult> blocks;    // the MLPs the block objective trained
   double seconds = 0;
 };
 
 /// A layer's record in manifests and layer files (without the tensors):
-/// {"layer", "seconds", "linears": [{"name", "rel_error", "seconds", "init_rel_error"?}],
-///  "block_rel_error"?, "block_init_rel_error"?}; the keys marked ? appear only when measured.
+/// {"layer", "seconds", "linears": [{"name", "rel_error", "seconds", "init_rel_error"?, "tokens"?,
+///  "fallback"?}], "blocks"?: [{"name", "tokens", "rel_error", "init_rel_error"}]}; the keys
+/// marked ? appear only when they apply.
 inline void to_json(nlohmann::json& json, const LayerResult& layer) {
   nlohmann::json linears = nlohmann::json::array();
   for (const LinearResult& linear : layer.linears) {
     nlohmann::json entry = {{"name", linear.name}, {"rel_error", linear.error}, {"seconds", linear.seconds}};
     if (linear.init_error >= 0) entry["init_rel_error"] = linear.init_error;
+    if (linear.tokens >= 0) entry["tokens"] = linear.tokens;
+    if (linear.fallback) entry["fallback"] = "rtn";
     linears.push_back(entry);
   }
   json = {{"layer", layer.layer}, {"seconds", layer.seconds}, {"linears", linears}};
-  if (layer.block_error >= 0)
-    json.update({{"block_rel_error", layer.block_error}, {"block_init_rel_error", layer.block_init_error}});
+  for (const BlockResult& block : layer.blocks)
+    json["blocks"].push_back({{"name", block.name}, {"tokens", block.tokens}, {"rel_error", block.error},
+                              {"init_rel_error", block.init_error}});
 }
 
 /// Reads what to_json wrote; the tensors are left empty.
 inline void from_json(const nlohmann::json& json, LayerResult& layer) {
   layer.layer = json.at("layer").get<long>();
   layer.seconds = json.at("seconds").get<double>();
-  layer.block_error = json.value("block_rel_error", -1.0);
-  layer.block_init_error = json.value("block_init_rel_error", -1.0);
   layer.linears.clear();
   for (const nlohmann::json& entry : json.at("linears"))
     layer.linears.push_back({entry.at("name").get<std::string>(), {}, entry.at("rel_error").get<double>(),
-                             entry.value("init_rel_error", -1.0), entry.at("seconds").get<double>()});
+                             entry.value("init_rel_error", -1.0), entry.at("seconds").get<double>(),
+                             entry.value("tokens", -1L), entry.contains("fallback")});
+  layer.blocks.clear();
+  for (const nlohmann::json& entry : json.value("blocks", nlohmann::json::array()))
+    layer.blocks.push_back({entry.at("name").get<std::string>(), entry.at("tokens").get<long>(),
+                            entry.at("rel_error").get<double>(), entry.at("init_rel_error").get<double>()});
 }
 
 /// Progress of one GSQ run inside a layer: which layer and part, then the step report.
@@ -155,6 +189,20 @@ inline std::uint64_t part_seed(std::uint64_t seed, long layer, long part) {
   return mixed * 0xBF58476D1CE4E5B9ull;
 }
 
+/// The seed of stream `stream` of a run seeded `seed`: stream 0 is the run's own (a dense layer's
+/// parts), stream e + 1 expert e's, so that experts draw independent noise.
+inline std::uint64_t stream_seed(std::uint64_t seed, long stream) {
+  return stream == 0 ? seed : part_seed(seed ^ 0xD1B54A32D192ED03ull, -1, stream);
+}
+
+/// The rows of `matrix` listed in `rows`.
+inline Matrix<float> gather_rows(const Matrix<float>& matrix, const std::vector<long>& rows) {
+  Matrix<float> result(static_cast<long>(rows.size()), matrix.cols);
+  for (std::size_t i = 0; i < rows.size(); ++i)
+    std::copy_n(matrix.data() + rows[i] * matrix.cols, matrix.cols, result.data() + static_cast<long>(i) * matrix.cols);
+  return result;
+}
+
 }  // namespace detail
 
 /// Quantizes a whole model with every linear layer in `Format` (GridFormat<Grid, Grouping> or
@@ -177,23 +225,44 @@ class SequentialQuantizer {
     const auto start = std::chrono::steady_clock::now();
     LayerResult result;
     result.layer = layer;
-    const auto& names = LlamaModel::linear_names();
+    const std::vector<LinearShape> linears = model_.config().linears(layer);
+    const std::vector<SwiGluBlock> blocks = model_.config().swiglu_blocks(layer);
+    const long attention_count = static_cast<long>(linears.size() - 3 * blocks.size());
 
-    // Attention: q, k and v share their input (the normed hidden states).
-    const std::map<std::string, Matrix<float>> attention_inputs = record_hessians(layer, inputs, {names[0], names[3]});
+    // Attention: each projection on H of its input; projections sharing an input share its H.
+    std::map<std::string, Matrix<float>> hessians;
+    model_.decoder_layer(layer, inputs, [&](long, const std::string& linear, const Matrix<float>& x) {
+      const auto shape = std::find_if(linears.begin(), linears.begin() + attention_count,
+                                      [&](const LinearShape& candidate) { return candidate.name == linear; });
+      if (shape != linears.begin() + attention_count && shape->input_of.empty())
+        hessians[linear] = detail::input_hessian(x);
+    });
     const bool attention_gsq = config_.method == Method::gsq && config_.gsq_attention;
-    for (int i = 0; i < 4; ++i) {
-      const Matrix<float>& hessian = attention_inputs.at(i < 3 ? names[0] : names[3]);
-      result.linears.push_back(quantize_linear(layer, i, hessian, attention_gsq ? Method::gsq : attention_method(), progress));
+    for (long part = 0; part < attention_count; ++part) {
+      const LinearShape& shape = linears[static_cast<std::size_t>(part)];
+      result.linears.push_back(quantize_linear(layer, shape.name, {part, 0},
+                                               hessians.at(shape.input_of.empty() ? shape.name : shape.input_of),
+                                               attention_gsq ? Method::gsq : attention_method(), progress));
     }
 
-    // MLP, after the quantized attention: gate and up share their input.
-    std::map<std::string, Matrix<float>> mlp_inputs = record_hessians(layer, inputs, {names[4], names[6]}, true);
-    if (config_.method == Method::gsq && config_.mlp_objective == MlpObjective::block)
-      quantize_block(layer, mlp_inputs, result, progress);
-    else
-      for (int i = 4; i < 7; ++i)
-        result.linears.push_back(quantize_linear(layer, i, mlp_inputs.at(i < 6 ? names[4] : names[6]), config_.method, progress));
+    // The MLP, after the quantized attention: each SwiGLU block on its calibration tokens.
+    Matrix<float> mlp_inputs;
+    model_.decoder_layer(layer, inputs, [&](long, const std::string& linear, const Matrix<float>& x) {
+      if (mlp_inputs.rows == 0 && linear.rfind("self_attn.", 0) != 0) mlp_inputs = x;  // the router's or gate's input
+    });
+    const MixtureConfig& mixture = model_.config().mixture;
+    const bool routed = mixture.in_layer(layer) && config_.expert_calibration == ExpertCalibration::routed;
+    const std::vector<std::vector<long>> expert_tokens =
+        routed ? tokens_by_expert(model_.route(layer, mlp_inputs), mixture.experts) : std::vector<std::vector<long>>{};
+    for (const SwiGluBlock& block : blocks) {
+      // Seeds: a dense MLP keeps the layer's stream, expert e takes stream e + 1, a shared expert the last.
+      const Part first{attention_count, !mixture.in_layer(layer) ? 0 : block.expert >= 0 ? block.expert + 1 : mixture.experts + 1};
+      if (routed && block.expert >= 0)
+        quantize_block(layer, block, first, detail::gather_rows(mlp_inputs, expert_tokens[static_cast<std::size_t>(block.expert)]),
+                       mlp_inputs.rows, result, progress);
+      else
+        quantize_block(layer, block, first, mlp_inputs, mlp_inputs.rows, result, progress);
+    }
 
     inputs = model_.decoder_layer(layer, inputs);
     result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -244,7 +313,7 @@ class SequentialQuantizer {
     const auto report = file.metadata().find("report");
     require(report != file.metadata().end(), file.path() + ": no \"report\" metadata (not a completed layer)");
     LayerResult result = nlohmann::json::parse(report->second).get<LayerResult>();
-    const auto& names = LlamaModel::linear_names();
+    const std::vector<std::string> names = model_.config().linear_names(layer);
     require(result.linears.size() == names.size(), file.path() + ": the report does not list the layer's " +
                                                        std::to_string(names.size()) + " linear layers");
     for (std::size_t i = 0; i < names.size(); ++i) {
@@ -256,42 +325,44 @@ class SequentialQuantizer {
     return result;
   }
 
+  /// A linear's place for its seeds: its index in the layer's linears (the first of a block's
+  /// three for a SwiGLU block) and its stream (0, or an expert's: detail::stream_seed).
+  struct Part {
+    long index;
+    long stream;
+  };
+
   Method attention_method() const { return config_.method == Method::gsq ? Method::gptq : config_.method; }
 
-  /// Runs the layer and returns H of the inputs of the linears in `wanted`; with `keep_mlp_inputs`
-  /// the raw inputs of gate/up are kept too, under the key "inputs".
-  std::map<std::string, Matrix<float>> record_hessians(long layer, const HiddenStates& inputs,
-                                                       const std::vector<std::string>& wanted, bool keep_mlp_inputs = false) {
-    std::map<std::string, Matrix<float>> recorded;
-    model_.decoder_layer(layer, inputs, [&](long, const std::string& linear, const Matrix<float>& x) {
-      if (std::find(wanted.begin(), wanted.end(), linear) == wanted.end()) return;
-      recorded[linear] = detail::input_hessian(x);
-      if (keep_mlp_inputs && linear == LlamaModel::linear_names()[4]) recorded["inputs"] = x;
-    });
-    return recorded;
+  /// The tokens (rows) each of `experts` experts receives.
+  static std::vector<std::vector<long>> tokens_by_expert(const Routing& routing, long experts) {
+    std::vector<std::vector<long>> tokens(static_cast<std::size_t>(experts));
+    const long count = routing.per_token == 0 ? 0 : static_cast<long>(routing.experts.size()) / routing.per_token;
+    for (long token = 0; token < count; ++token)
+      for (long j = 0; j < routing.per_token; ++j) tokens[static_cast<std::size_t>(routing.expert(token, j))].push_back(token);
+    return tokens;
   }
 
   Tensor initial_result(const Matrix<float>& weight, const Matrix<float>& hessian, Method method) const {
     return Format::initial(weight, hessian, method, config_.gptq);
   }
 
-  TrainConfig part_config(long layer, long part) const {
+  TrainConfig part_config(long layer, Part part) const {
     TrainConfig train = config_.train;
-    train.seed = detail::part_seed(config_.train.seed, layer, part);
+    train.seed = detail::part_seed(detail::stream_seed(config_.train.seed, part.stream), layer, part.index);
     return train;
   }
 
-  LogitInit part_init(long layer, long part) const {
+  LogitInit part_init(long layer, Part part) const {
     LogitInit init = config_.logit_init;
-    init.seed = detail::part_seed(config_.logit_init.seed + 1, layer, part);
+    init.seed = detail::part_seed(detail::stream_seed(config_.logit_init.seed + 1, part.stream), layer, part.index);
     return init;
   }
 
   /// RTN, GPTQ, or GSQ on the Hessian objective for one linear layer; puts the result in the model.
-  LinearResult quantize_linear(long layer, int part, const Matrix<float>& hessian, Method method,
+  LinearResult quantize_linear(long layer, const std::string& linear, Part part, const Matrix<float>& hessian, Method method,
                                const TrainingProgress& progress) {
     const auto start = std::chrono::steady_clock::now();
-    const std::string& linear = LlamaModel::linear_names()[static_cast<std::size_t>(part)];
     const Matrix<float> weight = model_.linear_weight(layer, linear);
     if (observer_) observer_(LlamaModel::tensor_name(layer, linear), weight, hessian);
     HessianObjective<> objective(weight, hessian);
@@ -315,45 +386,90 @@ class SequentialQuantizer {
     return result;
   }
 
-  /// GSQ of gate, up and down trained jointly on the SwiGLU block's output.
-  void quantize_block(long layer, const std::map<std::string, Matrix<float>>& mlp_inputs, LayerResult& result,
-                      const TrainingProgress& progress) {
+  /// An expert with too few calibration tokens: RTN on its weights alone (H = I), so that it is
+  /// quantized like every other; its error is measured there.
+  LinearResult quantize_without_data(long layer, const std::string& linear) {
     const auto start = std::chrono::steady_clock::now();
-    const auto& names = LlamaModel::linear_names();
-    const Matrix<float>& inputs = mlp_inputs.at("inputs");
+    const Matrix<float> weight = model_.linear_weight(layer, linear);
+    Matrix<float> identity(weight.cols, weight.cols);
+    for (long i = 0; i < weight.cols; ++i) identity(i, i) = 1;
+    if (observer_) observer_(LlamaModel::tensor_name(layer, linear), weight, identity);
+    LinearResult result{LlamaModel::tensor_name(layer, linear), {}};
+    Tensor tensor = initial_result(weight, identity, Method::rtn);
+    const Matrix<float> stored = Format::store(tensor, result.name);
+    result.error = HessianObjective<>(weight, identity).relative_error(stored);
+    result.tensor = std::move(tensor);
+    result.fallback = true;
+    model_.set_linear_weight(layer, linear, stored);
+    result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return result;
+  }
+
+  /// Quantizes SwiGLU block `block` from its calibration inputs `inputs` (the rows of the MLP's
+  /// input it is calibrated on, of `layer_tokens`): GSQ on the block objective, or each
+  /// projection on its own; a routed expert with too few tokens without data.
+  void quantize_block(long layer, const SwiGluBlock& block, Part first, const Matrix<float>& inputs, long layer_tokens,
+                      LayerResult& result, const TrainingProgress& progress) {
+    const std::size_t first_linear = result.linears.size();
+    const double min_tokens = config_.expert_min_tokens * static_cast<double>(layer_tokens);
+    if (block.expert >= 0 && (inputs.rows == 0 || static_cast<double>(inputs.rows) < min_tokens)) {
+      for (const std::string& linear : block.linears) result.linears.push_back(quantize_without_data(layer, linear));
+    } else {
+      // H of gate/up's input and of down's, before any of the block is quantized.
+      const Matrix<float> input_hessian = detail::input_hessian(inputs);
+      const Matrix<float> down_hessian = detail::input_hessian(model_.swiglu_activations(layer, block, inputs));
+      if (config_.method == Method::gsq && config_.mlp_objective == MlpObjective::block)
+        train_block(layer, block, first, inputs, {&input_hessian, &input_hessian, &down_hessian}, layer_tokens, result, progress);
+      else
+        for (long j = 0; j < 3; ++j)
+          result.linears.push_back(quantize_linear(layer, block.linears[static_cast<std::size_t>(j)], {first.index + j, first.stream},
+                                                   j == 2 ? down_hessian : input_hessian, config_.method, progress));
+    }
+    if (block.expert >= 0)
+      for (std::size_t i = first_linear; i < result.linears.size(); ++i) result.linears[i].tokens = inputs.rows;
+  }
+
+  /// GSQ of gate, up and down trained jointly on the SwiGLU block's output over `inputs`, in
+  /// mini-batches the size the whole layer's calibration set is cut into.
+  void train_block(long layer, const SwiGluBlock& block, Part first, const Matrix<float>& inputs,
+                   const std::array<const Matrix<float>*, 3>& hessians, long layer_tokens, LayerResult& result,
+                   const TrainingProgress& progress) {
+    const auto start = std::chrono::steady_clock::now();
     std::array<Matrix<float>, 3> weights;
-    std::array<HessianObjective<>, 3> objectives{
-        HessianObjective<>(weights[0] = model_.linear_weight(layer, names[4]), mlp_inputs.at(names[4])),
-        HessianObjective<>(weights[1] = model_.linear_weight(layer, names[5]), mlp_inputs.at(names[4])),
-        HessianObjective<>(weights[2] = model_.linear_weight(layer, names[6]), mlp_inputs.at(names[6]))};
     std::array<LinearResult, 3> linears;
     std::array<Tensor, 3> tensors;
-    for (int i = 0; i < 3; ++i) {
-      if (observer_) observer_(LlamaModel::tensor_name(layer, names[4 + i]), weights[i], mlp_inputs.at(names[i == 2 ? 6 : 4]));
-      linears[i].name = LlamaModel::tensor_name(layer, names[4 + i]);
-      tensors[i] = initial_result(weights[i], mlp_inputs.at(names[i == 2 ? 6 : 4]), config_.gsq_init);
+    std::vector<HessianObjective<>> objectives;
+    for (std::size_t i = 0; i < 3; ++i) {
+      weights[i] = model_.linear_weight(layer, block.linears[i]);
+      objectives.emplace_back(weights[i], *hessians[i]);
+      if (observer_) observer_(LlamaModel::tensor_name(layer, block.linears[i]), weights[i], *hessians[i]);
+      linears[i].name = LlamaModel::tensor_name(layer, block.linears[i]);
+      tensors[i] = initial_result(weights[i], *hessians[i], config_.gsq_init);
       linears[i].init_error = objectives[i].relative_error(tensors[i].dequantize());
     }
-    const long batch_tokens = std::max(1L, inputs.rows / config_.block_batches);
-    SwiGluBlockObjective<> block(weights[0], weights[1], weights[2], inputs, batch_tokens);
-    result.block_init_error = block.relative_error(tensors[0].dequantize(), tensors[1].dequantize(), tensors[2].dequantize());
-    Gsq gate = Format::quantizer(tensors[0], part_init(layer, 4)), up = Format::quantizer(tensors[1], part_init(layer, 5)),
-        down = Format::quantizer(tensors[2], part_init(layer, 6));
-    train_jointly(block, part_config(layer, 4), [&](const StepReport& step) { if (progress) progress(layer, "mlp", step); },
+    const long batch_tokens = std::min(inputs.rows, std::max(1L, layer_tokens / config_.block_batches));
+    SwiGluBlockObjective<> objective(weights[0], weights[1], weights[2], inputs, batch_tokens);
+    BlockResult block_result{block.name, inputs.rows};
+    block_result.init_error = objective.relative_error(tensors[0].dequantize(), tensors[1].dequantize(), tensors[2].dequantize());
+    Gsq gate = Format::quantizer(tensors[0], part_init(layer, first)),
+        up = Format::quantizer(tensors[1], part_init(layer, {first.index + 1, first.stream})),
+        down = Format::quantizer(tensors[2], part_init(layer, {first.index + 2, first.stream}));
+    train_jointly(objective, part_config(layer, first), [&](const StepReport& step) { if (progress) progress(layer, block.name, step); },
                   gate, up, down);
     std::array<Tensor, 3> trained{Format::result(gate, tensors[0]), Format::result(up, tensors[1]), Format::result(down, tensors[2])};
-    if (block.relative_error(trained[0].dequantize(), trained[1].dequantize(), trained[2].dequantize()) <
-        result.block_init_error)
+    if (objective.relative_error(trained[0].dequantize(), trained[1].dequantize(), trained[2].dequantize()) <
+        block_result.init_error)
       tensors = std::move(trained);
 
     std::array<Matrix<float>, 3> stored;
-    for (int i = 0; i < 3; ++i) {
+    for (std::size_t i = 0; i < 3; ++i) {
       stored[i] = Format::store(tensors[i], linears[i].name);
       linears[i].error = objectives[i].relative_error(stored[i]);
       linears[i].tensor = std::move(tensors[i]);
-      model_.set_linear_weight(layer, names[4 + i], stored[i]);
+      model_.set_linear_weight(layer, block.linears[i], stored[i]);
     }
-    result.block_error = block.relative_error(stored[0], stored[1], stored[2]);
+    block_result.error = objective.relative_error(stored[0], stored[1], stored[2]);
+    result.blocks.push_back(block_result);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     for (LinearResult& linear : linears) {
       linear.seconds = seconds / 3;

@@ -2,14 +2,15 @@
 // 100 -> 500) against their floor, the matrix products a step cannot avoid:
 //   - the Hessian objective on a size x size layer: floor = one size x size x size product;
 //   - the SwiGLU block objective on SmolLM2-135M's MLP shapes (gate/up 1536 x 576, down
-//     576 x 1536) with 512-token batches: floor = the block's seven products of a step.
+//     576 x 1536; --block-shape 7168x2048 for a DeepSeek-V3 expert) with 512-token batches:
+//     floor = the block's seven products of a step.
 // For each it reports the median step in the first, middle and last eighth of the run (the late
 // anneal is where subnormal softmax tails used to cost 3-4x), the median of all steps, and the
 // ratio of that median to the floor, and the per-weight cost beyond the floor (the element-wise
 // work). Floors are medians of repeated products in the same run.
 //
 //   build/step_bench [--grids int2,int3] [--sizes 1024,2048,4096] [--steps 64] [--block-steps 128]
-//                    [--threads 2] [--json FILE]
+//                    [--block-shape 576x1536] [--threads 2] [--json FILE]
 #include <array>
 #include <cstdio>
 #include <fstream>
@@ -34,6 +35,7 @@ struct Settings {
   std::vector<std::string> grids{"int2", "int3"};
   std::vector<long> sizes{1024, 2048, 4096};
   long steps = 64, block_steps = 128;
+  long block_hidden = 576, block_intermediate = 1536;
   int threads = 2;
   std::string json_path;
 };
@@ -96,11 +98,11 @@ nlohmann::json bench_layer(long size, long steps) {
   return result;
 }
 
-/// The SwiGLU block objective on SmolLM2-135M's MLP (hidden 576, intermediate 1536), groups
-/// of 64 (128 does not divide 576).
+/// The SwiGLU block objective on an MLP of `hidden` x `intermediate` (SmolLM2-135M's: 576 x
+/// 1536), groups of 64 (128 does not divide 576).
 template <class Grid>
-nlohmann::json bench_block(long steps) {
-  constexpr long hidden = 576, intermediate = 1536, batch = 512, batches = 8;
+nlohmann::json bench_block(long steps, long hidden, long intermediate) {
+  constexpr long batch = 512, batches = 8;
   const gsq::SyntheticLayer gate = gsq::make_synthetic_layer({intermediate, hidden, batch * batches, 11});
   const gsq::SyntheticLayer up = gsq::make_synthetic_layer({intermediate, hidden, 1, 12});
   const gsq::SyntheticLayer down = gsq::make_synthetic_layer({hidden, intermediate, 1, 13});
@@ -126,7 +128,9 @@ nlohmann::json bench_block(long steps) {
   const auto [floor, report] =
       with_floor(products, [&] { return gsq::train_jointly(objective, annealed_run(steps), {}, gate_q, up_q, down_q); });
   nlohmann::json result = summarise(report, floor, 3.0 * hidden * intermediate);
-  result.update({{"objective", "swiglu block"}, {"grid", Grid::name}, {"shape", "576x1536 mlp, 512 tokens"}});
+  result.update({{"objective", "swiglu block"},
+                 {"grid", Grid::name},
+                 {"shape", std::to_string(hidden) + "x" + std::to_string(intermediate) + " mlp, 512 tokens"}});
   return result;
 }
 
@@ -147,11 +151,18 @@ bool parse_settings(int argc, char** argv, Settings& settings) {
     else if (flag == "--sizes") settings.sizes = parse_list<long>(value, [](const std::string& s) { return std::stol(s); });
     else if (flag == "--steps") settings.steps = std::stol(value);
     else if (flag == "--block-steps") settings.block_steps = std::stol(value);
+    else if (flag == "--block-shape") {
+      const std::size_t x = value.find('x');
+      if (x == std::string::npos) return false;
+      settings.block_hidden = std::stol(value.substr(0, x));
+      settings.block_intermediate = std::stol(value.substr(x + 1));
+    }
     else if (flag == "--threads") settings.threads = std::stoi(value);
     else if (flag == "--json") settings.json_path = value;
     else return false;
   }
-  return settings.steps >= 8 && settings.block_steps >= 8;
+  return settings.steps >= 8 && settings.block_steps >= 8 && settings.block_hidden % 64 == 0 &&
+         settings.block_intermediate % 64 == 0 && settings.block_hidden > 0 && settings.block_intermediate > 0;
 }
 
 void print_row(const nlohmann::json& r) {
@@ -170,7 +181,7 @@ int main(int argc, char** argv) {
   try {
     if (!parse_settings(argc, argv, settings)) {
       std::fprintf(stderr, "usage: step_bench [--grids int2,int3] [--sizes 1024,2048,4096] [--steps 64] [--block-steps 128] "
-                           "[--threads 2] [--json FILE]   (steps at least 8)\n");
+                           "[--block-shape 576x1536] [--threads 2] [--json FILE]   (steps at least 8; block sides multiples of 64)\n");
       return 2;
     }
     gsq::set_host_threads(settings.threads);
@@ -188,7 +199,7 @@ int main(int argc, char** argv) {
           results.push_back(bench_layer<Grid>(size, settings.steps));
           print_row(results.back());
         }
-        results.push_back(bench_block<Grid>(settings.block_steps));
+        results.push_back(bench_block<Grid>(settings.block_steps, settings.block_hidden, settings.block_intermediate));
         print_row(results.back());
       });
     }

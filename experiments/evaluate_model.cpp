@@ -116,7 +116,7 @@ int main(int argc, char** argv) {
                         "an evaluation window of " + std::to_string(options->evaluation.window) + " tokens (--window)");
 
     const Clock::time_point loading = Clock::now();
-    const gsq::LlamaModel model = gsq::LlamaModel::load(options->model);
+    const gsq::LlamaModel model = gsq::LlamaModel::open(options->model);  // streamed, layer by layer
     const std::vector<gsq::TokenId> tokens =
         options->byte_tokens ? gsq::read_byte_tokens(options->eval) : gsq::read_token_file(options->eval);
     const gsq::LlamaConfig& config = model.config();

@@ -4,12 +4,14 @@
 //   quantize_model --model data/llama-bytes-3m --out out/gsq2 --byte-tokens
 //       --calib data/llama-bytes-3m/calib.txt --eval data/llama-bytes-3m/eval.txt
 //   quantize_model ... --method rtn,gptq,gsq      (one output per method, one table)
+//   mpirun -np 4 quantize_model ...               (each layer's work spread over 4 processes)
 //
 // See docs/quantize_model.md.
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -27,6 +29,9 @@
 #include <gsq/model/evaluation.hpp>
 #include <gsq/model/report.hpp>
 #include <gsq/model/sequential.hpp>
+#ifdef GSQ_WITH_MPI
+#include <gsq/distributed/mpi_communicator.hpp>
+#endif
 
 namespace {
 
@@ -325,22 +330,32 @@ struct MethodRun {
   double bpp = 0;
 };
 
-MethodRun run_method(gsq::Method method, const Options& options, const Plan& plan, const std::string& out) {
+/// Quantizes with `method` into `out`. Every rank of `communicator` runs it and shares each
+/// layer's work; rank 0 writes the files (the ranks share a file system) and evaluates; the other
+/// ranks return after the last layer.
+MethodRun run_method(gsq::Method method, const Options& options, const Plan& plan, const std::string& out,
+                     const gsq::Communicator& communicator) {
   const std::vector<gsq::TokenId>& calibration = plan.calibration;
   const std::vector<gsq::TokenId>& evaluation = plan.evaluation;
   const Clock::time_point start = Clock::now();
   const gsq::Checkpoint source = gsq::Checkpoint::open(options.model);
-  gsq::LlamaModel model = gsq::LlamaModel::load(options.model);
+  gsq::LlamaModel model = gsq::LlamaModel::open(options.model);  // streamed: one decoder layer in memory at a time
   gsq::ModelQuantizationConfig config = options.config;
   config.method = method;
   const nlohmann::json settings = run_settings(options, config, calibration.size());
-  const gsq::ResumableOutput output(out, settings, options.resume);
-  if (!options.quiet) std::fprintf(stderr, "%s: quantizing %s into %s\n", gsq::method_name(method), options.model.c_str(), out.c_str());
+  // Rank 0 opens OUT.partial first; the others then join it.
+  std::optional<gsq::ResumableOutput> opened;
+  if (communicator.rank() == 0) opened.emplace(out, settings, options.resume);
+  communicator.barrier();
+  if (communicator.rank() != 0) opened.emplace(out, settings, true);
+  const gsq::ResumableOutput& output = *opened;
+  const bool quiet = options.quiet || communicator.rank() != 0;
+  if (!quiet) std::fprintf(stderr, "%s: quantizing %s into %s\n", gsq::method_name(method), options.model.c_str(), out.c_str());
 
   nlohmann::json layers = nlohmann::json::array();
   const auto finished = [&](const gsq::LayerResult& result, const gsq::LayerProgress& progress) {
     layers.push_back(result);
-    if (!options.quiet) print_layer(result, progress);
+    if (!quiet) print_layer(result, progress);
     const long done = result.layer + 1;
     if (options.stop_after > 0 && done == options.stop_after && done < progress.layers) throw Stopped{};
   };
@@ -348,11 +363,12 @@ MethodRun run_method(gsq::Method method, const Options& options, const Plan& pla
   double bpp = 0;
   visit_format(options, [&](auto format) {
     using Format = gsq::type_of<decltype(format)>;
-    gsq::SequentialQuantizer<Format> quantizer(model, config);
+    gsq::SequentialQuantizer<Format> quantizer(model, config, communicator);
     if (!plan.dump_layers.empty()) quantizer.observe_linears(layer_dumper(plan.dump_layers));
-    packed = quantizer.quantize_layers(calibration, options.calib_window, output, finished, ProgressPrinter{options.quiet});
+    packed = quantizer.quantize_layers(calibration, options.calib_window, output, finished, ProgressPrinter{quiet});
     bpp = Format::bits_per_parameter(model.config().hidden_size);
   });
+  if (communicator.rank() != 0) return {};
   packed.set_metadata("method", gsq::method_name(method));
   const double quantize_seconds = seconds_since(start);
 
@@ -391,28 +407,30 @@ void print_row(const std::string& method, const std::string& bits, const std::st
               evaluated ? std::to_string(evaluation["ppl"].get<double>()).substr(0, 7).c_str() : "-", seconds);
 }
 
-int run(const Options& options) {
+int run(const Options& options, const gsq::Communicator& communicator) {
   if (options.threads > 0) gsq::set_host_threads(options.threads);
   const Plan plan = plan_run(options);
+  communicator.barrier();  // every rank has checked the plan before rank 0 creates anything
   const std::vector<gsq::TokenId>& calibration = plan.calibration;
   const std::vector<gsq::TokenId>& evaluation = plan.evaluation;
 
   nlohmann::json baseline;
   const Clock::time_point baseline_start = Clock::now();
-  if (!evaluation.empty()) {
+  if (!evaluation.empty() && communicator.rank() == 0) {
     gsq::EvaluationOptions eval_options;
     eval_options.window = options.window;
-    baseline = gsq::evaluate(gsq::LlamaModel::load(options.model), evaluation, eval_options);
+    baseline = gsq::evaluate(gsq::LlamaModel::open(options.model), evaluation, eval_options);
   }
   const double baseline_seconds = seconds_since(baseline_start);
 
   nlohmann::json runs = nlohmann::json::array();
   std::vector<double> bpps;
   for (std::size_t i = 0; i < options.methods.size(); ++i) {
-    MethodRun run = run_method(options.methods[i], options, plan, plan.outs[i]);
+    MethodRun run = run_method(options.methods[i], options, plan, plan.outs[i], communicator);
     runs.push_back(run.manifest);
     bpps.push_back(run.bpp);
   }
+  if (communicator.rank() != 0) return 0;
 
   std::printf("model %s: %zu calibration tokens, %zu evaluation tokens (window %ld)\n", options.model.c_str(),
               calibration.size(), evaluation.size(), options.window);
@@ -432,12 +450,21 @@ int run(const Options& options) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  return gsq::driver::run("quantize_model", [&] {
+#ifdef GSQ_WITH_MPI
+  gsq::MpiCommunicator communicator(&argc, &argv);
+#else
+  const gsq::Communicator& communicator = gsq::serial_communicator();
+#endif
+  const int status = gsq::driver::run("quantize_model", [&] {
     try {
-      return run(parse_options(argc, argv));
+      return run(parse_options(argc, argv), communicator);
     } catch (const Stopped&) {
-      std::fprintf(stderr, "quantize_model: stopped after --stop-after layers; continue with --resume\n");
+      if (communicator.rank() == 0)
+        std::fprintf(stderr, "quantize_model: stopped after --stop-after layers; continue with --resume\n");
       return 3;
     }
   });
+  // An error on one rank ends them all: none waits forever in a collective.
+  if (status != 0 && status != 3 && communicator.size() > 1) communicator.abort(status);
+  return status;
 }

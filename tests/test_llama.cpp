@@ -545,3 +545,42 @@ TEST_CASE("bad Mixture-of-Experts configs and checkpoints fail with a message na
   CHECK_THAT(error_of([&] { model.linear_weight(0, "block_sparse_moe.gate"); }),
              Contains("block_sparse_moe.gate") && Contains("more"));  // routers stay in full precision
 }
+
+TEST_CASE("a model opened for streaming computes what a loaded one does, one layer in memory at a time", "[llama][streaming]") {
+  for (const std::string& directory : {tiny_llama3, tiny_deepseek_v3}) {
+    INFO(directory);
+    const Reference reference = reference_of(directory);
+    const gsq::LlamaModel loaded = gsq::LlamaModel::load(directory);
+    gsq::LlamaModel streamed = gsq::LlamaModel::open(directory);
+    const gsq::Matrix<float> logits = loaded.forward(reference.tokens, reference.sequence_length);
+    CHECK(streamed.forward(reference.tokens, reference.sequence_length).values == logits.values);
+    CHECK(streamed.linear_weight(1, "self_attn.o_proj").values == loaded.linear_weight(1, "self_attn.o_proj").values);
+
+    // A released layer reads its linears from the source it is given.
+    std::vector<std::string> asked;
+    streamed.release_layer(1, [&](const std::string& name, long rows, long cols) {
+      asked.push_back(name);
+      gsq::Matrix<float> zero(rows, cols);
+      return zero;
+    });
+    CHECK(streamed.linear_weight(1, "self_attn.o_proj").values == std::vector<float>(streamed.linear_weight(1, "self_attn.o_proj").size()));
+    asked.clear();
+    const gsq::Matrix<float> changed = streamed.forward(reference.tokens, reference.sequence_length);
+    CHECK(asked.size() == streamed.config().linear_names(1).size());  // every linear of layer 1, nothing else
+    CHECK(changed.values != logits.values);
+  }
+}
+
+TEST_CASE("opening a model checks every tensor's presence and shape before any layer runs", "[llama][streaming][errors]") {
+  const nlohmann::json config = read_json(tiny_mixtral + "/config.json");
+  TemporaryDirectory missing;
+  write_model(missing, config, tiny_mixtral,
+              [](const std::string& name, gsq::FloatTensor&) { return name != "model.layers.1.block_sparse_moe.experts.2.w3.weight"; });
+  CHECK_THAT(error_of([&] { gsq::LlamaModel::open(missing.str()); }), Contains("model.layers.1.block_sparse_moe.experts.2.w3.weight"));
+  TemporaryDirectory reshaped;
+  write_model(reshaped, config, tiny_mixtral, [](const std::string& name, gsq::FloatTensor& tensor) {
+    if (name == "model.layers.1.self_attn.k_proj.weight") tensor.shape = {64, 32};
+    return true;
+  });
+  CHECK_THAT(error_of([&] { gsq::LlamaModel::open(reshaped.str()); }), Contains("k_proj") && Contains("[64, 32]"));
+}

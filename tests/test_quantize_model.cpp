@@ -232,3 +232,35 @@ TEST_CASE("quantize_model on a Mixture-of-Experts model: every expert quantized,
   CHECK(run_quantize_model(run + " --out " + scratch("moe_gptq").string() + " --export gptq", log) == 2);
   CHECK(slurp(log).find("DeepseekV3ForCausalLM is written as its dequantized checkpoint only") != std::string::npos);
 }
+
+TEST_CASE("write_checkpoint: Hugging Face's sharded layout for a sharded or large model, one decoder layer per shard") {
+  const std::string deepseek = GSQ_SOURCE_DIR "/tests/data/tiny-deepseek-v3";
+  const gsq::Checkpoint source = gsq::Checkpoint::open(deepseek);
+  gsq::LlamaModel model = gsq::LlamaModel::open(deepseek);
+  gsq::Matrix<float> changed = model.linear_weight(2, "mlp.experts.6.down_proj");
+  changed(0, 0) += 1;
+  model.set_linear_weight(2, "mlp.experts.6.down_proj", changed);
+
+  const fs::path single = scratch("single_checkpoint"), sharded = scratch("sharded_checkpoint");
+  gsq::write_checkpoint(model, deepseek, source, single.string());
+  gsq::write_checkpoint(model, deepseek, source, sharded.string(), 1e5);  // "large": past 100 kB
+  CHECK(fs::exists(single / "model.safetensors"));
+  CHECK_FALSE(fs::exists(single / "model.safetensors.index.json"));
+  const nlohmann::json index = read_json(sharded / "model.safetensors.index.json");
+  CHECK(index["weight_map"]["model.embed_tokens.weight"] == "model-00001-of-00004.safetensors");
+  CHECK(index["weight_map"]["model.layers.0.mlp.down_proj.weight"] == "model-00002-of-00004.safetensors");
+  CHECK(index["weight_map"]["model.layers.2.mlp.gate.e_score_correction_bias"] == "model-00004-of-00004.safetensors");
+  CHECK(index["weight_map"].size() == source.tensor_names().size());
+  CHECK(index["metadata"]["total_size"].get<double>() > 1e5);
+
+  // Both read back as the model that was written; a sharded source gives a sharded output.
+  for (const fs::path& written : {single, sharded}) {
+    const gsq::LlamaModel reloaded = gsq::LlamaModel::open(written.string());
+    CHECK(reloaded.linear_weight(2, "mlp.experts.6.down_proj").values == changed.values);
+    CHECK(reloaded.linear_weight(1, "self_attn.kv_b_proj").values == model.linear_weight(1, "self_attn.kv_b_proj").values);
+  }
+  const fs::path again = scratch("resharded_checkpoint");
+  gsq::write_checkpoint(gsq::LlamaModel::open(sharded.string()), sharded.string(), gsq::Checkpoint::open(sharded.string()),
+                        again.string());
+  CHECK(read_json(again / "model.safetensors.index.json") == index);
+}

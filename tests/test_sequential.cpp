@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include "program_runner.hpp"
+#include "thread_communicator.hpp"
 
 #include <cstdint>
 #include <filesystem>
@@ -133,13 +134,17 @@ struct MixtureRun {
   std::vector<std::vector<float>> weights;  // every linear layer's weight afterwards
 };
 
-/// Quantizes the fixture `name` on 320 tokens (8 sequences of 40) into `out`; stops after
-/// `stop_after` layers unless it is 0.
+/// Quantizes the fixture `name` (streamed) on 320 tokens (8 sequences of 40) into `out`, as rank
+/// `communicator` of its ranks; stops after `stop_after` layers unless it is 0.
 MixtureRun quantize_mixture(const std::string& name, const gsq::ModelQuantizationConfig& config, const std::string& out,
-                            bool resume = false, long stop_after = 0) {
-  gsq::LlamaModel model = gsq::LlamaModel::load(fixtures + name);
-  TinyQuantizer quantizer(model, config);
-  const gsq::ResumableOutput output(out, {{"test", "mixture"}}, resume);
+                            bool resume = false, long stop_after = 0,
+                            const gsq::Communicator* communicator = &gsq::serial_communicator()) {
+  gsq::LlamaModel model = gsq::LlamaModel::open(fixtures + name);
+  TinyQuantizer quantizer(model, config, *communicator);
+  // Rank 0 opens the output first; the others join it.
+  if (communicator->rank() == 0) gsq::ResumableOutput(out, {{"test", "mixture"}}, resume);
+  communicator->barrier();
+  const gsq::ResumableOutput output(out, {{"test", "mixture"}}, true);
   MixtureRun run;
   const gsq::SafetensorsWriter packed = quantizer.quantize_layers(
       tokens_below(model.config().vocab_size, 320), 40, output, [&](const gsq::LayerResult& result, const gsq::LayerProgress&) {
@@ -187,8 +192,7 @@ TEST_CASE("Mixture-of-Experts models: every expert of every family is quantized,
         CHECK(std::isfinite(result.linears[i].error));
       }
       // Every SwiGLU block with calibration tokens was trained on its output.
-      long trained = 0;
-      for (const gsq::SwiGluBlock& block : original.config().swiglu_blocks(layer)) trained += 1;
+      auto trained = static_cast<long>(original.config().swiglu_blocks(layer).size());
       for (const auto& expert : experts_of(run, layer)) trained -= expert.second;
       CHECK(static_cast<long>(result.blocks.size()) == trained);
     }
@@ -242,4 +246,27 @@ TEST_CASE("Mixture-of-Experts quantization: the same bytes on any thread count, 
   const MixtureRun resumed = quantize_mixture("tiny-deepseek-v3", short_gsq(), out, true);
   CHECK(resumed.packed == two.packed);
   CHECK(resumed.weights == two.weights);
+}
+
+TEST_CASE("work spread over ranks gives every rank the bytes one process gives, for dense and MoE models", "[moe][ranks]") {
+  const ScratchDirectory scratch;
+  for (const std::string name : {"tiny-llama3", "tiny-deepseek-v3"}) {
+    INFO(name);
+    const MixtureRun alone = quantize_mixture(name, short_gsq(), scratch.file(name + "-alone"));
+    for (const int ranks : {2, 3}) {
+      INFO(ranks << " ranks");
+      const std::string out = scratch.file(name + "-ranks-" + std::to_string(ranks));
+      std::vector<MixtureRun> runs(static_cast<std::size_t>(ranks));
+      gsq::testing::run_ranks(ranks, [&](const gsq::Communicator& communicator) {
+        runs[static_cast<std::size_t>(communicator.rank())] = quantize_mixture(name, short_gsq(), out, false, 0, &communicator);
+      });
+      for (const MixtureRun& run : runs) {
+        CHECK(run.packed == alone.packed);
+        CHECK(run.weights == alone.weights);
+        REQUIRE(run.layers.size() == alone.layers.size());
+        for (std::size_t layer = 0; layer < run.layers.size(); ++layer)
+          CHECK(errors_of(run.layers[layer]) == errors_of(alone.layers[layer]));
+      }
+    }
+  }
 }

@@ -17,7 +17,9 @@
 #pragma once
 
 #include <algorithm>
+#include <cctype>
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -29,6 +31,7 @@
 #include "gsq/common/error.hpp"
 #include "gsq/format/k_quant.hpp"
 #include "gsq/format/quantized_tensor.hpp"
+#include "gsq/io/atomic_file.hpp"
 #include "gsq/io/safetensors.hpp"
 #include "gsq/model/llama.hpp"
 #include "gsq/policy/grid.hpp"
@@ -124,31 +127,78 @@ inline void copy_companion_files(const std::string& source, const std::string& d
       fs::copy_file(file, fs::path(directory) / file.filename());
 }
 
+namespace detail {
+
+/// The decoder layer a checkpoint tensor belongs to ("model.layers.<n>." with n < layers), or -1.
+inline long layer_of_tensor(const std::string& name, long layers) {
+  const std::string prefix = "model.layers.";
+  if (name.compare(0, prefix.size(), prefix) != 0) return -1;
+  const std::size_t dot = name.find('.', prefix.size());
+  const std::string digits = name.substr(prefix.size(), dot == std::string::npos ? std::string::npos : dot - prefix.size());
+  if (digits.empty() || digits.size() > 9 || !std::all_of(digits.begin(), digits.end(), ::isdigit)) return -1;
+  const long layer = std::stol(digits);
+  return layer < layers ? layer : -1;
+}
+
+}  // namespace detail
+
 /// Writes `model` (whose linear weights may have been replaced) as a checkpoint in directory
-/// `directory` (created if missing; meant to be a new, empty one): every tensor of `source` keeps its name, the
-/// linear layers are taken from the model in F32 (their dequantized weights, scale * code, are exact there and
-/// not in BF16), everything else is copied byte for byte.
+/// `directory` (created if missing; meant to be a new, empty one): every tensor of `source` keeps
+/// its name, the linear layers are taken from the model in F32 (their dequantized weights, scale *
+/// code, are exact there and not in BF16), everything else is copied byte for byte.
+///
+/// A single model.safetensors unless the source is sharded or the output passes `shard_bytes`;
+/// then Hugging Face's sharded layout: model-0000k-of-0000n.safetensors, the first holding what is
+/// not in a decoder layer and each further one a decoder layer, with model.safetensors.index.json.
+/// Shards are written one after the other: one decoder layer's weights are in memory at a time.
 inline void write_checkpoint(const LlamaModel& model, const std::string& source_directory, const Checkpoint& source,
-                             const std::string& directory) {
+                             const std::string& directory, double shard_bytes = 2147483648.0) {
   std::filesystem::create_directory(directory);
   copy_companion_files(source_directory, directory);
-  std::map<std::string, std::pair<long, std::string>> linears;  // tensor name -> (layer, linear)
-  for (long layer = 0; layer < model.config().layers; ++layer)
-    for (const std::string& linear : model.config().linear_names(layer)) linears[LlamaModel::tensor_name(layer, linear)] = {layer, linear};
-  SafetensorsWriter writer;
+  const LlamaConfig& config = model.config();
+  std::map<std::string, std::string> linear_of;  // tensor name -> linear name
+  for (long layer = 0; layer < config.layers; ++layer)
+    for (const std::string& linear : config.linear_names(layer)) linear_of[LlamaModel::tensor_name(layer, linear)] = linear;
+  // The tensors of each shard: [0] outside the decoder layers, [l + 1] layer l.
+  std::vector<std::vector<std::string>> shards(static_cast<std::size_t>(config.layers + 1));
+  double total_bytes = 0;
   for (const std::string& name : source.tensor_names()) {
+    shards[static_cast<std::size_t>(detail::layer_of_tensor(name, config.layers) + 1)].push_back(name);
     const TensorInfo& info = source.info(name);
-    const auto linear = linears.find(name);
-    if (linear != linears.end()) {
-      writer.add(name, model.linear_weight(linear->second.first, linear->second.second));  // F32: scale * code exactly
-    } else {
-      const ByteView bytes = source.file_of(name).raw_bytes(name);
-      writer.add_bytes(name, info.dtype, info.shape, std::vector<std::uint8_t>(bytes.data, bytes.data + bytes.size));
-    }
+    total_bytes += linear_of.count(name) ? 4.0 * static_cast<double>(info.shape.at(0) * info.shape.at(1))
+                                         : static_cast<double>(info.byte_size());
   }
-  writer.set_metadata("format", "pt");
-  writer.set_metadata("quantized_by", "gsq");
-  writer.write(directory + "/model.safetensors");
+  const auto shard_writer = [&](const std::vector<std::string>& names) {
+    SafetensorsWriter writer;
+    for (const std::string& name : names) {
+      const TensorInfo& info = source.info(name);
+      const auto linear = linear_of.find(name);
+      if (linear != linear_of.end()) {
+        const long layer = detail::layer_of_tensor(name, config.layers);
+        writer.add(name, model.linear_weight(layer, linear->second));  // F32: scale * code exactly
+      } else {
+        const ByteView bytes = source.file_of(name).raw_bytes(name);
+        writer.add_bytes(name, info.dtype, info.shape, std::vector<std::uint8_t>(bytes.data, bytes.data + bytes.size));
+      }
+    }
+    writer.set_metadata("format", "pt");
+    writer.set_metadata("quantized_by", "gsq");
+    return writer;
+  };
+  if (source.shards().size() == 1 && total_bytes <= shard_bytes) {
+    shard_writer(source.tensor_names()).write(directory + "/" + Checkpoint::single_file_name);
+    return;
+  }
+  shards.erase(std::remove_if(shards.begin(), shards.end(), [](const auto& names) { return names.empty(); }), shards.end());
+  nlohmann::json weight_map = nlohmann::json::object();
+  for (std::size_t k = 0; k < shards.size(); ++k) {
+    char file[64];
+    std::snprintf(file, sizeof file, "model-%05zu-of-%05zu.safetensors", k + 1, shards.size());
+    shard_writer(shards[k]).write(directory + "/" + file);
+    for (const std::string& name : shards[k]) weight_map[name] = file;
+  }
+  write_json_atomically(directory + "/" + Checkpoint::index_file_name,
+                        {{"metadata", {{"total_size", static_cast<std::int64_t>(total_bytes)}}}, {"weight_map", weight_map}});
 }
 
 }  // namespace gsq

@@ -161,31 +161,33 @@ struct LlamaConfig {
   /// The linear layers of decoder layer `layer` that quantization replaces, in the order the
   /// forward pass applies them (a mixture's router gates stay in full precision and are not listed).
   std::vector<LinearShape> linears(long layer) const {
+    const auto linear = [](std::string name, long rows, long cols, bool bias = false, std::string input_of = "") {
+      return LinearShape{std::move(name), rows, cols, bias, std::move(input_of)};
+    };
     std::vector<LinearShape> result;
     const long hidden = hidden_size;
     if (latent_attention()) {
       const long query_width = attention_heads * head_dim;
+      const std::string query = latent.query_rank > 0 ? "self_attn.q_a_proj" : "self_attn.q_proj";
       if (latent.query_rank > 0)
-        result.insert(result.end(), {{"self_attn.q_a_proj", latent.query_rank, hidden},
-                                     {"self_attn.q_b_proj", query_width, latent.query_rank}});
+        result.insert(result.end(), {linear(query, latent.query_rank, hidden),
+                                     linear("self_attn.q_b_proj", query_width, latent.query_rank)});
       else
-        result.push_back({"self_attn.q_proj", query_width, hidden});
+        result.push_back(linear(query, query_width, hidden));
       result.insert(result.end(),
-                    {{"self_attn.kv_a_proj_with_mqa", latent.key_value_rank + latent.rope_dim, hidden, false,
-                      latent.query_rank > 0 ? "self_attn.q_a_proj" : "self_attn.q_proj"},
-                     {"self_attn.kv_b_proj", attention_heads * (latent.nope_dim + latent.value_dim), latent.key_value_rank},
-                     {"self_attn.o_proj", hidden, attention_heads * value_head_dim}});
+                    {linear("self_attn.kv_a_proj_with_mqa", latent.key_value_rank + latent.rope_dim, hidden, false, query),
+                     linear("self_attn.kv_b_proj", attention_heads * (latent.nope_dim + latent.value_dim), latent.key_value_rank),
+                     linear("self_attn.o_proj", hidden, attention_heads * value_head_dim)});
     } else {
-      result.insert(result.end(), {{"self_attn.q_proj", attention_heads * head_dim, hidden, qkv_bias},
-                                   {"self_attn.k_proj", key_value_heads * head_dim, hidden, qkv_bias, "self_attn.q_proj"},
-                                   {"self_attn.v_proj", key_value_heads * head_dim, hidden, qkv_bias, "self_attn.q_proj"},
-                                   {"self_attn.o_proj", hidden, attention_heads * head_dim, output_bias}});
+      result.insert(result.end(), {linear("self_attn.q_proj", attention_heads * head_dim, hidden, qkv_bias),
+                                   linear("self_attn.k_proj", key_value_heads * head_dim, hidden, qkv_bias, "self_attn.q_proj"),
+                                   linear("self_attn.v_proj", key_value_heads * head_dim, hidden, qkv_bias, "self_attn.q_proj"),
+                                   linear("self_attn.o_proj", hidden, attention_heads * head_dim, output_bias)});
     }
     for (const SwiGluBlock& block : swiglu_blocks(layer)) {
       const auto& [gate, up, down] = block.linears;
-      const bool bias = mlp_bias;  // only dense Llama MLPs have biases
-      result.insert(result.end(), {{gate, block.width, hidden, bias}, {up, block.width, hidden, bias, gate},
-                                   {down, hidden, block.width, bias}});
+      result.insert(result.end(), {linear(gate, block.width, hidden, mlp_bias), linear(up, block.width, hidden, mlp_bias, gate),
+                                   linear(down, hidden, block.width, mlp_bias)});  // only dense Llama MLPs have biases
     }
     return result;
   }

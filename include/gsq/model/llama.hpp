@@ -27,6 +27,8 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -78,6 +80,10 @@ struct HiddenStates {
 /// before the experts; an expert receives the rows of the tokens routed to it, possibly none.
 using LinearInputObserver = std::function<void(long layer, const std::string& linear, const Matrix<float>& inputs)>;
 
+/// Where a decoder layer's linear weights are read once it is released from memory: called with a
+/// linear's checkpoint tensor name and its shape (out x in), it returns the weight.
+using LinearSource = std::function<Matrix<float>(const std::string& tensor_name, long rows, long cols)>;
+
 class LlamaModel {
  public:
   /// The checkpoint name of a linear layer's weight: "model.layers.<layer>.<linear>.weight".
@@ -85,57 +91,52 @@ class LlamaModel {
     return "model.layers." + std::to_string(layer) + "." + linear + ".weight";
   }
 
-  /// Loads config.json and the weights (model.safetensors or a sharded index) of a directory.
+  /// Loads config.json and every weight (model.safetensors or a sharded index) of a directory.
   static LlamaModel load(const std::string& directory) {
-    return from_checkpoint(LlamaConfig::load(directory + "/config.json"), Checkpoint::open(directory));
+    LlamaModel model = open(directory);
+    for (long layer = 0; layer < model.config_.layers; ++layer) model.load_layer(layer);
+    return model;
   }
 
-  /// Reads the weights `config` describes from `checkpoint`, checking each tensor's presence,
-  /// shape and values.
-  static LlamaModel from_checkpoint(const LlamaConfig& config, const Checkpoint& checkpoint) {
+  /// Opens a directory for streaming: the embeddings, final norm and head are read now; a decoder
+  /// layer's weights are read from the memory-mapped checkpoint each time the layer runs, unless
+  /// load_layer keeps them. Every tensor's presence and shape is checked now, its values when read.
+  static LlamaModel open(const std::string& directory) {
+    return open(LlamaConfig::load(directory + "/config.json"), Checkpoint::open(directory));
+  }
+
+  static LlamaModel open(const LlamaConfig& config, Checkpoint checkpoint) {
     LlamaModel model;
     model.config_ = config;
+    model.checkpoint_ = std::make_shared<const Checkpoint>(std::move(checkpoint));
+    const Loader load{*model.checkpoint_};
     const long hidden = config.hidden_size;
-    const Loader load{checkpoint};
-
     model.embedding_ = load.matrix("model.embed_tokens.weight", config.vocab_size, hidden);
     model.head_transposed_ = transposed(config.tie_word_embeddings
                                             ? model.embedding_
                                             : load.matrix("lm_head.weight", config.vocab_size, hidden));
     model.final_norm_ = load.vector("model.norm.weight", hidden);
-    for (long layer = 0; layer < config.layers; ++layer) {
-      const std::string prefix = "model.layers." + std::to_string(layer) + ".";
-      DecoderLayer weights;
-      const auto add_vector = [&](const std::string& name, long size) {
-        weights.vectors[name] = load.vector(prefix + name + ".weight", size);
-      };
-      const auto add_linear = [&](const LinearShape& shape) {
-        Linear& linear = weights.linears[shape.name];
-        linear.weight_transposed = transposed(load.matrix(tensor_name(layer, shape.name), shape.rows, shape.cols));
-        if (shape.bias) linear.bias = load.vector(prefix + shape.name + ".bias", shape.rows);
-      };
-      add_vector("input_layernorm", hidden);
-      add_vector("post_attention_layernorm", hidden);
-      if (config.qk_norm) {
-        add_vector("self_attn.q_norm", config.head_dim);
-        add_vector("self_attn.k_norm", config.head_dim);
-      }
-      if (config.latent_attention()) {
-        if (config.latent.query_rank > 0) add_vector("self_attn.q_a_layernorm", config.latent.query_rank);
-        add_vector("self_attn.kv_a_layernorm", config.latent.key_value_rank);
-      }
-      for (const LinearShape& shape : config.linears(layer)) add_linear(shape);
-      const MixtureConfig& mixture = config.mixture;
-      if (mixture.in_layer(layer)) {
-        add_linear({mixture.block + ".gate", mixture.experts, hidden});
-        if (mixture.router == MixtureConfig::Router::grouped_sigmoid)
-          weights.vectors["correction_bias"] = load.vector(prefix + mixture.block + ".gate.e_score_correction_bias", mixture.experts);
-        if (mixture.gated_shared_expert) add_linear({mixture.shared_block + "_gate", 1, hidden});
-      }
-      model.layers_.push_back(std::move(weights));
-    }
+    model.layers_.resize(static_cast<std::size_t>(config.layers));
+    model.linear_sources_.resize(model.layers_.size());
+    for (long layer = 0; layer < config.layers; ++layer)
+      for (const auto& [name, shape] : model.layer_tensors(layer)) load.require_tensor(name, shape);
     model.inverse_frequencies_ = rotary_inverse_frequencies(config);
     return model;
+  }
+
+  /// Keeps decoder layer `layer`'s weights in memory (set_linear_weight does so itself).
+  void load_layer(long layer) {
+    require_layer(layer);
+    std::optional<DecoderLayer>& resident = layers_[static_cast<std::size_t>(layer)];
+    if (!resident) resident = read_layer(layer);
+  }
+
+  /// Frees decoder layer `layer`'s weights; from now on its linears are read from `linears`
+  /// (called with a linear's checkpoint tensor name and shape), its other tensors from the checkpoint.
+  void release_layer(long layer, LinearSource linears) {
+    require_layer(layer);
+    layers_[static_cast<std::size_t>(layer)].reset();
+    linear_sources_[static_cast<std::size_t>(layer)] = std::move(linears);
   }
 
   const LlamaConfig& config() const { return config_; }
@@ -184,12 +185,17 @@ class LlamaModel {
 
   /// A linear layer's weight, out x in (PyTorch's Linear.weight layout).
   Matrix<float> linear_weight(long layer, const std::string& linear) const {
-    return transposed(linear_at(layer, linear).weight_transposed);
+    const LinearShape shape = linear_shape(layer, linear);
+    const std::optional<DecoderLayer>& resident = layers_[static_cast<std::size_t>(layer)];
+    return resident ? transposed(resident->linears.at(linear).weight_transposed) : read_linear(layer, shape);
   }
 
-  /// Replaces a linear layer's weight (out x in, the shape it has; finite); its bias stays.
+  /// Replaces a linear layer's weight (out x in, the shape it has; finite); its bias stays. The
+  /// layer is kept in memory from then on (until release_layer).
   void set_linear_weight(long layer, const std::string& linear, const Matrix<float>& weight) {
-    Linear& target = const_cast<Linear&>(linear_at(layer, linear));
+    linear_shape(layer, linear);
+    load_layer(layer);
+    Linear& target = layers_[static_cast<std::size_t>(layer)]->linears.at(linear);
     const long rows = target.weight_transposed.cols, cols = target.weight_transposed.rows;
     const std::string what = "replacement weight of layer " + std::to_string(layer) + " " + linear;
     require(weight.rows == rows && weight.cols == cols,
@@ -230,7 +236,8 @@ class LlamaModel {
     require(config_.sliding_window == 0 || input.sequence_length <= config_.sliding_window,
             "sequence length " + std::to_string(input.sequence_length) + " exceeds the model's sliding attention window " +
                 std::to_string(config_.sliding_window) + ", which gsq does not implement");
-    const LayerPass pass{*this, layers_[static_cast<std::size_t>(layer)], layer, observer};
+    std::optional<DecoderLayer> read;
+    const LayerPass pass{*this, weights_of(layer, read), layer, observer};
     const Matrix<float> attention_input = rms_norm(input.values, pass.vector("input_layernorm"));
     HiddenStates output{input.sequence_length, config_.latent_attention()
                                                    ? latent_attention(pass, attention_input, input.sequence_length)
@@ -247,18 +254,16 @@ class LlamaModel {
   Routing route(long layer, const Matrix<float>& mlp_inputs) const {
     require_layer(layer);
     require(config_.mixture.in_layer(layer), "decoder layer " + std::to_string(layer) + " has no mixture of experts");
-    const DecoderLayer& weights = layers_[static_cast<std::size_t>(layer)];
-    const auto correction = weights.vectors.find("correction_bias");
-    return gsq::route(apply(weights.linears.at(config_.mixture.block + ".gate"), mlp_inputs), config_.mixture,
-                      correction == weights.vectors.end() ? std::vector<float>{} : correction->second);
+    std::optional<DecoderLayer> read;
+    return route(weights_of(layer, read), mlp_inputs);
   }
 
   /// silu(gate(x)) * up(x) of `block` in decoder layer `layer` on the rows of `inputs`: the input
   /// of its down projection, computed as the forward pass does.
   Matrix<float> swiglu_activations(long layer, const SwiGluBlock& block, const Matrix<float>& inputs) const {
     require_layer(layer);
-    const LayerPass pass{*this, layers_[static_cast<std::size_t>(layer)], layer, {}};
-    return activations(pass, block, inputs);
+    std::optional<DecoderLayer> read;
+    return activations({*this, weights_of(layer, read), layer, {}}, block, inputs);
   }
 
   /// The final norm and the language-model head: one row of vocabulary logits per token.
@@ -310,12 +315,15 @@ class LlamaModel {
   struct Loader {
     const Checkpoint& checkpoint;
 
-    FloatTensor tensor(const std::string& name, const std::vector<std::int64_t>& shape) const {
+    void require_tensor(const std::string& name, const std::vector<std::int64_t>& shape) const {
       require(checkpoint.contains(name), "checkpoint '" + checkpoint.source() + "' has no tensor '" + name + "'");
+      const std::vector<std::int64_t>& stored = checkpoint.info(name).shape;
+      require(stored == shape, "checkpoint '" + checkpoint.source() + "': tensor '" + name + "' has shape " +
+                                   detail::shape_text(stored) + " but the config implies " + detail::shape_text(shape));
+    }
+    FloatTensor tensor(const std::string& name, const std::vector<std::int64_t>& shape) const {
+      require_tensor(name, shape);
       FloatTensor result = checkpoint.float_tensor(name);
-      require(result.shape == shape, "checkpoint '" + checkpoint.source() + "': tensor '" + name + "' has shape " +
-                                         detail::shape_text(result.shape) + " but the config implies " +
-                                         detail::shape_text(shape));
       const long bad = detail::first_non_finite(result.values.data(), result.values.size());
       require(bad < 0, "checkpoint '" + checkpoint.source() + "': tensor '" + name +
                            "' holds a non-finite value (NaN or Inf) at element " + std::to_string(bad));
@@ -336,18 +344,93 @@ class LlamaModel {
                                                       std::to_string(config_.layers) + ")");
   }
 
-  /// A linear layer that quantization may replace (one of config.linears(layer)).
-  const Linear& linear_at(long layer, const std::string& linear) const {
+  /// The shape of a linear layer that quantization may replace (one of config.linears(layer)).
+  LinearShape linear_shape(long layer, const std::string& linear) const {
     require_layer(layer);
-    const std::vector<std::string> names = config_.linear_names(layer);
-    if (std::find(names.begin(), names.end(), linear) == names.end()) {
+    const std::vector<LinearShape> linears = config_.linears(layer);
+    const auto found = std::find_if(linears.begin(), linears.end(), [&](const LinearShape& shape) { return shape.name == linear; });
+    if (found == linears.end()) {
       std::string known;
-      for (std::size_t i = 0; i < std::min<std::size_t>(names.size(), 10); ++i) known += (i ? ", " : "") + names[i];
-      if (names.size() > 10) known += " and " + std::to_string(names.size() - 10) + " more";
+      for (std::size_t i = 0; i < std::min<std::size_t>(linears.size(), 10); ++i) known += (i ? ", " : "") + linears[i].name;
+      if (linears.size() > 10) known += " and " + std::to_string(linears.size() - 10) + " more";
       throw Error("decoder layer " + std::to_string(layer) + " has no linear layer named '" + linear + "' (its linears are " +
                   known + ")");
     }
-    return layers_[static_cast<std::size_t>(layer)].linears.at(linear);
+    return *found;
+  }
+
+  /// Every tensor of decoder layer `layer` by checkpoint name, with its shape.
+  std::vector<std::pair<std::string, std::vector<std::int64_t>>> layer_tensors(long layer) const {
+    const std::string prefix = "model.layers." + std::to_string(layer) + ".";
+    std::vector<std::pair<std::string, std::vector<std::int64_t>>> tensors;
+    for (const auto& [name, size] : layer_vectors()) tensors.push_back({prefix + name + ".weight", {size}});
+    for (const LinearShape& linear : layer_linears(layer)) {
+      tensors.push_back({tensor_name(layer, linear.name), {linear.rows, linear.cols}});
+      if (linear.bias) tensors.push_back({prefix + linear.name + ".bias", {linear.rows}});
+    }
+    if (config_.mixture.in_layer(layer) && config_.mixture.router == MixtureConfig::Router::grouped_sigmoid)
+      tensors.push_back({prefix + config_.mixture.block + ".gate.e_score_correction_bias", {config_.mixture.experts}});
+    return tensors;
+  }
+
+  /// A decoder layer's norms by name (without "model.layers.<i>." and ".weight"), with their sizes.
+  std::vector<std::pair<std::string, long>> layer_vectors() const {
+    std::vector<std::pair<std::string, long>> vectors = {{"input_layernorm", config_.hidden_size},
+                                                         {"post_attention_layernorm", config_.hidden_size}};
+    if (config_.qk_norm) vectors.insert(vectors.end(), {{"self_attn.q_norm", config_.head_dim}, {"self_attn.k_norm", config_.head_dim}});
+    if (config_.latent_attention()) {
+      if (config_.latent.query_rank > 0) vectors.push_back({"self_attn.q_a_layernorm", config_.latent.query_rank});
+      vectors.push_back({"self_attn.kv_a_layernorm", config_.latent.key_value_rank});
+    }
+    return vectors;
+  }
+
+  /// A decoder layer's linears: those quantization replaces, and a mixture's routers.
+  std::vector<LinearShape> layer_linears(long layer) const {
+    std::vector<LinearShape> linears = config_.linears(layer);
+    const MixtureConfig& mixture = config_.mixture;
+    if (mixture.in_layer(layer)) {
+      linears.push_back({mixture.block + ".gate", mixture.experts, config_.hidden_size, false, ""});
+      if (mixture.gated_shared_expert) linears.push_back({mixture.shared_block + "_gate", 1, config_.hidden_size, false, ""});
+    }
+    return linears;
+  }
+
+  /// Linear `shape` of decoder layer `layer` as stored: from its release_layer source if it has
+  /// one, else from the checkpoint.
+  Matrix<float> read_linear(long layer, const LinearShape& shape) const {
+    const LinearSource& source = linear_sources_[static_cast<std::size_t>(layer)];
+    const std::string name = tensor_name(layer, shape.name);
+    return source ? source(name, shape.rows, shape.cols) : Loader{*checkpoint_}.matrix(name, shape.rows, shape.cols);
+  }
+
+  /// Reads decoder layer `layer`'s weights.
+  DecoderLayer read_layer(long layer) const {
+    const Loader load{*checkpoint_};
+    const std::string prefix = "model.layers." + std::to_string(layer) + ".";
+    const std::vector<LinearShape> replaceable = config_.linears(layer);
+    DecoderLayer weights;
+    for (const auto& [name, size] : layer_vectors()) weights.vectors[name] = load.vector(prefix + name + ".weight", size);
+    for (const LinearShape& shape : layer_linears(layer)) {
+      Linear& linear = weights.linears[shape.name];
+      const bool quantized = std::any_of(replaceable.begin(), replaceable.end(),
+                                         [&](const LinearShape& candidate) { return candidate.name == shape.name; });
+      linear.weight_transposed =
+          transposed(quantized ? read_linear(layer, shape) : load.matrix(tensor_name(layer, shape.name), shape.rows, shape.cols));
+      if (shape.bias) linear.bias = load.vector(prefix + shape.name + ".bias", shape.rows);
+    }
+    const MixtureConfig& mixture = config_.mixture;
+    if (mixture.in_layer(layer) && mixture.router == MixtureConfig::Router::grouped_sigmoid)
+      weights.vectors["correction_bias"] = load.vector(prefix + mixture.block + ".gate.e_score_correction_bias", mixture.experts);
+    return weights;
+  }
+
+  /// Decoder layer `layer`'s weights: those kept in memory, or else read into `read`.
+  const DecoderLayer& weights_of(long layer, std::optional<DecoderLayer>& read) const {
+    const std::optional<DecoderLayer>& resident = layers_[static_cast<std::size_t>(layer)];
+    if (resident) return *resident;
+    read = read_layer(layer);
+    return *read;
   }
 
   static void add_to(Matrix<float>& target, const Matrix<float>& addend) {
@@ -522,12 +605,19 @@ class LlamaModel {
     return pass.apply(block.linears[2], activations(pass, block, inputs));
   }
 
+  /// The router of `weights` (a mixture layer's) on `mlp_inputs`.
+  Routing route(const DecoderLayer& weights, const Matrix<float>& mlp_inputs) const {
+    const auto correction = weights.vectors.find("correction_bias");
+    return gsq::route(apply(weights.linears.at(config_.mixture.block + ".gate"), mlp_inputs), config_.mixture,
+                      correction == weights.vectors.end() ? std::vector<float>{} : correction->second);
+  }
+
   /// The routed experts' outputs weighted by the router, plus the shared expert's.
   Matrix<float> mixture_of_experts(const LayerPass& pass, const Matrix<float>& inputs) const {
     const MixtureConfig& mixture = config_.mixture;
     const std::string router = mixture.block + ".gate";
     if (pass.observer) pass.observer(pass.layer, router, inputs);
-    const Routing routing = route(pass.layer, inputs);
+    const Routing routing = route(pass.weights, inputs);
     // Each expert's tokens (rows of `inputs`) and their weights, in token order.
     std::vector<std::vector<long>> tokens(static_cast<std::size_t>(mixture.experts));
     std::vector<std::vector<float>> weights(tokens.size());
@@ -613,10 +703,12 @@ class LlamaModel {
   }
 
   LlamaConfig config_;
+  std::shared_ptr<const Checkpoint> checkpoint_;
+  std::vector<std::optional<DecoderLayer>> layers_;  // the layers kept in memory
+  std::vector<LinearSource> linear_sources_;         // where a released layer's linears are read
   Matrix<float> embedding_;        // vocabulary x hidden
   Matrix<float> head_transposed_;  // hidden x vocabulary (the embedding's transpose when tied)
   std::vector<float> final_norm_;
-  std::vector<DecoderLayer> layers_;
   std::vector<float> inverse_frequencies_;  // rotary_dim / 2 rotary frequencies
 };
 

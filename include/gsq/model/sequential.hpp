@@ -25,6 +25,7 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <string>
 #include <vector>
@@ -35,6 +36,7 @@
 #include "gsq/common/error.hpp"
 #include "gsq/core/quantizer.hpp"
 #include "gsq/core/train.hpp"
+#include "gsq/distributed/communicator.hpp"
 #include "gsq/format/checkpoint.hpp"
 #include "gsq/format/quantized_tensor.hpp"
 #include "gsq/io/resumable_output.hpp"
@@ -213,7 +215,11 @@ class SequentialQuantizer {
   using Tensor = typename Format::Tensor;
   using Gsq = typename Format::Gsq;
 
-  SequentialQuantizer(LlamaModel& model, ModelQuantizationConfig config) : model_(model), config_(std::move(config)) {
+  /// Quantizes `model`; with a communicator of several ranks, each layer's work is spread over
+  /// them (every rank runs this with the same model, settings and calibration tokens, and ends
+  /// with the same model; the results do not depend on the number of ranks).
+  SequentialQuantizer(LlamaModel& model, ModelQuantizationConfig config, const Communicator& communicator = serial_communicator())
+      : model_(model), config_(std::move(config)), communicator_(&communicator) {
     config_.validate();
   }
 
@@ -225,6 +231,7 @@ class SequentialQuantizer {
     const auto start = std::chrono::steady_clock::now();
     LayerResult result;
     result.layer = layer;
+    model_.load_layer(layer);
     const std::vector<LinearShape> linears = model_.config().linears(layer);
     const std::vector<SwiGluBlock> blocks = model_.config().swiglu_blocks(layer);
     const long attention_count = static_cast<long>(linears.size() - 3 * blocks.size());
@@ -238,12 +245,15 @@ class SequentialQuantizer {
         hessians[linear] = detail::input_hessian(x);
     });
     const bool attention_gsq = config_.method == Method::gsq && config_.gsq_attention;
-    for (long part = 0; part < attention_count; ++part) {
+    std::vector<double> attention_costs;
+    for (long part = 0; part < attention_count; ++part)
+      attention_costs.push_back(static_cast<double>(linears[static_cast<std::size_t>(part)].rows * linears[static_cast<std::size_t>(part)].cols));
+    share_units(layer, attention_costs, result, [&](long part, LayerResult& unit) {
       const LinearShape& shape = linears[static_cast<std::size_t>(part)];
-      result.linears.push_back(quantize_linear(layer, shape.name, {part, 0},
-                                               hessians.at(shape.input_of.empty() ? shape.name : shape.input_of),
-                                               attention_gsq ? Method::gsq : attention_method(), progress));
-    }
+      unit.linears.push_back(quantize_linear(layer, shape.name, {part, 0},
+                                             hessians.at(shape.input_of.empty() ? shape.name : shape.input_of),
+                                             attention_gsq ? Method::gsq : attention_method(), progress));
+    });
 
     // The MLP, after the quantized attention: each SwiGLU block on its calibration tokens.
     Matrix<float> mlp_inputs;
@@ -254,15 +264,25 @@ class SequentialQuantizer {
     const bool routed = mixture.in_layer(layer) && config_.expert_calibration == ExpertCalibration::routed;
     const std::vector<std::vector<long>> expert_tokens =
         routed ? tokens_by_expert(model_.route(layer, mlp_inputs), mixture.experts) : std::vector<std::vector<long>>{};
+    // A block's tokens: its routed ones, or all; its cost: its weights times the tokens of a step.
+    const auto block_tokens = [&](const SwiGluBlock& block) -> const std::vector<long>* {
+      return routed && block.expert >= 0 ? &expert_tokens[static_cast<std::size_t>(block.expert)] : nullptr;
+    };
+    const long batch_tokens = std::max(1L, mlp_inputs.rows / config_.block_batches);
+    std::vector<double> block_costs;
     for (const SwiGluBlock& block : blocks) {
+      const std::vector<long>* tokens = block_tokens(block);
+      const long count = tokens ? static_cast<long>(tokens->size()) : mlp_inputs.rows;
+      block_costs.push_back(static_cast<double>(block.width) * static_cast<double>(1 + std::min(count, batch_tokens)));
+    }
+    share_units(layer, block_costs, result, [&](long b, LayerResult& unit) {
+      const SwiGluBlock& block = blocks[static_cast<std::size_t>(b)];
       // Seeds: a dense MLP keeps the layer's stream, expert e takes stream e + 1, a shared expert the last.
       const Part first{attention_count, !mixture.in_layer(layer) ? 0 : block.expert >= 0 ? block.expert + 1 : mixture.experts + 1};
-      if (routed && block.expert >= 0)
-        quantize_block(layer, block, first, detail::gather_rows(mlp_inputs, expert_tokens[static_cast<std::size_t>(block.expert)]),
-                       mlp_inputs.rows, result, progress);
-      else
-        quantize_block(layer, block, first, mlp_inputs, mlp_inputs.rows, result, progress);
-    }
+      const std::vector<long>* tokens = block_tokens(block);
+      quantize_block(layer, block, first, tokens ? detail::gather_rows(mlp_inputs, *tokens) : mlp_inputs, mlp_inputs.rows, unit,
+                     progress);
+    });
 
     inputs = model_.decoder_layer(layer, inputs);
     result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -271,8 +291,9 @@ class SequentialQuantizer {
 
   /// Quantizes every decoder layer in turn, from the calibration `tokens` cut into sequences of
   /// `sequence_length`, and keeps each completed layer in `output` as unit "layer-<n>". A layer
-  /// completed by an earlier run that stopped part-way is read back rather than quantized again,
-  /// and goes into the model exactly as it was written. Returns the packed file
+  /// completed by an earlier run that stopped part-way is read back rather than quantized again.
+  /// Each completed layer leaves memory (LlamaModel::release_layer): the model reads its linears
+  /// from the layer's unit, exactly as written, so that one layer is in memory at a time. Returns the packed file
   /// (quantized.safetensors): every layer's codes and scales and the format's metadata.
   SafetensorsWriter quantize_layers(const std::vector<TokenId>& tokens, long sequence_length,
                                     const ResumableOutput& output, const LayerFinished& finished = {},
@@ -287,9 +308,17 @@ class SequentialQuantizer {
       LayerResult result;
       if (status.resumed_from.empty()) {
         result = quantize_layer(layer, hidden, progress);
-        output.store(unit, layer_file(result));
-      } else {
-        result = read_layer(layer, output.read(unit));
+        if (communicator_->rank() == 0) output.store(unit, layer_file(result));  // the ranks share its file system
+        communicator_->barrier();
+      }
+      // The layer leaves memory: from now on its linears are read from its file, as stored.
+      const SafetensorsFile file = output.read(unit);
+      model_.release_layer(layer, [file](const std::string& name, long rows, long cols) {
+        Tensor tensor = Format::read(file, name, rows, cols);
+        return Format::store(tensor, file.path());
+      });
+      if (!status.resumed_from.empty()) {
+        result = read_layer(layer, file);
         hidden = model_.decoder_layer(layer, hidden);
       }
       for (const LinearResult& linear : result.linears) add_packed(packed, linear.name, linear.tensor);
@@ -313,16 +342,55 @@ class SequentialQuantizer {
     const auto report = file.metadata().find("report");
     require(report != file.metadata().end(), file.path() + ": no \"report\" metadata (not a completed layer)");
     LayerResult result = nlohmann::json::parse(report->second).get<LayerResult>();
-    const std::vector<std::string> names = model_.config().linear_names(layer);
-    require(result.linears.size() == names.size(), file.path() + ": the report does not list the layer's " +
-                                                       std::to_string(names.size()) + " linear layers");
-    for (std::size_t i = 0; i < names.size(); ++i) {
-      const Matrix<float> weight = model_.linear_weight(layer, names[i]);
-      Tensor tensor = Format::read(file, LlamaModel::tensor_name(layer, names[i]), weight.rows, weight.cols);
-      model_.set_linear_weight(layer, names[i], Format::store(tensor, file.path()));
-      result.linears[i].tensor = std::move(tensor);
-    }
+    const std::vector<LinearShape> linears = model_.config().linears(layer);
+    require(result.linears.size() == linears.size(), file.path() + ": the report does not list the layer's " +
+                                                         std::to_string(linears.size()) + " linear layers");
+    for (std::size_t i = 0; i < linears.size(); ++i)
+      result.linears[i].tensor =
+          Format::read(file, LlamaModel::tensor_name(layer, linears[i].name), linears[i].rows, linears[i].cols);
     return result;
+  }
+
+
+  /// Does the units of work whose costs are `costs` spread over the communicator's ranks
+  /// (assign_units): `work(unit, unit_result)` for this rank's units; then every unit's linears
+  /// and blocks, gathered from every rank, are put into the model and appended to `result` in
+  /// unit order. The units of a phase must not depend on each other's results.
+  template <class Work>
+  void share_units(long layer, const std::vector<double>& costs, LayerResult& result, Work&& work) {
+    const std::vector<int> owner = assign_units(costs, communicator_->size());
+    SafetensorsWriter mine;
+    nlohmann::json my_records = nlohmann::json::object();
+    for (std::size_t unit = 0; unit < costs.size(); ++unit) {
+      if (owner[unit] != communicator_->rank()) continue;
+      LayerResult done;
+      done.layer = layer;
+      work(static_cast<long>(unit), done);
+      for (const LinearResult& linear : done.linears) add_packed(mine, linear.name, linear.tensor);
+      my_records[std::to_string(unit)] = done;
+    }
+    mine.set_metadata("units", my_records.dump());
+    std::map<std::string, LinearShape> shapes;
+    for (const LinearShape& shape : model_.config().linears(layer)) shapes[LlamaModel::tensor_name(layer, shape.name)] = shape;
+    std::vector<LayerResult> units(costs.size());
+    for (const std::vector<std::uint8_t>& bytes : communicator_->all_gather(mine.to_bytes())) {
+      const SafetensorsFile file = SafetensorsFile::from_bytes(bytes.data(), bytes.size(), "a rank's results");
+      const nlohmann::json records = nlohmann::json::parse(file.metadata().at("units"));
+      for (const auto& record : records.items()) {
+        LayerResult& done = units[std::stoul(record.key())];
+        done = record.value().template get<LayerResult>();
+        for (LinearResult& linear : done.linears) {
+          const LinearShape& shape = shapes.at(linear.name);
+          Tensor tensor = Format::read(file, linear.name, shape.rows, shape.cols);
+          model_.set_linear_weight(layer, shape.name, Format::store(tensor, linear.name));
+          linear.tensor = std::move(tensor);
+        }
+      }
+    }
+    for (LayerResult& done : units) {
+      std::move(done.linears.begin(), done.linears.end(), std::back_inserter(result.linears));
+      result.blocks.insert(result.blocks.end(), done.blocks.begin(), done.blocks.end());
+    }
   }
 
   /// A linear's place for its seeds: its index in the layer's linears (the first of a block's
@@ -479,6 +547,7 @@ class SequentialQuantizer {
 
   LlamaModel& model_;
   ModelQuantizationConfig config_;
+  const Communicator* communicator_;
   LinearObserver observer_;
 };
 

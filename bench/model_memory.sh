@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Peak memory (maximum resident set size) of quantize_model against a model's depth: random models
 # of SmolLM2-135M's shape (bench/random_model: hidden 576, intermediate 1536, 9/3 heads, vocabulary
-# 49152) with 8, 16 and 32 decoder layers, quantized by GPTQ at 2 bits on 32768 calibration tokens
-# (the bundled calibration text as bytes) and evaluated on 32768 tokens, one process of 2 threads.
+# 49152) with 4, 16 and 32 decoder layers, quantized by GPTQ at 2 bits on 8192 calibration tokens
+# (the bundled calibration text as bytes), one process of 2 threads.
 # Streamed, the peak should not grow with the depth: one decoder layer is in memory at a time.
 # Prints one markdown row per depth; everything goes to BUILD_DIR/model-memory.
 #
@@ -17,10 +17,10 @@ text=data/llama-bytes-3m/calib.txt
 
 echo "| decoder layers | model (F32 MB) | peak RSS (MB) | seconds |"
 echo "|---|---|---|---|"
-for layers in 8 16 32; do
+for layers in 4 16 32; do
   "$build/random_model" --out "$work/model-$layers" --layers "$layers" > /dev/null
   /usr/bin/time -f "%M %e" -o "$work/time-$layers" "$quantize_model" --model "$work/model-$layers" \
-    --out "$work/out-$layers" --byte-tokens --calib "$text" --calib-tokens 32768 --eval "$text" --method gptq \
+    --out "$work/out-$layers" --byte-tokens --calib "$text" --calib-tokens 8192 --method gptq \
     --bits 2 --group 64 --threads 2 --quiet > /dev/null
   read -r kilobytes seconds < "$work/time-$layers"
   model_mb=$(du -m "$work/model-$layers"/*.safetensors | awk '{ sum += $1 } END { print sum * 2 }')  # BF16 -> F32

@@ -331,8 +331,8 @@ struct MethodRun {
 };
 
 /// Quantizes with `method` into `out`. Every rank of `communicator` runs it and shares each
-/// layer's work; rank 0 writes the files (the ranks share a file system) and evaluates; the other
-/// ranks return after the last layer.
+/// layer's work; rank 0 writes the files (the ranks share a file system) and evaluates, the other
+/// ranks write their share of a sharded checkpoint.
 MethodRun run_method(gsq::Method method, const Options& options, const Plan& plan, const std::string& out,
                      const gsq::Communicator& communicator) {
   const std::vector<gsq::TokenId>& calibration = plan.calibration;
@@ -368,7 +368,13 @@ MethodRun run_method(gsq::Method method, const Options& options, const Plan& pla
     packed = quantizer.quantize_layers(calibration, options.calib_window, output, finished, ProgressPrinter{quiet});
     bpp = Format::bits_per_parameter(model.config().hidden_size);
   });
-  if (communicator.rank() != 0) return {};
+  if (communicator.rank() != 0) {
+    // Rank 0 names the directory it publishes into; every rank writes its share of the shards.
+    const std::vector<std::uint8_t> published = communicator.all_gather({}).front();
+    gsq::write_checkpoint(model, options.model, source, std::string(published.begin(), published.end()),
+                          gsq::default_shard_bytes, communicator);
+    return {};
+  }
   packed.set_metadata("method", gsq::method_name(method));
   const double quantize_seconds = seconds_since(start);
 
@@ -384,7 +390,8 @@ MethodRun run_method(gsq::Method method, const Options& options, const Plan& pla
   }
 
   output.publish([&](const std::string& directory) {
-    gsq::write_checkpoint(model, options.model, source, directory);
+    communicator.all_gather(std::vector<std::uint8_t>(directory.begin(), directory.end()));
+    gsq::write_checkpoint(model, options.model, source, directory, gsq::default_shard_bytes, communicator);
     packed.write(directory + "/quantized.safetensors");
     if (!options.exports.empty()) {
       const gsq::QuantizedModel quantized = gsq::QuantizedModel::open(directory, directory + "/quantized.safetensors");

@@ -186,6 +186,29 @@ TEST_CASE("F32, F16 and BF16 tensors round-trip through a file") {
   CHECK(bfloat_bytes.data[1] == 0x3F);
 }
 
+TEST_CASE("deferred tensors, made only when written, give the file their eager twins give") {
+  const std::vector<float> values = {1.5f, -2.0f, 3.25f, 0.0f, 7.0f, -0.5f};
+  gsq::SafetensorsWriter eager, deferred;
+  eager.add("w", {2, 3}, values);
+  eager.add_integers("ids", Dtype::I32, {2}, {4, 5});
+  eager.set_metadata("format", "pt");
+  const std::vector<std::uint8_t> file = eager.to_bytes();
+  const gsq::SafetensorsFile reference = gsq::SafetensorsFile::from_bytes(file.data(), file.size());
+  int made = 0;
+  for (const std::string name : {"w", "ids"}) {
+    const gsq::TensorInfo& info = reference.info(name);
+    deferred.add_deferred(name, info.dtype, info.shape, [&reference, &made, name] {
+      ++made;
+      const gsq::ByteView bytes = reference.raw_bytes(name);
+      return std::vector<std::uint8_t>(bytes.data, bytes.data + bytes.size);
+    });
+  }
+  deferred.set_metadata("format", "pt");
+  CHECK(made == 0);  // nothing is made before the file is written
+  CHECK(deferred.to_bytes() == file);
+  CHECK(made == 2);
+}
+
 TEST_CASE("integer tensors round-trip, and out-of-range values are refused") {
   gsq::SafetensorsWriter writer;
   writer.add_integers("input_ids", Dtype::I32, {2, 3}, {0, 1, -7, 2147483647, -2147483648LL, 42});
@@ -487,6 +510,14 @@ TEST_CASE("writing is atomic: a failed write leaves the old file and no temporar
     writer.add("new", {1}, {3.0f});
     CHECK_THROWS_WITH(writer.write(directory / "absent/model.safetensors"),
                       Contains("cannot create a temporary file beside it"));
+  }
+  SECTION("a deferred tensor that fails or makes the wrong number of bytes") {
+    gsq::SafetensorsWriter failing, short_one;
+    failing.add_deferred("late", Dtype::F32, {2}, []() -> std::vector<std::uint8_t> { throw gsq::Error("no data"); });
+    CHECK_THROWS_WITH(failing.write(path), Contains("no data"));
+    short_one.add_deferred("late", Dtype::F32, {2}, [] { return std::vector<std::uint8_t>(4); });
+    CHECK_THROWS_WITH(short_one.write(path), Contains("'late'") && Contains("4 bytes made for 8 declared"));
+    CHECK(read_text(path) == old_contents);
   }
   SECTION("a bad tensor is refused before the write") {
     gsq::SafetensorsWriter writer;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # quantize_model spread over MPI ranks writes the bytes one process writes: a tiny DeepSeek-V3
 # (experts, one never routed to) and the bundled dense model, quantized with `mpirun -np 2` and
-# `-np 3` and without mpirun; then a 2-rank run stopped after a layer and resumed.
+# `-np 3` and without mpirun; the DeepSeek-V3 split into shards, whose sharded output the ranks
+# write together; and a 2-rank run stopped after a layer and resumed.
 # Usage: tests/mpi/check.sh BUILD_DIR
 set -euo pipefail
 build=$(cd "$1" && pwd)
@@ -36,6 +37,50 @@ done
 mpi 2 "$build/quantize_model" "${bytes_model[@]}" --out "$scratch/dense-2" > /dev/null
 same "$scratch/dense-1" "$scratch/dense-2"
 echo "dense model on 2 ranks: the bytes of one process"
+
+# The same model as a sharded checkpoint: shard k holds layer k - 2, the first the rest.
+python3 - "$here/tests/data/tiny-deepseek-v3" "$scratch/sharded-model" <<'PYTHON'
+import json, os, shutil, struct, sys
+source, target = sys.argv[1], sys.argv[2]
+os.makedirs(target)
+shutil.copy(os.path.join(source, "config.json"), target)
+with open(os.path.join(source, "model.safetensors"), "rb") as f:
+    length = struct.unpack("<Q", f.read(8))[0]
+    header = json.loads(f.read(length))
+    data = f.read()
+header.pop("__metadata__", None)
+def shard_of(name):
+    parts = name.split(".")
+    return int(parts[2]) + 1 if name.startswith("model.layers.") else 0
+shards = sorted({shard_of(name) for name in header})
+weight_map = {}
+for k in shards:
+    names = sorted(name for name in header if shard_of(name) == k)
+    entries, blobs, offset = {}, [], 0
+    for name in names:
+        begin, end = header[name]["data_offsets"]
+        entries[name] = {"dtype": header[name]["dtype"], "shape": header[name]["shape"], "data_offsets": [offset, offset + end - begin]}
+        blobs.append(data[begin:end])
+        offset += end - begin
+    text = json.dumps(entries).encode()
+    text += b" " * (-len(text) % 8)
+    file = "model-%05d-of-%05d.safetensors" % (k + 1, len(shards))
+    with open(os.path.join(target, file), "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+    weight_map.update({name: file for name in names})
+with open(os.path.join(target, "model.safetensors.index.json"), "w") as f:
+    json.dump({"metadata": {}, "weight_map": weight_map}, f)
+PYTHON
+sharded=("${deepseek[@]}")
+sharded[1]="$scratch/sharded-model"
+"$build/quantize_model" "${sharded[@]}" --out "$scratch/sharded-1" > /dev/null
+mpi 3 "$build/quantize_model" "${sharded[@]}" --out "$scratch/sharded-3" > /dev/null
+for file in "$scratch"/sharded-1/model-*.safetensors "$scratch/sharded-1/model.safetensors.index.json" \
+            "$scratch/sharded-1/quantized.safetensors"; do
+  cmp "$file" "$scratch/sharded-3/$(basename "$file")"
+done
+[ "$(ls "$scratch"/sharded-3/model-*.safetensors | wc -l)" -eq 4 ]
+echo "a sharded DeepSeek-V3 on 3 ranks: the same 4 shards and index as one process"
 
 status=0
 mpi 2 "$build/quantize_model" "${deepseek[@]}" --out "$scratch/resumed" --stop-after 1 > /dev/null 2>&1 || status=$?

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "gsq/common/error.hpp"
+#include "gsq/distributed/communicator.hpp"
 #include "gsq/format/k_quant.hpp"
 #include "gsq/format/quantized_tensor.hpp"
 #include "gsq/io/atomic_file.hpp"
@@ -127,6 +128,9 @@ inline void copy_companion_files(const std::string& source, const std::string& d
       fs::copy_file(file, fs::path(directory) / file.filename());
 }
 
+/// The output size past which write_checkpoint writes Hugging Face's sharded layout.
+inline constexpr double default_shard_bytes = 2147483648.0;  // 2 GiB
+
 namespace detail {
 
 /// The decoder layer a checkpoint tensor belongs to ("model.layers.<n>." with n < layers), or -1.
@@ -150,11 +154,20 @@ inline long layer_of_tensor(const std::string& name, long layers) {
 /// A single model.safetensors unless the source is sharded or the output passes `shard_bytes`;
 /// then Hugging Face's sharded layout: model-0000k-of-0000n.safetensors, the first holding what is
 /// not in a decoder layer and each further one a decoder layer, with model.safetensors.index.json.
-/// Shards are written one after the other: one decoder layer's weights are in memory at a time.
+/// Tensors are made and written one at a time, so that writing needs no more memory than the
+/// largest of them.
+///
+/// With several ranks (every rank calling it alike, sharing the file system), rank 0 writes the
+/// companion files, a single file and the index, and the shards are shared out: shard k is written
+/// by rank k mod size.
 inline void write_checkpoint(const LlamaModel& model, const std::string& source_directory, const Checkpoint& source,
-                             const std::string& directory, double shard_bytes = 2147483648.0) {
-  std::filesystem::create_directory(directory);
-  copy_companion_files(source_directory, directory);
+                             const std::string& directory, double shard_bytes = default_shard_bytes,
+                             const Communicator& communicator = serial_communicator()) {
+  if (communicator.rank() == 0) {
+    std::filesystem::create_directory(directory);
+    copy_companion_files(source_directory, directory);
+  }
+  communicator.barrier();
   const LlamaConfig& config = model.config();
   std::map<std::string, std::string> linear_of;  // tensor name -> linear name
   for (long layer = 0; layer < config.layers; ++layer)
@@ -168,6 +181,7 @@ inline void write_checkpoint(const LlamaModel& model, const std::string& source_
     total_bytes += linear_of.count(name) ? 4.0 * static_cast<double>(info.shape.at(0) * info.shape.at(1))
                                          : static_cast<double>(info.byte_size());
   }
+  // Each tensor is made when its turn comes in the file: one tensor in memory at a time.
   const auto shard_writer = [&](const std::vector<std::string>& names) {
     SafetensorsWriter writer;
     for (const std::string& name : names) {
@@ -175,10 +189,20 @@ inline void write_checkpoint(const LlamaModel& model, const std::string& source_
       const auto linear = linear_of.find(name);
       if (linear != linear_of.end()) {
         const long layer = detail::layer_of_tensor(name, config.layers);
-        writer.add(name, model.linear_weight(layer, linear->second));  // F32: scale * code exactly
+        writer.add_deferred(name, Dtype::F32, info.shape, [&model, layer, linear = linear->second] {
+          const Matrix<float> weight = model.linear_weight(layer, linear);  // F32: scale * code exactly
+          std::vector<std::uint8_t> bytes(4 * weight.values.size());
+          for (std::size_t i = 0; i < weight.values.size(); ++i)
+            detail::store_little_endian(detail::float_to_bits(weight.values[i]), 4, &bytes[4 * i]);
+          return bytes;
+        });
       } else {
-        const ByteView bytes = source.file_of(name).raw_bytes(name);
-        writer.add_bytes(name, info.dtype, info.shape, std::vector<std::uint8_t>(bytes.data, bytes.data + bytes.size));
+        writer.add_deferred(name, info.dtype, info.shape, [&source, name] {
+          const ByteView bytes = source.file_of(name).raw_bytes(name);
+          std::vector<std::uint8_t> copy(bytes.data, bytes.data + bytes.size);
+          source.file_of(name).release_pages(name);
+          return copy;
+        });
       }
     }
     writer.set_metadata("format", "pt");
@@ -186,7 +210,8 @@ inline void write_checkpoint(const LlamaModel& model, const std::string& source_
     return writer;
   };
   if (source.shards().size() == 1 && total_bytes <= shard_bytes) {
-    shard_writer(source.tensor_names()).write(directory + "/" + Checkpoint::single_file_name);
+    if (communicator.rank() == 0) shard_writer(source.tensor_names()).write(directory + "/" + Checkpoint::single_file_name);
+    communicator.barrier();
     return;
   }
   shards.erase(std::remove_if(shards.begin(), shards.end(), [](const auto& names) { return names.empty(); }), shards.end());
@@ -194,11 +219,14 @@ inline void write_checkpoint(const LlamaModel& model, const std::string& source_
   for (std::size_t k = 0; k < shards.size(); ++k) {
     char file[64];
     std::snprintf(file, sizeof file, "model-%05zu-of-%05zu.safetensors", k + 1, shards.size());
-    shard_writer(shards[k]).write(directory + "/" + file);
+    if (static_cast<int>(k % static_cast<std::size_t>(communicator.size())) == communicator.rank())
+      shard_writer(shards[k]).write(directory + "/" + file);
     for (const std::string& name : shards[k]) weight_map[name] = file;
   }
-  write_json_atomically(directory + "/" + Checkpoint::index_file_name,
-                        {{"metadata", {{"total_size", static_cast<std::int64_t>(total_bytes)}}}, {"weight_map", weight_map}});
+  communicator.barrier();
+  if (communicator.rank() == 0)
+    write_json_atomically(directory + "/" + Checkpoint::index_file_name,
+                          {{"metadata", {{"total_size", static_cast<std::int64_t>(total_bytes)}}}, {"weight_map", weight_map}});
 }
 
 }  // namespace gsq

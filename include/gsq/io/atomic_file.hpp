@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -20,10 +21,14 @@
 
 namespace gsq {
 
-/// Writes `chunks` (in order) to `path` through a temporary file in the same directory that is
-/// fsynced and then renamed over `path`: readers see the old file or the whole new one, and a
-/// failure removes the temporary file and leaves any existing file untouched.
-inline void write_file_atomically(const std::string& path, const std::vector<std::pair<const void*, std::size_t>>& chunks) {
+/// Takes the next bytes of a file being written.
+using ByteSink = std::function<void(const void* data, std::size_t size)>;
+
+/// Writes what `produce` gives its sink (in order) to `path` through a temporary file in the same
+/// directory that is fsynced and then renamed over `path`: readers see the old file or the whole
+/// new one, and a failure (of a write, or an exception from `produce`) removes the temporary file
+/// and leaves any existing file untouched. The bytes need not all be in memory at once.
+inline void write_file_atomically(const std::string& path, const std::function<void(const ByteSink&)>& produce) {
   std::string temporary;
   int descriptor = -1;
   for (int attempt = 0; descriptor < 0; ++attempt) {
@@ -36,19 +41,28 @@ inline void write_file_atomically(const std::string& path, const std::vector<std
   auto fail = [&](const std::string& step) {
     const std::string reason = std::strerror(errno);
     if (descriptor >= 0) ::close(descriptor);
+    descriptor = -1;
     ::unlink(temporary.c_str());
     throw Error("writing '" + path + "' failed (" + step + ": " + reason + "); any existing file is unchanged");
   };
-  for (const auto& [data, size] : chunks) {
-    const auto* next = static_cast<const char*>(data);
-    std::size_t left = size;
-    while (left > 0) {
-      const ssize_t written = ::write(descriptor, next, left);
-      if (written < 0 && errno == EINTR) continue;
-      if (written <= 0) fail("write");
-      next += written;
-      left -= static_cast<std::size_t>(written);
+  try {
+    produce([&](const void* data, std::size_t size) {
+      const auto* next = static_cast<const char*>(data);
+      std::size_t left = size;
+      while (left > 0) {
+        const ssize_t written = ::write(descriptor, next, left);
+        if (written < 0 && errno == EINTR) continue;
+        if (written <= 0) fail("write");
+        next += written;
+        left -= static_cast<std::size_t>(written);
+      }
+    });
+  } catch (...) {
+    if (descriptor >= 0) {  // produce failed (a failed write has cleaned up already)
+      ::close(descriptor);
+      ::unlink(temporary.c_str());
     }
+    throw;
   }
   if (::fsync(descriptor) != 0) fail("fsync");
   const int closed = ::close(descriptor);
@@ -65,6 +79,13 @@ inline void write_file_atomically(const std::string& path, const std::vector<std
   }
 }
 
+
+/// Writes `chunks` (in order) to `path` atomically.
+inline void write_file_atomically(const std::string& path, const std::vector<std::pair<const void*, std::size_t>>& chunks) {
+  write_file_atomically(path, [&](const ByteSink& sink) {
+    for (const auto& [data, size] : chunks) sink(data, size);
+  });
+}
 
 /// Writes `text` to `path` atomically (see write_file_atomically).
 inline void write_text_atomically(const std::string& path, const std::string& text) {

@@ -30,6 +30,7 @@
 #include <cstring>
 #include <fstream>
 #include <limits>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -314,6 +315,14 @@ class MappedFile {
   const std::uint8_t* bytes() const { return bytes_; }
   std::size_t size() const { return size_; }
 
+  /// Drops the whole pages inside bytes [first, first + count) from this process's memory; they
+  /// are read from the file again if touched (the mapping is private and never written).
+  void release(std::size_t first, std::size_t count) const {
+    const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    const std::size_t begin = (first + page - 1) / page * page, end = (first + count) / page * page;
+    if (bytes_ && end > begin) ::madvise(const_cast<std::uint8_t*>(bytes_) + begin, end - begin, MADV_DONTNEED);
+  }
+
  private:
   const std::uint8_t* bytes_ = nullptr;
   std::size_t size_ = 0;
@@ -332,7 +341,9 @@ class SafetensorsFile {
   /// Maps the file at `path` read-only and validates it.
   static SafetensorsFile open(const std::string& path) {
     auto mapping = std::make_shared<const detail::MappedFile>(path);
-    return SafetensorsFile(path, mapping, mapping->bytes(), mapping->size());
+    SafetensorsFile file(path, mapping, mapping->bytes(), mapping->size());
+    file.mapping_ = mapping;
+    return file;
   }
 
   /// Copies `size` bytes of a safetensors file held in memory; `label` names it in errors.
@@ -354,6 +365,14 @@ class SafetensorsFile {
     const auto found = index_of_.find(name);
     require(found != index_of_.end(), context() + ": no tensor named '" + name + "'");
     return tensors_[found->second];
+  }
+
+  /// Lets the memory-mapped bytes of tensor `name` leave this process's memory once read (a model
+  /// read tensor by tensor then keeps only what it converted); they are read from the file again
+  /// if needed. Nothing happens for a file held in memory (from_bytes).
+  void release_pages(const std::string& name) const {
+    const TensorInfo& tensor = info(name);
+    if (mapping_) mapping_->release(static_cast<std::size_t>(data_ - mapping_->bytes() + tensor.data_begin), tensor.byte_size());
   }
 
   /// The tensor's bytes as stored (little-endian elements), without conversion.
@@ -546,6 +565,7 @@ class SafetensorsFile {
 
   std::string path_;
   std::shared_ptr<const void> owner_;  // keeps the mapping or buffer behind data_ alive
+  std::shared_ptr<const detail::MappedFile> mapping_;  // the mapping, for a file opened from disk
   const std::uint8_t* data_ = nullptr;  // start of the data section
   std::map<std::string, std::string> metadata_;
   std::vector<TensorInfo> tensors_;
@@ -748,21 +768,30 @@ class SafetensorsWriter {
     new_entry(name, dtype, shape, data.size() / dtype_size(dtype)) = std::move(data);
   }
 
+  /// Adds a tensor whose bytes (in the file's element encoding, `dtype`, `shape`) `produce` makes
+  /// only when the file is written: a file larger than memory is written one tensor at a time.
+  void add_deferred(const std::string& name, Dtype dtype, const std::vector<std::int64_t>& shape,
+                    std::function<std::vector<std::uint8_t>()> produce) {
+    const std::optional<std::uint64_t> count = detail::checked_element_count(shape);
+    require(count.has_value(), "safetensors writer: tensor '" + name + "': shape " + detail::shape_text(shape) +
+                                   " has a negative dimension or too many elements");
+    new_entry(name, dtype, shape, static_cast<std::size_t>(*count), false);
+    entries_.back().produce = std::move(produce);
+  }
+
   /// The whole file, in memory.
   std::vector<std::uint8_t> to_bytes() const {
-    const std::string text = header();
     std::vector<std::uint8_t> file;
-    for (const auto& [data, size] : chunks(text)) {
+    stream([&](const void* data, std::size_t size) {
       const auto* first = static_cast<const std::uint8_t*>(data);
       file.insert(file.end(), first, first + size);
-    }
+    });
     return file;
   }
 
-  /// Writes the file atomically (see write_file_atomically).
+  /// Writes the file atomically (see write_file_atomically), one tensor in memory at a time.
   void write(const std::string& path) const {
-    const std::string text = header();
-    write_file_atomically(path, chunks(text));
+    write_file_atomically(path, [&](const ByteSink& sink) { stream(sink); });
   }
 
  private:
@@ -770,7 +799,9 @@ class SafetensorsWriter {
     std::string name;
     Dtype dtype;
     std::vector<std::int64_t> shape;
-    std::vector<std::uint8_t> bytes;
+    std::size_t size = 0;                                // bytes in the file
+    std::vector<std::uint8_t> bytes;                     // empty for a deferred entry
+    std::function<std::vector<std::uint8_t>()> produce;  // a deferred entry's bytes, made when written
   };
 
   static std::pair<std::int64_t, std::int64_t> integer_range(Dtype dtype) {
@@ -788,9 +819,9 @@ class SafetensorsWriter {
   }
 
   /// Checks the name and that `shape` holds `count` elements, then returns the new entry's
-  /// zeroed byte buffer to fill.
+  /// zeroed byte buffer to fill (left empty without `allocate`).
   std::vector<std::uint8_t>& new_entry(const std::string& name, Dtype dtype, const std::vector<std::int64_t>& shape,
-                                       std::size_t count) {
+                                       std::size_t count, bool allocate = true) {
     const std::string where = "safetensors writer: tensor '" + name + "'";
     require(name != "__metadata__", where + ": the name is reserved for the metadata");
     detail::require_utf8(name, where + ": the name");
@@ -801,7 +832,8 @@ class SafetensorsWriter {
     require(*expected == count, where + ": shape " + detail::shape_text(shape) + " holds " +
                                     std::to_string(*expected) + " elements but " + std::to_string(count) +
                                     " were given");
-    entries_.push_back({name, dtype, shape, std::vector<std::uint8_t>(count * dtype_size(dtype))});
+    const std::size_t size = count * dtype_size(dtype);
+    entries_.push_back({name, dtype, shape, size, std::vector<std::uint8_t>(allocate ? size : 0), {}});
     return entries_.back().bytes;
   }
 
@@ -809,7 +841,7 @@ class SafetensorsWriter {
   std::vector<const Entry*> layout() const {
     auto alignment = [](const Entry& entry) {
       std::size_t power = 1;
-      while (power < 8 && entry.bytes.size() % (2 * power) == 0) power *= 2;
+      while (power < 8 && entry.size % (2 * power) == 0) power *= 2;
       return power;
     };
     std::vector<const Entry*> order;
@@ -827,8 +859,8 @@ class SafetensorsWriter {
     for (const Entry* entry : layout()) {
       json[entry->name] = {{"dtype", dtype_name(entry->dtype)},
                            {"shape", entry->shape},
-                           {"data_offsets", {offset, offset + entry->bytes.size()}}};
-      offset += entry->bytes.size();
+                           {"data_offsets", {offset, offset + entry->size}}};
+      offset += entry->size;
     }
     std::string text = json.dump(-1, ' ', false, nlohmann::json::error_handler_t::strict);
     text.append((8 - text.size() % 8) % 8, ' ');
@@ -837,11 +869,24 @@ class SafetensorsWriter {
     return std::string(reinterpret_cast<const char*>(length), 8) + text;
   }
 
-  std::vector<std::pair<const void*, std::size_t>> chunks(const std::string& header) const {
-    std::vector<std::pair<const void*, std::size_t>> result{{header.data(), header.size()}};
-    for (const Entry* entry : layout()) result.emplace_back(entry->bytes.data(), entry->bytes.size());
-    return result;
+  /// The file's bytes in order, into `sink`: the header, then each tensor (a deferred one made,
+  /// written and dropped in turn).
+  void stream(const ByteSink& sink) const {
+    const std::string text = header();
+    sink(text.data(), text.size());
+    for (const Entry* entry : layout()) {
+      if (!entry->produce) {
+        sink(entry->bytes.data(), entry->bytes.size());
+        continue;
+      }
+      const std::vector<std::uint8_t> bytes = entry->produce();
+      require(bytes.size() == entry->size, "safetensors writer: tensor '" + entry->name + "': " +
+                                               std::to_string(bytes.size()) + " bytes made for " +
+                                               std::to_string(entry->size) + " declared");
+      sink(bytes.data(), bytes.size());
+    }
   }
+
 
   std::map<std::string, std::string> metadata_;
   std::vector<Entry> entries_;

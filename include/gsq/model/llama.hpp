@@ -19,6 +19,10 @@
 //
 //   gsq::Matrix<float> w = model.linear_weight(0, "mlp.down_proj");   // out x in, as in PyTorch
 //   model.set_linear_weight(0, "mlp.down_proj", dequantized);         // swap in a quantized one
+//
+// load() keeps every weight in float32; open() streams: each decoder layer is read from the
+// memory-mapped checkpoint when it runs (or kept from load_layer until release_layer), so that a
+// model larger than memory runs one layer at a time.
 #pragma once
 
 #include <algorithm>
@@ -324,6 +328,7 @@ class LlamaModel {
     FloatTensor tensor(const std::string& name, const std::vector<std::int64_t>& shape) const {
       require_tensor(name, shape);
       FloatTensor result = checkpoint.float_tensor(name);
+      checkpoint.file_of(name).release_pages(name);  // converted: the mapped bytes may go
       const long bad = detail::first_non_finite(result.values.data(), result.values.size());
       require(bad < 0, "checkpoint '" + checkpoint.source() + "': tensor '" + name +
                            "' holds a non-finite value (NaN or Inf) at element " + std::to_string(bad));

@@ -257,8 +257,11 @@ class SequentialQuantizer {
 
     // The MLP, after the quantized attention: each SwiGLU block on its calibration tokens.
     Matrix<float> mlp_inputs;
+    std::map<std::string, Matrix<float>> down_inputs;  // of the blocks that see every token: the dense MLP, a shared expert
     model_.decoder_layer(layer, inputs, [&](long, const std::string& linear, const Matrix<float>& x) {
       if (mlp_inputs.rows == 0 && linear.rfind("self_attn.", 0) != 0) mlp_inputs = x;  // the router's or gate's input
+      for (const SwiGluBlock& block : blocks)
+        if (block.expert < 0 && linear == block.linears[2]) down_inputs[linear] = x;
     });
     const MixtureConfig& mixture = model_.config().mixture;
     const bool routed = mixture.in_layer(layer) && config_.expert_calibration == ExpertCalibration::routed;
@@ -280,8 +283,9 @@ class SequentialQuantizer {
       // Seeds: a dense MLP keeps the layer's stream, expert e takes stream e + 1, a shared expert the last.
       const Part first{attention_count, !mixture.in_layer(layer) ? 0 : block.expert >= 0 ? block.expert + 1 : mixture.experts + 1};
       const std::vector<long>* tokens = block_tokens(block);
-      quantize_block(layer, block, first, tokens ? detail::gather_rows(mlp_inputs, *tokens) : mlp_inputs, mlp_inputs.rows, unit,
-                     progress);
+      const auto down = down_inputs.find(block.linears[2]);
+      quantize_block(layer, block, first, tokens ? detail::gather_rows(mlp_inputs, *tokens) : mlp_inputs,
+                     down == down_inputs.end() ? nullptr : &down->second, mlp_inputs.rows, unit, progress);
     });
 
     inputs = model_.decoder_layer(layer, inputs);
@@ -474,10 +478,11 @@ class SequentialQuantizer {
   }
 
   /// Quantizes SwiGLU block `block` from its calibration inputs `inputs` (the rows of the MLP's
-  /// input it is calibrated on, of `layer_tokens`): GSQ on the block objective, or each
-  /// projection on its own; a routed expert with too few tokens without data.
-  void quantize_block(long layer, const SwiGluBlock& block, Part first, const Matrix<float>& inputs, long layer_tokens,
-                      LayerResult& result, const TrainingProgress& progress) {
+  /// input it is calibrated on, of `layer_tokens`; `down_inputs`: its down projection's inputs if
+  /// the forward pass recorded them): GSQ on the block objective, or each projection on its own;
+  /// a routed expert with too few tokens without data.
+  void quantize_block(long layer, const SwiGluBlock& block, Part first, const Matrix<float>& inputs,
+                      const Matrix<float>* down_inputs, long layer_tokens, LayerResult& result, const TrainingProgress& progress) {
     const std::size_t first_linear = result.linears.size();
     const double min_tokens = config_.expert_min_tokens * static_cast<double>(layer_tokens);
     if (block.expert >= 0 && (inputs.rows == 0 || static_cast<double>(inputs.rows) < min_tokens)) {
@@ -485,7 +490,8 @@ class SequentialQuantizer {
     } else {
       // H of gate/up's input and of down's, before any of the block is quantized.
       const Matrix<float> input_hessian = detail::input_hessian(inputs);
-      const Matrix<float> down_hessian = detail::input_hessian(model_.swiglu_activations(layer, block, inputs));
+      const Matrix<float> down_hessian =
+          detail::input_hessian(down_inputs ? *down_inputs : model_.swiglu_activations(layer, block, inputs));
       if (config_.method == Method::gsq && config_.mlp_objective == MlpObjective::block)
         train_block(layer, block, first, inputs, {&input_hessian, &input_hessian, &down_hessian}, layer_tokens, result, progress);
       else

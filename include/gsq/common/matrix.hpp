@@ -2,6 +2,7 @@
 // Hessians and calibration inputs (Eigen stays an implementation detail of the host backend).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <string>
@@ -34,6 +35,15 @@ struct Matrix {
     return out;
   }
 };
+
+/// The rows of `matrix` listed in `rows` (indices in range), in that order.
+template <class Real>
+Matrix<Real> gather_rows(const Matrix<Real>& matrix, const std::vector<long>& rows) {
+  Matrix<Real> result(static_cast<long>(rows.size()), matrix.cols);
+  for (std::size_t i = 0; i < rows.size(); ++i)
+    std::copy_n(matrix.data() + rows[i] * matrix.cols, matrix.cols, result.data() + static_cast<long>(i) * matrix.cols);
+  return result;
+}
 
 /// Throws gsq::Error naming `what` if the matrix is empty or holds NaN or Inf.
 template <class Real>

@@ -455,14 +455,6 @@ class LlamaModel {
     return result;
   }
 
-  /// Rows `rows` of `matrix`, in that order.
-  static Matrix<float> gather_rows(const Matrix<float>& matrix, const std::vector<long>& rows) {
-    Matrix<float> result(static_cast<long>(rows.size()), matrix.cols);
-    for (std::size_t i = 0; i < rows.size(); ++i)
-      std::copy_n(matrix.data() + rows[i] * matrix.cols, matrix.cols, result.data() + static_cast<long>(i) * matrix.cols);
-    return result;
-  }
-
   /// Columns [first, first + count) of `matrix`.
   static Matrix<float> columns(const Matrix<float>& matrix, long first, long count) {
     Matrix<float> result(matrix.rows, count);

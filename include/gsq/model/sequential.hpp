@@ -197,13 +197,6 @@ inline std::uint64_t stream_seed(std::uint64_t seed, long stream) {
   return stream == 0 ? seed : part_seed(seed ^ 0xD1B54A32D192ED03ull, -1, stream);
 }
 
-/// The rows of `matrix` listed in `rows`.
-inline Matrix<float> gather_rows(const Matrix<float>& matrix, const std::vector<long>& rows) {
-  Matrix<float> result(static_cast<long>(rows.size()), matrix.cols);
-  for (std::size_t i = 0; i < rows.size(); ++i)
-    std::copy_n(matrix.data() + rows[i] * matrix.cols, matrix.cols, result.data() + static_cast<long>(i) * matrix.cols);
-  return result;
-}
 
 }  // namespace detail
 
@@ -284,7 +277,7 @@ class SequentialQuantizer {
       const Part first{attention_count, !mixture.in_layer(layer) ? 0 : block.expert >= 0 ? block.expert + 1 : mixture.experts + 1};
       const std::vector<long>* tokens = block_tokens(block);
       const auto down = down_inputs.find(block.linears[2]);
-      quantize_block(layer, block, first, tokens ? detail::gather_rows(mlp_inputs, *tokens) : mlp_inputs,
+      quantize_block(layer, block, first, tokens ? gather_rows(mlp_inputs, *tokens) : mlp_inputs,
                      down == down_inputs.end() ? nullptr : &down->second, mlp_inputs.rows, unit, progress);
     });
 

@@ -14,6 +14,9 @@ quantize_model=${2:-$build/quantize_model}
 work="$build/model-memory"
 rm -rf "$work" && mkdir -p "$work"
 text=data/llama-bytes-3m/calib.txt
+for program in "$build/random_model" "$quantize_model"; do
+  [ -x "$program" ] || { echo "bench/model_memory.sh: $program is not built (cmake --build $build)" >&2; exit 2; }
+done
 
 echo "| decoder layers | model (F32 MB) | peak RSS (MB) | seconds |"
 echo "|---|---|---|---|"

@@ -615,14 +615,7 @@ class LlamaModel {
     const std::string router = mixture.block + ".gate";
     if (pass.observer) pass.observer(pass.layer, router, inputs);
     const Routing routing = route(pass.weights, inputs);
-    // Each expert's tokens (rows of `inputs`) and their weights, in token order.
-    std::vector<std::vector<long>> tokens(static_cast<std::size_t>(mixture.experts));
-    std::vector<std::vector<float>> weights(tokens.size());
-    for (long token = 0; token < inputs.rows; ++token)
-      for (long j = 0; j < routing.per_token; ++j) {
-        tokens[static_cast<std::size_t>(routing.expert(token, j))].push_back(token);
-        weights[static_cast<std::size_t>(routing.expert(token, j))].push_back(routing.weight(token, j));
-      }
+    const std::vector<ExpertTokens> routed = tokens_by_expert(routing, mixture.experts);
     Matrix<float> output(inputs.rows, config_.hidden_size);
     for (const SwiGluBlock& block : config_.swiglu_blocks(pass.layer)) {
       if (block.expert < 0) {  // the shared expert sees every token
@@ -637,10 +630,11 @@ class LlamaModel {
         add_to(output, shared);
         continue;
       }
-      const std::vector<long>& rows = tokens[static_cast<std::size_t>(block.expert)];
+      const ExpertTokens& expert = routed[static_cast<std::size_t>(block.expert)];
+      const std::vector<long>& rows = expert.tokens;
       const Matrix<float> expert_output = swiglu(pass, block, gather_rows(inputs, rows));
       for (std::size_t i = 0; i < rows.size(); ++i) {
-        const float weight = weights[static_cast<std::size_t>(block.expert)][i];
+        const float weight = expert.weights[i];
         const float* from = expert_output.data() + static_cast<long>(i) * output.cols;
         float* to = output.data() + rows[i] * output.cols;
         for (long c = 0; c < output.cols; ++c) to[c] += weight * from[c];

@@ -27,6 +27,25 @@ struct Routing {
   float weight(long token, long j) const { return weights[static_cast<std::size_t>(token * per_token + j)]; }
 };
 
+/// The tokens an expert receives, in token order, and the weights of its output for them.
+struct ExpertTokens {
+  std::vector<long> tokens;
+  std::vector<float> weights;
+};
+
+/// What each of `experts` experts receives under `routing`.
+inline std::vector<ExpertTokens> tokens_by_expert(const Routing& routing, long experts) {
+  std::vector<ExpertTokens> by_expert(static_cast<std::size_t>(experts));
+  const long tokens = routing.per_token == 0 ? 0 : static_cast<long>(routing.experts.size()) / routing.per_token;
+  for (long token = 0; token < tokens; ++token)
+    for (long j = 0; j < routing.per_token; ++j) {
+      ExpertTokens& expert = by_expert[static_cast<std::size_t>(routing.expert(token, j))];
+      expert.tokens.push_back(token);
+      expert.weights.push_back(routing.weight(token, j));
+    }
+  return by_expert;
+}
+
 namespace detail {
 
 /// The indices of the `count` largest of `values`, the lower index first among equals.

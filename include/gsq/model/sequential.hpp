@@ -258,11 +258,11 @@ class SequentialQuantizer {
     });
     const MixtureConfig& mixture = model_.config().mixture;
     const bool routed = mixture.in_layer(layer) && config_.expert_calibration == ExpertCalibration::routed;
-    const std::vector<std::vector<long>> expert_tokens =
-        routed ? tokens_by_expert(model_.route(layer, mlp_inputs), mixture.experts) : std::vector<std::vector<long>>{};
+    const std::vector<ExpertTokens> expert_tokens =
+        routed ? tokens_by_expert(model_.route(layer, mlp_inputs), mixture.experts) : std::vector<ExpertTokens>{};
     // A block's tokens: its routed ones, or all; its cost: its weights times the tokens of a step.
     const auto block_tokens = [&](const SwiGluBlock& block) -> const std::vector<long>* {
-      return routed && block.expert >= 0 ? &expert_tokens[static_cast<std::size_t>(block.expert)] : nullptr;
+      return routed && block.expert >= 0 ? &expert_tokens[static_cast<std::size_t>(block.expert)].tokens : nullptr;
     };
     const long batch_tokens = std::max(1L, mlp_inputs.rows / config_.block_batches);
     std::vector<double> block_costs;
@@ -350,37 +350,43 @@ class SequentialQuantizer {
 
 
   /// Does the units of work whose costs are `costs` spread over the communicator's ranks
-  /// (assign_units): `work(unit, unit_result)` for this rank's units; then every unit's linears
-  /// and blocks, gathered from every rank, are put into the model and appended to `result` in
-  /// unit order. The units of a phase must not depend on each other's results.
+  /// (assign_units): `work(unit, unit_result)` for this rank's units (it puts their linears into
+  /// the model); the other ranks' units, gathered from them, are put into the model too; every
+  /// unit's linears and blocks are appended to `result` in unit order. The units of a phase must
+  /// not depend on each other's results.
   template <class Work>
   void share_units(long layer, const std::vector<double>& costs, LayerResult& result, Work&& work) {
     const std::vector<int> owner = assign_units(costs, communicator_->size());
+    std::vector<LayerResult> units(costs.size());
     SafetensorsWriter mine;
     nlohmann::json my_records = nlohmann::json::object();
     for (std::size_t unit = 0; unit < costs.size(); ++unit) {
       if (owner[unit] != communicator_->rank()) continue;
-      LayerResult done;
-      done.layer = layer;
-      work(static_cast<long>(unit), done);
-      for (const LinearResult& linear : done.linears) add_packed(mine, linear.name, linear.tensor);
-      my_records[std::to_string(unit)] = done;
+      units[unit].layer = layer;
+      work(static_cast<long>(unit), units[unit]);  // puts its linears into the model
+      if (communicator_->size() == 1) continue;      // nothing to share
+      for (const LinearResult& linear : units[unit].linears) add_packed(mine, linear.name, linear.tensor);
+      my_records[std::to_string(unit)] = units[unit];
     }
-    mine.set_metadata("units", my_records.dump());
-    std::map<std::string, LinearShape> shapes;
-    for (const LinearShape& shape : model_.config().linears(layer)) shapes[LlamaModel::tensor_name(layer, shape.name)] = shape;
-    std::vector<LayerResult> units(costs.size());
-    for (const std::vector<std::uint8_t>& bytes : communicator_->all_gather(mine.to_bytes())) {
-      const SafetensorsFile file = SafetensorsFile::from_bytes(bytes.data(), bytes.size(), "a rank's results");
-      const nlohmann::json records = nlohmann::json::parse(file.metadata().at("units"));
-      for (const auto& record : records.items()) {
-        LayerResult& done = units[std::stoul(record.key())];
-        done = record.value().template get<LayerResult>();
-        for (LinearResult& linear : done.linears) {
-          const LinearShape& shape = shapes.at(linear.name);
-          Tensor tensor = Format::read(file, linear.name, shape.rows, shape.cols);
-          model_.set_linear_weight(layer, shape.name, Format::store(tensor, linear.name));
-          linear.tensor = std::move(tensor);
+    if (communicator_->size() > 1) {  // the other ranks' units, into the model
+      mine.set_metadata("units", my_records.dump());
+      std::map<std::string, LinearShape> shapes;
+      for (const LinearShape& shape : model_.config().linears(layer)) shapes[LlamaModel::tensor_name(layer, shape.name)] = shape;
+      const std::vector<std::vector<std::uint8_t>> gathered = communicator_->all_gather(mine.to_bytes());
+      for (int rank = 0; rank < communicator_->size(); ++rank) {
+        if (rank == communicator_->rank()) continue;
+        const std::vector<std::uint8_t>& bytes = gathered[static_cast<std::size_t>(rank)];
+        const SafetensorsFile file = SafetensorsFile::from_bytes(bytes.data(), bytes.size(), "a rank's results");
+        const nlohmann::json records = nlohmann::json::parse(file.metadata().at("units"));
+        for (const auto& record : records.items()) {
+          LayerResult& done = units[std::stoul(record.key())];
+          done = record.value().template get<LayerResult>();
+          for (LinearResult& linear : done.linears) {
+            const LinearShape& shape = shapes.at(linear.name);
+            Tensor tensor = Format::read(file, linear.name, shape.rows, shape.cols);
+            model_.set_linear_weight(layer, shape.name, Format::store(tensor, linear.name));
+            linear.tensor = std::move(tensor);
+          }
         }
       }
     }
@@ -398,15 +404,6 @@ class SequentialQuantizer {
   };
 
   Method attention_method() const { return config_.method == Method::gsq ? Method::gptq : config_.method; }
-
-  /// The tokens (rows) each of `experts` experts receives.
-  static std::vector<std::vector<long>> tokens_by_expert(const Routing& routing, long experts) {
-    std::vector<std::vector<long>> tokens(static_cast<std::size_t>(experts));
-    const long count = routing.per_token == 0 ? 0 : static_cast<long>(routing.experts.size()) / routing.per_token;
-    for (long token = 0; token < count; ++token)
-      for (long j = 0; j < routing.per_token; ++j) tokens[static_cast<std::size_t>(routing.expert(token, j))].push_back(token);
-    return tokens;
-  }
 
   Tensor initial_result(const Matrix<float>& weight, const Matrix<float>& hessian, Method method) const {
     return Format::initial(weight, hessian, method, config_.gptq);

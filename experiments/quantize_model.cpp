@@ -71,7 +71,7 @@ std::vector<std::string> split(const std::string& text) {
 Options parse_options(int argc, char** argv) {
   Options options;
   gsq::TrainConfig& train = options.config.train;
-  std::string methods, init, objective, attention, scale_search, exports, k_quant, expert_calibration;
+  std::string methods, init, objective, target_inputs, attention, scale_search, exports, k_quant, expert_calibration;
   po::options_description flags("quantize_model: quantize a Llama-family checkpoint layer by layer and evaluate it");
   flags.add_options()
       ("help", "print this help")
@@ -84,7 +84,8 @@ Options parse_options(int argc, char** argv) {
                                       "4.5 bits per weight; every linear's rows whole super-blocks of 256): rtn is the "
                                       "importance-weighted fit, gptq GPTQ in the format, gsq trains the codes under GPTQ's "
                                       "sub-block scales and mins; --export gguf writes them as llama.cpp's Q2_K, Q3_K, Q4_K")
-      ("objective", po::value(&objective)->default_value("block"), "GSQ's MLP objective: block (gate/up/down jointly on the SwiGLU output) or layer (each on its Hessian objective); with --format: layer")
+      ("objective", po::value(&objective)->default_value("block"), "what GSQ trains on: block (the paper's recipe: gate/up/down jointly on the SwiGLU block's output, attention by GPTQ), layer (each projection on its Hessian objective) or layer-output (q, k, v, o, gate, up, down jointly on the decoder layer's output, from --init; dense layers, docs/layer_objective.md); with --format: layer")
+      ("target-inputs", po::value(&target_inputs)->default_value("quantized"), "layer-output objective: the full-precision layer it matches runs on the quantized model's inputs to the layer (quantized) or on the full-precision model's (full-precision: the layer also makes up for the earlier layers' error)")
       ("attention", po::value(&attention)->default_value("gptq"), "attention projections under --method gsq: gptq (the reference) or gsq (Hessian objective); with --format: gsq")
       ("init", po::value(&init)->default_value("gptq"), "GSQ's starting point: gptq (the paper's recipe) or rtn")
       ("steps", po::value(&train.steps)->default_value(640), "GSQ optimizer steps per layer (or per MLP block)")
@@ -94,7 +95,7 @@ Options parse_options(int argc, char** argv) {
       ("kappa-end", po::value(&train.anneal.kappa_end)->default_value(500.0), "logit scale at the last step")
       ("lr-logits", po::value(&train.logits.learning_rate)->default_value(1e-4), "Lion learning rate of the logits (with --format: 3e-4)")
       ("lr-scales", po::value(&train.scales.learning_rate)->default_value(5e-5), "Lion learning rate of the scales (with --format: 0)")
-      ("batches", po::value(&options.config.block_batches)->default_value(64), "mini-batches the calibration tokens are cut into (block objective)")
+      ("batches", po::value(&options.config.block_batches)->default_value(64), "mini-batches the calibration tokens are cut into (block objective; layer-output: whole sequences, at least one each)")
       ("expert-calibration", po::value(&expert_calibration)->default_value("routed"), "Mixture-of-Experts models: each expert is calibrated on the tokens the router sends it (routed) or on all tokens (all); the layer's output always mixes the experts as routed")
       ("expert-min-tokens", po::value(&options.config.expert_min_tokens)->default_value(0.005), "an expert routed fewer than this share of the calibration tokens is quantized by RTN on its weights alone (and listed so in the manifest)")
       ("scale-search", po::value(&scale_search)->default_value("weighted"), "scale fit of RTN and GPTQ: maxabs, mse or weighted (diag(H)-weighted search; wins on the layers measured, docs/quantize_layer.md)")
@@ -139,11 +140,12 @@ Options parse_options(int argc, char** argv) {
     // bundled model's lowest loss; the block objective fitted the calibration set and lost
     // (docs/k_quants.md).
     if (values["objective"].defaulted()) objective = "layer";
-    if (values["attention"].defaulted()) attention = "gsq";
+    if (values["attention"].defaulted() && objective != "layer-output") attention = "gsq";
   }
   options.exports = gsq::parse_exports(exports);
   options.config.gsq_init = gsq::parse_method(init);
-  options.config.mlp_objective = gsq::parse_mlp_objective(objective);
+  options.config.objective = gsq::parse_gsq_objective(objective);
+  options.config.target_inputs = gsq::parse_target_inputs(target_inputs);
   options.config.expert_calibration = gsq::parse_expert_calibration(expert_calibration);
   gsq::require(attention == "gptq" || attention == "gsq", "--attention must be gptq or gsq, got '" + attention + "'");
   options.config.gsq_attention = attention == "gsq";

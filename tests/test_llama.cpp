@@ -24,6 +24,7 @@ namespace {
 const std::string models = GSQ_SOURCE_DIR "/tests/data/";
 const std::string tiny_llama3 = models + "tiny-llama3";
 const std::string tiny_qwen2 = models + "tiny-qwen2";
+const std::string tiny_qwen3 = models + "tiny-qwen3";
 const std::string tiny_mixtral = models + "tiny-mixtral";
 const std::string tiny_qwen2_moe = models + "tiny-qwen2-moe";
 const std::string tiny_qwen3_moe = models + "tiny-qwen3-moe";
@@ -102,7 +103,7 @@ double max_abs(const std::vector<float>& a) {
 
 TEST_CASE("forward passes match the logits of Hugging Face transformers", "[llama]") {
   for (const std::string& directory :
-       {tiny_llama3, tiny_qwen2, tiny_mixtral, tiny_qwen2_moe, tiny_qwen3_moe, tiny_deepseek_v3}) {
+       {tiny_llama3, tiny_qwen2, tiny_qwen3, tiny_mixtral, tiny_qwen2_moe, tiny_qwen3_moe, tiny_deepseek_v3}) {
     INFO(directory);
     const gsq::LlamaModel model = gsq::LlamaModel::load(directory);
     const Reference reference = reference_of(directory);
@@ -210,6 +211,29 @@ TEST_CASE("config.json in the classic and the newer form", "[llama][config]") {
   json.erase("rope_parameters");
   CHECK(gsq::LlamaConfig::from_json(json).rotary.theta == 10000.0);  // Hugging Face's default
   CHECK(gsq::LlamaConfig::from_json(json).rotary.type == "default");
+}
+
+TEST_CASE("a dense Qwen3 config: per-head q/k norms and a head_dim of its own; no biases", "[llama][config]") {
+  nlohmann::json json = read_json(tiny_qwen3 + "/config.json");
+  const gsq::LlamaConfig qwen3 = gsq::LlamaConfig::from_json(json);
+  CHECK(qwen3.architecture == "Qwen3ForCausalLM");
+  CHECK(qwen3.qk_norm);
+  CHECK(qwen3.head_dim == 32);  // from the config, not hidden 64 / 4 heads
+  CHECK(qwen3.attention_heads == 4);
+  CHECK(qwen3.key_value_heads == 2);
+  CHECK(qwen3.tie_word_embeddings);
+  CHECK_FALSE(qwen3.qkv_bias);
+  CHECK_FALSE(qwen3.output_bias);
+  CHECK(qwen3.mixture.experts == 0);
+  CHECK(qwen3.rotary.type == "default");  // "rope_scaling": null
+  CHECK(qwen3.rotary.theta == 1000000.0);  // an integer on the Hub
+  CHECK(qwen3.linear_names(1) == std::vector<std::string>{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                                          "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj",
+                                                          "mlp.down_proj"});
+  json["attention_bias"] = true;
+  const gsq::LlamaConfig biased = gsq::LlamaConfig::from_json(json);
+  CHECK(biased.qkv_bias);
+  CHECK(biased.output_bias);
 }
 
 TEST_CASE("the rotary scaling changes the forward pass as configured", "[llama][config]") {

@@ -30,7 +30,8 @@ TEST_CASE("report: the settings a resumed run must share") {
   gsq::ModelQuantizationConfig config;
   config.method = gsq::Method::gptq;
   config.gsq_init = gsq::Method::rtn;
-  config.mlp_objective = gsq::MlpObjective::layer;
+  config.objective = gsq::GsqObjective::layer;
+  config.target_inputs = gsq::TargetInputs::full_precision;
   config.gsq_attention = true;
   config.train.steps = 30;
   config.train.anneal = {1.5, 0.1, 50, 400};
@@ -45,6 +46,7 @@ TEST_CASE("report: the settings a resumed run must share") {
   config.expert_min_tokens = 0.25;
   CHECK(gsq::settings_json(config) == nlohmann::json{{"method", "gptq"},
                                                      {"objective", "layer"},
+                                                     {"target_inputs", "full-precision"},
                                                      {"attention", "gsq"},
                                                      {"init", "rtn"},
                                                      {"steps", 30},

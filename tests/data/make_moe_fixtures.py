@@ -242,10 +242,9 @@ def check_yarn(model):
     print(f"  yarn: correction range [{low}, {high}], ramp {ramp}, softmax scale {scale:.6f}")
 
 
-def check_hub_layout(path, config):
-    """The checkpoint holds one 2-D tensor per expert under the Hub's names, no fused 3-D tensors."""
-    with safe_open(path, "pt") as f:
-        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+def check_hub_layout(shapes, config):
+    """The checkpoint (its tensors' shapes by name) holds one 2-D tensor per expert under the Hub's
+    names, no fused 3-D tensors."""
     assert all(len(s) <= 2 for s in shapes.values()), "fused 3-D tensors in the checkpoint"
     assert not any("gate_up_proj" in k for k in shapes), "fused gate_up_proj in the checkpoint"
     mt = config.model_type
@@ -262,7 +261,6 @@ def check_hub_layout(path, config):
                 assert f"model.layers.{i}.{moe}.experts.{e}.{n}.weight" in shapes
         if mt == "deepseek_v3":
             assert f"model.layers.{i}.mlp.gate.e_score_correction_bias" in shapes
-    return shapes
 
 
 def routers(model, input_ids):
@@ -328,50 +326,62 @@ def check_routing(model, input_ids):
         print(line)
 
 
+def check_moe(config, model, shapes, input_ids):
+    """An MoE fixture's checks of the reloaded `model`: the Hub's layout, its experts, YaRN, routing."""
+    check_hub_layout(shapes, config)
+    assert n_experts(model.config) == n_experts(config)
+    if config.model_type == "deepseek_v3":
+        check_yarn(model)
+    check_routing(model, input_ids)
+
+
+def make_fixture(out, cls, config, hub_config, check):
+    """Write the fixture of `config` to the folder `out`: a `cls` model drawn from SEED, perturbed,
+    saved as save_pretrained writes it (without generation_config.json), config.json rewritten by
+    hub_config(out, config); the model reloaded from `out` (float32, eager attention and experts) must
+    give exactly the saved model's logits, passes check(config, reloaded, tensor shapes by name,
+    input_ids), and its logits on input_ids become the reference. make_dense_fixtures.py uses it too."""
+    torch.manual_seed(SEED)
+    gen = torch.Generator().manual_seed(SEED)
+    model = cls(config).eval()
+    perturb(model, gen)
+    model.save_pretrained(out)
+    (out / "generation_config.json").unlink(missing_ok=True)
+    hub_config(out, config)
+    with safe_open(out / "model.safetensors", "pt") as f:
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+
+    input_ids = torch.randint(0, config.vocab_size, (BATCH, SEQ), generator=gen)
+    reloaded = AutoModelForCausalLM.from_pretrained(
+        out, dtype=torch.float32, attn_implementation="eager", experts_implementation="eager"
+    ).eval()
+    model.set_attn_implementation("eager")
+    model.set_experts_implementation("eager")
+    with torch.no_grad():
+        logits = reloaded(input_ids=input_ids).logits
+        before = model(input_ids=input_ids).logits
+    diff = (logits - before).abs().max().item()
+    assert diff == 0, (out.name, diff)  # the Hub-spelled config.json reloads to the same model
+    assert all(reloaded.config.rope_parameters[k] == v for k, v in config.rope_parameters.items()), out.name
+    check(config, reloaded, shapes, input_ids)
+
+    save_file(
+        {"input_ids": input_ids.to(torch.int32).contiguous(), "logits": logits.float().contiguous()},
+        out / "reference_logits.safetensors",
+    )
+    print(
+        f"{out.name}: {len(shapes)} tensors, max |logit| {logits.abs().max().item():.4f}, "
+        f"logit std {logits.std().item():.4f}, reload diff {diff:.1e}"
+    )
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=pathlib.Path, default=pathlib.Path(__file__).resolve().parent)
     args = ap.parse_args()
     torch.set_num_threads(1)
-
     for folder, cls, config in configs():
-        torch.manual_seed(SEED)
-        gen = torch.Generator().manual_seed(SEED)
-        model = cls(config).eval()
-        perturb(model, gen)
-        out = args.out / folder
-        model.save_pretrained(out)
-        (out / "generation_config.json").unlink(missing_ok=True)
-        hub_config(out, config)
-        shapes = check_hub_layout(out / "model.safetensors", config)
-
-        input_ids = torch.randint(0, config.vocab_size, (BATCH, SEQ), generator=gen)
-        reloaded = AutoModelForCausalLM.from_pretrained(
-            out, dtype=torch.float32, attn_implementation="eager", experts_implementation="eager"
-        ).eval()
-        model.set_attn_implementation("eager")
-        model.set_experts_implementation("eager")
-        with torch.no_grad():
-            logits = reloaded(input_ids=input_ids).logits
-            before = model(input_ids=input_ids).logits
-        diff = (logits - before).abs().max().item()
-        assert diff == 0, (folder, diff)  # the Hub-spelled config.json reloads to the same model
-        assert all(reloaded.config.rope_parameters[k] == v for k, v in config.rope_parameters.items()), folder
-        assert n_experts(reloaded.config) == n_experts(config), folder
-
-        if config.model_type == "deepseek_v3":
-            check_yarn(reloaded)
-
-        check_routing(reloaded, input_ids)
-
-        save_file(
-            {"input_ids": input_ids.to(torch.int32).contiguous(), "logits": logits.float().contiguous()},
-            out / "reference_logits.safetensors",
-        )
-        print(
-            f"{folder}: {len(shapes)} tensors, max |logit| {logits.abs().max().item():.4f}, "
-            f"logit std {logits.std().item():.4f}, reload diff {diff:.1e}"
-        )
+        make_fixture(args.out / folder, cls, config, hub_config, check_moe)
 
 
 if __name__ == "__main__":

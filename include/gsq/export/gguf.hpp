@@ -23,6 +23,7 @@
 #include "gsq/export/quantized_model.hpp"
 #include "gsq/format/gguf.hpp"
 #include "gsq/io/regular_file.hpp"
+#include "gsq/model/rotary.hpp"
 
 namespace gsq {
 
@@ -238,8 +239,8 @@ inline void write_gguf(const QuantizedModel& model, const std::string& path) {
     // llama.cpp divides each rotary frequency by these factors: the unscaled over the scaled.
     LlamaConfig unscaled = config;
     unscaled.rotary.type = "default";
-    const std::vector<float> plain = LlamaModel::rotary_inverse_frequencies(unscaled),
-                             scaled = LlamaModel::rotary_inverse_frequencies(config);
+    const std::vector<float> plain = rotary_inverse_frequencies(unscaled),
+                             scaled = rotary_inverse_frequencies(config);
     Matrix<float> factors(1, static_cast<long>(plain.size()));
     for (std::size_t i = 0; i < plain.size(); ++i) factors.values[i] = plain[i] / scaled[i];
     writer.add_tensor("rope_freqs.weight", {factors.cols}, GgmlType::F32, encode_float(factors, GgmlType::F32));

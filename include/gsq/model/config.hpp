@@ -1,7 +1,7 @@
 // gsq/model/config.hpp -- what a Hugging Face config.json says about a decoder-only language model
-// gsq runs: dense Llama, Mistral and Qwen2; the Mixture-of-Experts families Mixtral, Qwen2-MoE,
-// Qwen3-MoE and DeepSeek-V3 (Kimi-K2 has DeepSeek-V3's architecture). Every config is checked
-// field by field; an unknown architecture or setting is refused by name.
+// gsq runs: dense Llama, Mistral, Qwen2 and Qwen3; the Mixture-of-Experts families Mixtral,
+// Qwen2-MoE, Qwen3-MoE and DeepSeek-V3 (Kimi-K2 has DeepSeek-V3's architecture). Every config is
+// checked field by field; an unknown architecture or setting is refused by name.
 //
 //   gsq::LlamaConfig config = gsq::LlamaConfig::load("model/config.json");
 //   for (const gsq::LinearShape& linear : config.linears(0)) ...   // layer 0's weights, forward order
@@ -144,8 +144,8 @@ struct LlamaConfig {
 
   static const std::vector<std::string>& supported_architectures() {
     static const std::vector<std::string> names = {
-        "LlamaForCausalLM",   "MistralForCausalLM",  "Qwen2ForCausalLM",     "MixtralForCausalLM",
-        "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM", "DeepseekV3ForCausalLM"};
+        "LlamaForCausalLM",    "MistralForCausalLM",  "Qwen2ForCausalLM",     "Qwen3ForCausalLM",
+        "MixtralForCausalLM",  "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM", "DeepseekV3ForCausalLM"};
     return names;
   }
 
@@ -467,7 +467,7 @@ inline LlamaConfig LlamaConfig::from_json(const nlohmann::json& json, const std:
   const std::string& architecture = result.architecture;
   const bool mistral = architecture == "MistralForCausalLM" || architecture == "MixtralForCausalLM";
   const bool qwen = architecture == "Qwen2ForCausalLM" || architecture == "Qwen2MoeForCausalLM";
-  const bool qwen3 = architecture == "Qwen3MoeForCausalLM";
+  const bool qwen3 = architecture == "Qwen3ForCausalLM" || architecture == "Qwen3MoeForCausalLM";
   const bool deepseek = architecture == "DeepseekV3ForCausalLM";
 
   result.vocab_size = config.count("vocab_size");
@@ -517,7 +517,8 @@ inline LlamaConfig LlamaConfig::from_json(const nlohmann::json& json, const std:
     result.mlp_bias = config.flag("mlp_bias", false);
     if (mistral) result.sliding_window = config.count_or_zero("sliding_window");
   }
-  const bool mixture = architecture == "MixtralForCausalLM" || architecture == "Qwen2MoeForCausalLM" || qwen3 || deepseek;
+  const bool mixture = architecture == "MixtralForCausalLM" || architecture == "Qwen2MoeForCausalLM" ||
+                       architecture == "Qwen3MoeForCausalLM" || deepseek;
   if (mixture) result.mixture = detail::parse_mixture(config, architecture, result.layers);
   return result;
 }

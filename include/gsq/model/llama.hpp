@@ -42,7 +42,10 @@
 #include "gsq/common/matrix.hpp"
 #include "gsq/common/memory.hpp"
 #include "gsq/io/safetensors.hpp"
+#include "gsq/model/attention.hpp"
 #include "gsq/model/config.hpp"
+#include "gsq/model/rms_norm.hpp"
+#include "gsq/model/rotary.hpp"
 #include "gsq/model/routing.hpp"
 
 namespace gsq {
@@ -124,7 +127,6 @@ class LlamaModel {
     model.linear_sources_.resize(model.layers_.size());
     for (long layer = 0; layer < config.layers; ++layer)
       for (const auto& [name, shape] : model.layer_tensors(layer)) load.require_tensor(name, shape);
-    model.inverse_frequencies_ = rotary_inverse_frequencies(config);
     return model;
   }
 
@@ -145,53 +147,28 @@ class LlamaModel {
 
   const LlamaConfig& config() const { return config_; }
 
-  /// Hugging Face's rotary inverse frequencies theta^(-2i/rotary_dim), with the config's scaling.
-  static std::vector<float> rotary_inverse_frequencies(const LlamaConfig& config) {
-    const RotaryConfig& rotary = config.rotary;
-    const long dim = config.rotary_dim, half = dim / 2;
-    std::vector<float> frequencies(static_cast<std::size_t>(half));
-    const double pi = std::acos(-1.0);
-    // YaRN keeps the frequencies that turn more than beta_fast times over the original context,
-    // interpolates those turning fewer than beta_slow times, and ramps linearly in between.
-    const auto correction_dim = [&](double rotations) {
-      return static_cast<double>(dim) * std::log(rotary.original_max_position_embeddings / (rotations * 2 * pi)) /
-             (2 * std::log(rotary.theta));
-    };
-    double ramp_low = correction_dim(rotary.beta_fast), ramp_high = correction_dim(rotary.beta_slow);
-    if (rotary.truncate) ramp_low = std::floor(ramp_low), ramp_high = std::ceil(ramp_high);
-    ramp_low = std::max(ramp_low, 0.0), ramp_high = std::min(ramp_high, static_cast<double>(dim - 1));
-    if (ramp_low == ramp_high) ramp_high += 0.001;
-    for (long i = 0; i < half; ++i) {
-      double frequency = 1.0 / std::pow(rotary.theta, static_cast<double>(2 * i) / static_cast<double>(dim));
-      if (rotary.type == "linear") frequency /= rotary.factor;
-      if (rotary.type == "llama3") {
-        // Llama 3.1: long wavelengths are slowed by `factor`, short ones kept, and those in
-        // between interpolated by where the wavelength falls relative to the original context.
-        const double wavelength = 2 * pi / frequency;
-        const double low_frequency_wavelength = rotary.original_max_position_embeddings / rotary.low_freq_factor;
-        const double high_frequency_wavelength = rotary.original_max_position_embeddings / rotary.high_freq_factor;
-        if (wavelength > low_frequency_wavelength) {
-          frequency /= rotary.factor;
-        } else if (wavelength >= high_frequency_wavelength) {
-          const double smooth = (rotary.original_max_position_embeddings / wavelength - rotary.low_freq_factor) /
-                                (rotary.high_freq_factor - rotary.low_freq_factor);
-          frequency = (1 - smooth) * frequency / rotary.factor + smooth * frequency;
-        }
-      }
-      if (rotary.type == "yarn") {
-        const double kept = 1 - std::clamp((static_cast<double>(i) - ramp_low) / (ramp_high - ramp_low), 0.0, 1.0);
-        frequency = frequency / rotary.factor * (1 - kept) + frequency * kept;
-      }
-      frequencies[static_cast<std::size_t>(i)] = static_cast<float>(frequency);
-    }
-    return frequencies;
-  }
-
   /// A linear layer's weight, out x in (PyTorch's Linear.weight layout).
   Matrix<float> linear_weight(long layer, const std::string& linear) const {
     const LinearShape shape = linear_shape(layer, linear);
     const std::optional<DecoderLayer>& resident = layers_[static_cast<std::size_t>(layer)];
     return resident ? transposed(resident->linears.at(linear).weight_transposed) : read_linear(layer, shape);
+  }
+
+  /// A norm's weight in decoder layer `layer` ("input_layernorm", "self_attn.q_norm", ...).
+  std::vector<float> norm_weight(long layer, const std::string& name) const {
+    require_layer(layer);
+    std::optional<DecoderLayer> read;
+    const DecoderLayer& weights = weights_of(layer, read);
+    const auto found = weights.vectors.find(name);
+    require(found != weights.vectors.end(), "decoder layer " + std::to_string(layer) + " has no norm named '" + name + "'");
+    return found->second;
+  }
+
+  /// A linear layer's bias, one per output; empty if it has none.
+  std::vector<float> linear_bias(long layer, const std::string& linear) const {
+    linear_shape(layer, linear);
+    std::optional<DecoderLayer> read;
+    return weights_of(layer, read).linears.at(linear).bias;
   }
 
   /// Replaces a linear layer's weight (out x in, the shape it has; finite); its bias stays. The
@@ -481,60 +458,8 @@ class LlamaModel {
   /// x / sqrt(mean(x^2) + eps) * weight over each run of weight.size() columns (a row, or a head
   /// of it): Hugging Face's LlamaRMSNorm.
   Matrix<float> rms_norm(const Matrix<float>& inputs, const std::vector<float>& weight) const {
-    return rms_norm(inputs, weight, config_.rms_norm_eps);
+    return gsq::rms_norm(inputs, weight, config_.rms_norm_eps);
   }
-  static Matrix<float> rms_norm(const Matrix<float>& inputs, const std::vector<float>& weight, double eps) {
-    Matrix<float> result(inputs.rows, inputs.cols);
-    const long width = static_cast<long>(weight.size()), runs = inputs.size() / width;
-#pragma omp parallel for
-    for (long run = 0; run < runs; ++run) {
-      const float* in = inputs.data() + run * width;
-      double sum_of_squares = 0;
-      for (long i = 0; i < width; ++i) sum_of_squares += static_cast<double>(in[i]) * in[i];
-      const auto inverse_rms = static_cast<float>(1.0 / std::sqrt(sum_of_squares / static_cast<double>(width) + eps));
-      float* out = result.data() + run * width;
-      for (long i = 0; i < width; ++i) out[i] = weight[static_cast<std::size_t>(i)] * (in[i] * inverse_rms);
-    }
-    return result;
-  }
-
-  /// Rotates dimensions [offset, offset + rotary_dim) of each `head_width`-wide head of each row
-  /// by its position in its sequence, in Hugging Face's convention: dimension i pairs with
-  /// i + rotary_dim/2 (rotate_half), or with its neighbour where DeepSeek-V3 interleaves them;
-  /// cos and sin carry YaRN's attention factor.
-  void rotate(Matrix<float>& heads, long sequence_length, long head_width, long offset) const {
-    const long half = config_.rotary_dim / 2;
-    const bool interleaved = config_.latent_attention() && config_.latent.interleaved_rope;
-    const auto factor = static_cast<float>(config_.rotary.attention_factor);
-    // cos and sin of position * frequency, the angle formed in float as Hugging Face does.
-    std::vector<float> cosines(static_cast<std::size_t>(sequence_length * half));
-    std::vector<float> sines(cosines.size());
-    for (long position = 0; position < sequence_length; ++position)
-      for (long i = 0; i < half; ++i) {
-        const float angle = static_cast<float>(position) * inverse_frequencies_[static_cast<std::size_t>(i)];
-        cosines[static_cast<std::size_t>(position * half + i)] = static_cast<float>(std::cos(static_cast<double>(angle))) * factor;
-        sines[static_cast<std::size_t>(position * half + i)] = static_cast<float>(std::sin(static_cast<double>(angle))) * factor;
-      }
-    const long head_count = heads.cols / head_width;
-    const long partner = interleaved ? 1 : half, stride = interleaved ? 2 : 1;
-#pragma omp parallel for
-    for (long row = 0; row < heads.rows; ++row) {
-      const long position = row % sequence_length;
-      const float* cosine = cosines.data() + position * half;
-      const float* sine = sines.data() + position * half;
-      for (long head = 0; head < head_count; ++head) {
-        float* dims = heads.data() + row * heads.cols + head * head_width + offset;
-        for (long i = 0; i < half; ++i) {
-          float& first = dims[i * stride];
-          float& second = dims[i * stride + partner];
-          const float x = first, y = second;
-          first = x * cosine[i] - y * sine[i];
-          second = y * cosine[i] + x * sine[i];
-        }
-      }
-    }
-  }
-
   /// q, k, v, o: grouped-query attention (with Qwen3's per-head q/k norms).
   Matrix<float> grouped_query_attention(const LayerPass& pass, const Matrix<float>& inputs, long length) const {
     Matrix<float> queries = pass.apply("self_attn.q_proj", inputs);
@@ -544,10 +469,10 @@ class LlamaModel {
       queries = rms_norm(queries, pass.vector("self_attn.q_norm"));
       keys = rms_norm(keys, pass.vector("self_attn.k_norm"));
     }
-    rotate(queries, length, config_.head_dim, 0);
-    rotate(keys, length, config_.head_dim, 0);
-    const auto scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(config_.head_dim)));
-    return pass.apply("self_attn.o_proj", attention(queries, keys, values, length, scale));
+    const RotaryEmbedding<float> rotary(config_, length);
+    rotary.rotate(queries, config_.head_dim, 0);
+    rotary.rotate(keys, config_.head_dim, 0);
+    return pass.apply("self_attn.o_proj", causal_attention(queries, keys, values, attention_shape(config_), length));
   }
 
   /// DeepSeek-V3's multi-head latent attention: each head's query and key are [nope | rope]
@@ -559,16 +484,17 @@ class LlamaModel {
     const long heads = config_.attention_heads, head_width = latent.nope_dim + latent.rope_dim;
     Matrix<float> queries =
         latent.query_rank > 0
-            ? pass.apply("self_attn.q_b_proj", rms_norm(pass.apply("self_attn.q_a_proj", inputs),
-                                                        pass.vector("self_attn.q_a_layernorm"), latent_eps))
+            ? pass.apply("self_attn.q_b_proj", gsq::rms_norm(pass.apply("self_attn.q_a_proj", inputs),
+                                                             pass.vector("self_attn.q_a_layernorm"), latent_eps))
             : pass.apply("self_attn.q_proj", inputs);
     const Matrix<float> compressed = pass.apply("self_attn.kv_a_proj_with_mqa", inputs);
     const Matrix<float> key_values =
-        pass.apply("self_attn.kv_b_proj", rms_norm(columns(compressed, 0, latent.key_value_rank),
-                                                   pass.vector("self_attn.kv_a_layernorm"), latent_eps));
+        pass.apply("self_attn.kv_b_proj", gsq::rms_norm(columns(compressed, 0, latent.key_value_rank),
+                                                        pass.vector("self_attn.kv_a_layernorm"), latent_eps));
     Matrix<float> shared_rope = columns(compressed, latent.key_value_rank, latent.rope_dim);
-    rotate(queries, length, head_width, latent.nope_dim);
-    rotate(shared_rope, length, latent.rope_dim, 0);
+    const RotaryEmbedding<float> rotary(config_, length);
+    rotary.rotate(queries, head_width, latent.nope_dim);
+    rotary.rotate(shared_rope, latent.rope_dim, 0);
     // Per head: the key [k_nope | shared rope], the value from the rest of kv_b_proj's head.
     Matrix<float> keys(inputs.rows, heads * head_width), values(inputs.rows, heads * latent.value_dim);
     const long kv_width = latent.nope_dim + latent.value_dim;
@@ -581,7 +507,7 @@ class LlamaModel {
         std::copy_n(shared_rope.data() + row * latent.rope_dim, latent.rope_dim, key + latent.nope_dim);
         std::copy_n(source + latent.nope_dim, latent.value_dim, values.data() + row * values.cols + head * latent.value_dim);
       }
-    return pass.apply("self_attn.o_proj", attention(queries, keys, values, length, static_cast<float>(latent.softmax_scale)));
+    return pass.apply("self_attn.o_proj", causal_attention(queries, keys, values, attention_shape(config_), length));
   }
 
   /// silu(gate(x)) * up(x) of `block`.
@@ -643,56 +569,6 @@ class LlamaModel {
     return output;
   }
 
-  /// Causal attention, each (sequence, head) on its own: softmax(scale q k^T) v, query head h
-  /// reading key/value head h / (heads / key_value_heads); queries and keys are head_dim wide,
-  /// values value_head_dim.
-  Matrix<float> attention(const Matrix<float>& queries, const Matrix<float>& keys, const Matrix<float>& values,
-                          long length, float scale) const {
-    const long head_dim = config_.head_dim, value_dim = config_.value_head_dim, heads = config_.attention_heads;
-    const long group = heads / config_.key_value_heads;
-    const long sequences = queries.rows / length;
-    Matrix<float> output(queries.rows, heads * value_dim);
-#pragma omp parallel
-    {
-      // Per-thread scratch: the head's queries and keys transposed (head_dim x length), its
-      // values and output (length x value_dim), and the scores (length x length).
-      std::vector<float> query_columns(static_cast<std::size_t>(head_dim * length));
-      std::vector<float> key_columns(query_columns.size());
-      std::vector<float> value_rows(static_cast<std::size_t>(value_dim * length)), output_rows(value_rows.size());
-      std::vector<float> scores(static_cast<std::size_t>(length * length));
-#pragma omp for schedule(dynamic)
-      for (long pair = 0; pair < sequences * heads; ++pair) {
-        const long sequence = pair / heads, head = pair % heads, key_value_head = head / group;
-        const long first_row = sequence * length;
-        for (long t = 0; t < length; ++t) {
-          const float* query = queries.data() + (first_row + t) * queries.cols + head * head_dim;
-          const float* key = keys.data() + (first_row + t) * keys.cols + key_value_head * head_dim;
-          const float* value = values.data() + (first_row + t) * values.cols + key_value_head * value_dim;
-          for (long d = 0; d < head_dim; ++d) {
-            query_columns[static_cast<std::size_t>(d * length + t)] = query[d];
-            key_columns[static_cast<std::size_t>(d * length + t)] = key[d];
-          }
-          std::copy_n(value, value_dim, value_rows.data() + t * value_dim);
-        }
-        Host<float>::gemm(true, length, length, head_dim, scale, query_columns.data(), key_columns.data(),
-                          scores.data());
-        for (long t = 0; t < length; ++t) {  // softmax over the keys at positions <= t
-          float* row = scores.data() + t * length;
-          const float largest = *std::max_element(row, row + t + 1);
-          float sum = 0;
-          for (long j = 0; j <= t; ++j) sum += (row[j] = std::exp(row[j] - largest));
-          for (long j = 0; j <= t; ++j) row[j] /= sum;
-          std::fill(row + t + 1, row + length, 0.0f);
-        }
-        Host<float>::gemm(false, length, value_dim, length, 1.0f, scores.data(), value_rows.data(), output_rows.data());
-        for (long t = 0; t < length; ++t)
-          std::copy_n(output_rows.data() + t * value_dim, value_dim,
-                      output.data() + (first_row + t) * output.cols + head * value_dim);
-      }
-    }
-    return output;
-  }
-
   LlamaConfig config_;
   std::shared_ptr<const Checkpoint> checkpoint_;
   std::vector<std::optional<DecoderLayer>> layers_;  // the layers kept in memory
@@ -700,7 +576,6 @@ class LlamaModel {
   Matrix<float> embedding_;        // vocabulary x hidden
   Matrix<float> head_transposed_;  // hidden x vocabulary (the embedding's transpose when tied)
   std::vector<float> final_norm_;
-  std::vector<float> inverse_frequencies_;  // rotary_dim / 2 rotary frequencies
 };
 
 }  // namespace gsq

@@ -25,7 +25,8 @@ namespace gsq {
 /// follows the input checkpoint rather than a choice of the run.
 inline nlohmann::json settings_json(const ModelQuantizationConfig& config) {
   return {{"method", method_name(config.method)},
-          {"objective", config.mlp_objective == MlpObjective::block ? "block" : "layer"},
+          {"objective", gsq_objective_name(config.objective)},
+          {"target_inputs", config.target_inputs == TargetInputs::quantized ? "quantized" : "full-precision"},
           {"attention", config.gsq_attention ? "gsq" : "gptq"},
           {"init", method_name(config.gsq_init)},
           {"steps", config.train.steps},

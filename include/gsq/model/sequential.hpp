@@ -43,20 +43,38 @@
 #include "gsq/io/safetensors.hpp"
 #include "gsq/model/linear_format.hpp"
 #include "gsq/model/llama.hpp"
+#include "gsq/objective/decoder_layer.hpp"
 #include "gsq/objective/hessian.hpp"
 #include "gsq/objective/swiglu_block.hpp"
 #include "gsq/policy/grid.hpp"
 
 namespace gsq {
 
-/// What GSQ trains the MLP on: the SwiGLU block's output (the reference) or each projection's
-/// Hessian objective (faster).
-enum class MlpObjective { block, layer };
+/// What GSQ trains: the SwiGLU block's output (the reference: gate/up/down jointly, attention by
+/// GPTQ), each projection's Hessian objective (faster), or the whole decoder layer's output (q, k,
+/// v, o, gate, up, down jointly, from GPTQ; dense layers).
+enum class GsqObjective { block, layer, layer_output };
 
-inline MlpObjective parse_mlp_objective(const std::string& name) {
-  if (name == "block") return MlpObjective::block;
-  if (name == "layer") return MlpObjective::layer;
-  throw Error("unknown objective '" + name + "' (expected block or layer)");
+inline GsqObjective parse_gsq_objective(const std::string& name) {
+  if (name == "block") return GsqObjective::block;
+  if (name == "layer") return GsqObjective::layer;
+  if (name == "layer-output") return GsqObjective::layer_output;
+  throw Error("unknown objective '" + name + "' (expected block, layer or layer-output)");
+}
+
+inline std::string gsq_objective_name(GsqObjective objective) {
+  return objective == GsqObjective::block ? "block" : objective == GsqObjective::layer ? "layer" : "layer-output";
+}
+
+/// What the decoder-layer objective's target, the full-precision layer, runs on: the quantized
+/// model's inputs to the layer (the layer matches itself) or the full-precision model's (it also
+/// makes up for the earlier layers' error).
+enum class TargetInputs { quantized, full_precision };
+
+inline TargetInputs parse_target_inputs(const std::string& name) {
+  if (name == "quantized") return TargetInputs::quantized;
+  if (name == "full-precision") return TargetInputs::full_precision;
+  throw Error("unknown target inputs '" + name + "' (expected quantized or full-precision)");
 }
 
 /// Which tokens calibrate an expert: those the router sends it, or all of the layer's (the
@@ -72,12 +90,13 @@ inline ExpertCalibration parse_expert_calibration(const std::string& name) {
 struct ModelQuantizationConfig {
   Method method = Method::gsq;
   Method gsq_init = Method::gptq;  // GSQ's starting point: the paper's recipe starts from GPTQ
-  MlpObjective mlp_objective = MlpObjective::block;
+  GsqObjective objective = GsqObjective::block;
+  TargetInputs target_inputs = TargetInputs::quantized;  // of the layer-output objective
   bool gsq_attention = false;      // the reference quantizes attention with GPTQ only
   GptqConfig gptq;                 // also gives RTN its scale fit
   TrainConfig train;               // steps, schedule end points, learning rates, seed
   LogitInit logit_init;
-  long block_batches = 64;         // mini-batches the calibration set is cut into (block objective)
+  long block_batches = 64;         // mini-batches the calibration set is cut into (block and layer-output objectives)
   ExpertCalibration expert_calibration = ExpertCalibration::routed;
   double expert_min_tokens = 0.005;  // an expert routed fewer than this share of the layer's tokens falls back to RTN
 
@@ -85,6 +104,8 @@ struct ModelQuantizationConfig {
   void validate() const {
     train.validate();
     require(gsq_init != Method::gsq, "GSQ starts from RTN or GPTQ, not from GSQ");
+    require(!(gsq_attention && objective == GsqObjective::layer_output),
+            "the layer-output objective trains attention itself; GSQ on attention's Hessian objective does not apply");
     require(block_batches > 0, "the number of calibration mini-batches must be positive, got " + std::to_string(block_batches));
     require(std::isfinite(gptq.percdamp) && gptq.percdamp >= 0,
             "the GPTQ damping must be finite and non-negative, got " + std::to_string(gptq.percdamp));
@@ -214,18 +235,32 @@ class SequentialQuantizer {
   SequentialQuantizer(LlamaModel& model, ModelQuantizationConfig config, const Communicator& communicator = serial_communicator())
       : model_(model), config_(std::move(config)), communicator_(&communicator) {
     config_.validate();
+    if (layer_output())
+      for (long layer = 0; layer < model_.config().layers; ++layer) LayerObjective::require_supported(model_.config(), layer);
   }
 
   void observe_linears(LinearObserver observer) { observer_ = std::move(observer); }
 
   /// Quantizes decoder layer `layer` from its calibration inputs, puts the quantized weights
   /// into the model, and returns the results; `inputs` become the next layer's inputs.
-  LayerResult quantize_layer(long layer, HiddenStates& inputs, const TrainingProgress& progress = {}) {
+  /// `full_precision_inputs`, if given, are the full-precision model's inputs to the layer (the
+  /// layer-output objective's target runs on them) and become its outputs.
+  LayerResult quantize_layer(long layer, HiddenStates& inputs, const TrainingProgress& progress = {},
+                             HiddenStates* full_precision_inputs = nullptr) {
     const auto start = std::chrono::steady_clock::now();
     LayerResult result;
     result.layer = layer;
     model_.load_layer(layer);
     const std::vector<LinearShape> linears = model_.config().linears(layer);
+    // The layer-output objective's target and weights: the full-precision layer's, before any of it is quantized.
+    Matrix<float> targets;
+    std::array<Matrix<float>, LayerObjective::linear_count> originals;
+    if (layer_output()) {
+      HiddenStates target = model_.decoder_layer(layer, full_precision_inputs ? *full_precision_inputs : inputs);
+      targets = target.values;
+      if (full_precision_inputs) *full_precision_inputs = std::move(target);
+      for (std::size_t i = 0; i < originals.size(); ++i) originals[i] = model_.linear_weight(layer, linears[i].name);
+    }
     const std::vector<SwiGluBlock> blocks = model_.config().swiglu_blocks(layer);
     const long attention_count = static_cast<long>(linears.size() - 3 * blocks.size());
 
@@ -281,6 +316,20 @@ class SequentialQuantizer {
                      down == down_inputs.end() ? nullptr : &down->second, mlp_inputs.rows, unit, progress);
     });
 
+    if (layer_output()) {  // q, k, v, o, gate, up, down from their start, jointly on the layer's output
+      const Matrix<float> gate_hessian = detail::input_hessian(mlp_inputs);
+      const Matrix<float> down_hessian = detail::input_hessian(down_inputs.at(linears[6].name));
+      const Matrix<float>& query_hessian = hessians.at(linears[0].name);
+      const std::array<const Matrix<float>*, LayerObjective::linear_count> linear_hessians = {
+          &query_hessian, &query_hessian, &query_hessian, &hessians.at(linears[3].name), &gate_hessian, &gate_hessian, &down_hessian};
+      LayerResult joint;
+      share_units(layer, {1.0}, joint, [&](long, LayerResult& unit) {
+        train_layer(layer, inputs, targets, originals, linear_hessians, result.linears, unit, progress);
+      });
+      std::move(joint.linears.begin(), joint.linears.end(), result.linears.begin());
+      result.blocks.insert(result.blocks.end(), joint.blocks.begin(), joint.blocks.end());
+    }
+
     inputs = model_.decoder_layer(layer, inputs);
     result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return result;
@@ -298,15 +347,20 @@ class SequentialQuantizer {
     SafetensorsWriter packed;
     for (const auto& [key, value] : Format::metadata(model_.config().hidden_size)) packed.set_metadata(key, value);
     HiddenStates hidden = model_.embed(tokens, sequence_length);
+    // The full-precision model's hidden states, where the layer-output objective's target runs on them.
+    const bool full_precision_targets = layer_output() && config_.target_inputs == TargetInputs::full_precision;
+    HiddenStates full_precision = full_precision_targets ? hidden : HiddenStates{};
     const auto start = std::chrono::steady_clock::now();
     for (long layer = 0; layer < model_.config().layers; ++layer) {
       const std::string unit = "layer-" + std::to_string(layer);
       LayerProgress status{model_.config().layers, 0, output.completed(unit) ? output.unit_path(unit) : ""};
       LayerResult result;
       if (status.resumed_from.empty()) {
-        result = quantize_layer(layer, hidden, progress);
+        result = quantize_layer(layer, hidden, progress, full_precision_targets ? &full_precision : nullptr);
         if (communicator_->rank() == 0) output.store(unit, layer_file(result));  // the ranks share its file system
         communicator_->barrier();
+      } else if (full_precision_targets) {
+        full_precision = model_.decoder_layer(layer, full_precision);  // still the checkpoint's layer
       }
       // The layer leaves memory: from now on its linears are read from its file, as stored.
       const SafetensorsFile file = output.read(unit);
@@ -403,7 +457,15 @@ class SequentialQuantizer {
     long stream;
   };
 
-  Method attention_method() const { return config_.method == Method::gsq ? Method::gptq : config_.method; }
+  using LayerObjective = DecoderLayerObjective<float>;
+
+  bool layer_output() const { return config_.method == Method::gsq && config_.objective == GsqObjective::layer_output; }
+
+  /// How attention is quantized when not by GSQ on its Hessian objective: GPTQ under GSQ's block
+  /// objective (the reference), the layer-output objective's start, or the method itself.
+  Method attention_method() const {
+    return config_.method != Method::gsq ? config_.method : layer_output() ? config_.gsq_init : Method::gptq;
+  }
 
   Tensor initial_result(const Matrix<float>& weight, const Matrix<float>& hessian, Method method) const {
     return Format::initial(weight, hessian, method, config_.gptq);
@@ -482,12 +544,13 @@ class SequentialQuantizer {
       const Matrix<float> input_hessian = detail::input_hessian(inputs);
       const Matrix<float> down_hessian =
           detail::input_hessian(down_inputs ? *down_inputs : model_.swiglu_activations(layer, block, inputs));
-      if (config_.method == Method::gsq && config_.mlp_objective == MlpObjective::block)
+      if (config_.method == Method::gsq && config_.objective == GsqObjective::block)
         train_block(layer, block, first, inputs, {&input_hessian, &input_hessian, &down_hessian}, layer_tokens, result, progress);
-      else
+      else  // each on its own; the layer-output objective's start
         for (long j = 0; j < 3; ++j)
           result.linears.push_back(quantize_linear(layer, block.linears[static_cast<std::size_t>(j)], {first.index + j, first.stream},
-                                                   j == 2 ? down_hessian : input_hessian, config_.method, progress));
+                                                   j == 2 ? down_hessian : input_hessian,
+                                                   layer_output() ? config_.gsq_init : config_.method, progress));
     }
     if (block.expert >= 0)
       for (std::size_t i = first_linear; i < result.linears.size(); ++i) result.linears[i].tokens = inputs.rows;
@@ -537,6 +600,57 @@ class SequentialQuantizer {
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     for (LinearResult& linear : linears) {
       linear.seconds = seconds / 3;
+      result.linears.push_back(std::move(linear));
+    }
+  }
+
+  /// GSQ of a dense layer's seven linears (q, k, v, o, gate, up, down) trained jointly on the
+  /// layer's output over `inputs` against `targets`, from their results so far (`started`, in
+  /// that order); the better of the trained and the started layer goes into the model. Each
+  /// linear's error is its Hessian error against its full-precision weight (`originals`).
+  void train_layer(long layer, const HiddenStates& inputs, const Matrix<float>& targets,
+                   const std::array<Matrix<float>, LayerObjective::linear_count>& originals,
+                   const std::array<const Matrix<float>*, LayerObjective::linear_count>& hessians,
+                   const std::vector<LinearResult>& started, LayerResult& result, const TrainingProgress& progress) {
+    constexpr std::size_t count = LayerObjective::linear_count;
+    const auto start = std::chrono::steady_clock::now();
+    const std::array<std::string, count> names = LayerObjective::linear_names();
+    LayerObjective objective(model_, layer, inputs, targets, std::max(1L, inputs.sequences() / config_.block_batches));
+    std::array<Tensor, count> tensors;
+    std::array<Matrix<float>, count> stored;
+    for (std::size_t i = 0; i < count; ++i) {
+      tensors[i] = std::get<Tensor>(started[i].tensor);
+      stored[i] = model_.linear_weight(layer, names[i]);
+    }
+    BlockResult layer_result{"layer", inputs.values.rows};
+    layer_result.init_error = objective.relative_error(stored);
+    const auto quantizer = [&](long i) { return Format::quantizer(tensors[static_cast<std::size_t>(i)], part_init(layer, {i, 0})); };
+    Gsq query = quantizer(0), key = quantizer(1), value = quantizer(2), out = quantizer(3), gate = quantizer(4), up = quantizer(5),
+        down = quantizer(6);
+    train_jointly(objective, part_config(layer, {0, 0}), [&](const StepReport& step) { if (progress) progress(layer, "layer", step); },
+                  query, key, value, out, gate, up, down);
+    const std::array<const Gsq*, count> trained_quantizers = {&query, &key, &value, &out, &gate, &up, &down};
+    std::array<Tensor, count> trained;
+    std::array<Matrix<float>, count> trained_stored;
+    for (std::size_t i = 0; i < count; ++i) {
+      trained[i] = Format::result(*trained_quantizers[i], tensors[i]);
+      trained_stored[i] = Format::store(trained[i], started[i].name);
+    }
+    layer_result.error = objective.relative_error(trained_stored);
+    if (layer_result.error < layer_result.init_error) {
+      tensors = std::move(trained);
+      stored = std::move(trained_stored);
+    } else {
+      layer_result.error = layer_result.init_error;  // the starting point is a candidate too
+    }
+    result.blocks.push_back(layer_result);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    for (std::size_t i = 0; i < count; ++i) {
+      LinearResult linear{started[i].name, std::move(tensors[i])};
+      linear.error = HessianObjective<>(originals[i], *hessians[i]).relative_error(stored[i]);
+      linear.init_error = started[i].error;
+      linear.seconds = started[i].seconds + seconds / static_cast<double>(count);
+      model_.set_linear_weight(layer, names[i], stored[i]);
       result.linears.push_back(std::move(linear));
     }
   }

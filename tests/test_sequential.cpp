@@ -270,3 +270,57 @@ TEST_CASE("work spread over ranks gives every rank the bytes one process gives, 
     }
   }
 }
+
+TEST_CASE("the layer-output objective trains each dense layer on its output: the same bytes on any thread count, on ranks, "
+          "after a resume",
+          "[layer_output]") {
+  const ScratchDirectory scratch;
+  gsq::ModelQuantizationConfig config = short_gsq();
+  config.objective = gsq::GsqObjective::layer_output;
+  config.train.steps = 128;  // enough to beat GPTQ on this random layer
+  std::vector<std::vector<std::uint8_t>> packed_by_target;
+  for (const gsq::TargetInputs target : {gsq::TargetInputs::quantized, gsq::TargetInputs::full_precision}) {
+    const std::string name = target == gsq::TargetInputs::quantized ? "quantized" : "full-precision";
+    INFO("target inputs " << name);
+    config.target_inputs = target;
+    gsq::set_host_threads(1);
+    const MixtureRun one = quantize_mixture("tiny-qwen3", config, scratch.file(name + "-one"));
+    REQUIRE(one.layers.size() == 2);
+    for (const gsq::LayerResult& layer : one.layers) {
+      REQUIRE(layer.blocks.size() == 1);  // the layer, not its MLP block
+      CHECK(layer.blocks[0].name == "layer");
+      CHECK(layer.blocks[0].error < layer.blocks[0].init_error);  // training beat the GPTQ start
+      REQUIRE(layer.linears.size() == 7);
+      for (const gsq::LinearResult& linear : layer.linears) CHECK(linear.init_error > 0);  // each started from GPTQ
+    }
+    gsq::set_host_threads(2);
+    const MixtureRun two = quantize_mixture("tiny-qwen3", config, scratch.file(name + "-two"));
+    CHECK(one.packed == two.packed);
+    CHECK(one.weights == two.weights);
+
+    const std::string out = scratch.file(name + "-resumed");
+    CHECK_THROWS_AS(quantize_mixture("tiny-qwen3", config, out, false, 1), Stopped);
+    const MixtureRun resumed = quantize_mixture("tiny-qwen3", config, out, true);
+    CHECK(resumed.packed == one.packed);  // the full-precision targets are rebuilt through the resumed layer
+
+    std::vector<MixtureRun> ranks(2);
+    gsq::testing::run_ranks(2, [&](const gsq::Communicator& communicator) {
+      ranks[static_cast<std::size_t>(communicator.rank())] =
+          quantize_mixture("tiny-qwen3", config, scratch.file(name + "-ranks"), false, 0, &communicator);
+    });
+    for (const MixtureRun& run : ranks) CHECK(run.packed == one.packed);
+    packed_by_target.push_back(one.packed);
+  }
+  CHECK(packed_by_target[0] != packed_by_target[1]);  // the target's inputs matter
+}
+
+TEST_CASE("the layer-output objective refuses what it cannot train, before any work", "[layer_output]") {
+  gsq::ModelQuantizationConfig config = short_gsq();
+  config.objective = gsq::GsqObjective::layer_output;
+  for (const std::string name : {"tiny-mixtral", "tiny-deepseek-v3"}) {
+    gsq::LlamaModel model = gsq::LlamaModel::open(fixtures + name);
+    CHECK_THROWS_WITH(TinyQuantizer(model, config), Catch::Contains("the decoder-layer objective trains"));
+  }
+  config.gsq_attention = true;
+  CHECK_THROWS_WITH(config.validate(), Catch::Contains("trains attention itself"));
+}

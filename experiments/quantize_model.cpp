@@ -84,8 +84,8 @@ Options parse_options(int argc, char** argv) {
                                       "4.5 bits per weight; every linear's rows whole super-blocks of 256): rtn is the "
                                       "importance-weighted fit, gptq GPTQ in the format, gsq trains the codes under GPTQ's "
                                       "sub-block scales and mins; --export gguf writes them as llama.cpp's Q2_K, Q3_K, Q4_K")
-      ("objective", po::value(&objective)->default_value("block"), "what GSQ trains on: block (the paper's recipe: gate/up/down jointly on the SwiGLU block's output, attention by GPTQ), layer (each projection on its Hessian objective) or layer-output (q, k, v, o, gate, up, down jointly on the decoder layer's output, from --init; dense layers, docs/layer_objective.md); with --format: layer")
-      ("target-inputs", po::value(&target_inputs)->default_value("quantized"), "layer-output objective: the full-precision layer it matches runs on the quantized model's inputs to the layer (quantized) or on the full-precision model's (full-precision: the layer also makes up for the earlier layers' error)")
+      ("objective", po::value(&objective)->default_value("layer-output"), "what GSQ trains on: layer-output (q, k, v, o, gate, up, down jointly on the decoder layer's output, from --init; dense layers; docs/layer_objective.md), block (the paper's recipe: gate/up/down jointly on the SwiGLU block's output, attention by GPTQ; the default for Mixture-of-Experts and latent-attention models) or layer (each projection on its Hessian objective; the default with --format)")
+      ("target-inputs", po::value(&target_inputs)->default_value("full-precision"), "layer-output objective: the full-precision layer it matches runs on the quantized model's inputs to the layer (quantized) or on the full-precision model's (full-precision: the layer also makes up for the earlier layers' error)")
       ("attention", po::value(&attention)->default_value("gptq"), "attention projections under --method gsq: gptq (the reference) or gsq (Hessian objective); with --format: gsq")
       ("init", po::value(&init)->default_value("gptq"), "GSQ's starting point: gptq (the paper's recipe) or rtn")
       ("steps", po::value(&train.steps)->default_value(640), "GSQ optimizer steps per layer (or per MLP block)")
@@ -141,6 +141,9 @@ Options parse_options(int argc, char** argv) {
     // (docs/k_quants.md).
     if (values["objective"].defaulted()) objective = "layer";
     if (values["attention"].defaulted() && objective != "layer-output") attention = "gsq";
+  } else if (values["objective"].defaulted() &&
+             !gsq::DecoderLayerObjective<>::supports(gsq::LlamaConfig::load(options.model + "/config.json"))) {
+    objective = "block";  // the layer-output objective trains dense layers only
   }
   options.exports = gsq::parse_exports(exports);
   options.config.gsq_init = gsq::parse_method(init);
@@ -305,7 +308,8 @@ void print_layer(const gsq::LayerResult& result, const gsq::LayerProgress& progr
                  *std::min_element(expert_tokens.begin(), expert_tokens.end()),
                  *std::max_element(expert_tokens.begin(), expert_tokens.end()), without_data / 3);
   if (result.blocks.size() == 1)
-    std::fprintf(stderr, ", block %.4f (start %.4f)", result.blocks[0].error, result.blocks[0].init_error);
+    std::fprintf(stderr, ", %s %.4f (start %.4f)", result.blocks[0].name == "layer" ? "layer output" : "block",
+                 result.blocks[0].error, result.blocks[0].init_error);
   if (result.blocks.size() > 1) {
     double error = 0, start = 0;
     for (const gsq::BlockResult& block : result.blocks) error += block.error, start += block.init_error;

@@ -91,7 +91,7 @@ struct ModelQuantizationConfig {
   Method method = Method::gsq;
   Method gsq_init = Method::gptq;  // GSQ's starting point: the paper's recipe starts from GPTQ
   GsqObjective objective = GsqObjective::block;
-  TargetInputs target_inputs = TargetInputs::quantized;  // of the layer-output objective
+  TargetInputs target_inputs = TargetInputs::full_precision;  // of the layer-output objective
   bool gsq_attention = false;      // the reference quantizes attention with GPTQ only
   GptqConfig gptq;                 // also gives RTN its scale fit
   TrainConfig train;               // steps, schedule end points, learning rates, seed

@@ -47,6 +47,13 @@ class DecoderLayerObjective {
             "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
   }
 
+  /// Whether every decoder layer of `config` is one this objective trains.
+  static bool supports(const LlamaConfig& config) {
+    for (long layer = 0; layer < config.layers; ++layer)
+      if (config.latent_attention() || config.mixture.in_layer(layer)) return false;
+    return true;
+  }
+
   /// Throws gsq::Error unless decoder layer `layer` of `config` is one this objective trains: a
   /// dense MLP after grouped-query attention.
   static void require_supported(const LlamaConfig& config, long layer) {

@@ -10,6 +10,7 @@
 // d sc q - dmin m is the same whether a reader fuses the multiply-add or not.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -82,16 +83,17 @@ struct KQuantTensor {
     require(codes.size() == weights && scale_codes.size() == subs && d.size() == supers &&
                 min_codes.size() == (format->has_min ? subs : 0) && dmin.size() == (format->has_min ? supers : 0),
             what + "the codes, scale codes and factors do not match its shape");
-    for (std::int8_t code : codes)
-      require(code >= format->min_code && code <= format->max_code, what + "a weight code is outside the format's range");
-    for (const std::vector<std::int8_t>* sub : {&scale_codes, &min_codes})
-      for (std::int8_t code : *sub)
-        require(code >= format->min_scale_code() && code <= format->max_scale_code(),
-                what + "a sub-block code is outside " + std::to_string(format->scale_bits) + " bits");
-    for (const std::vector<float>* factors : {&d, &dmin})
-      for (float value : *factors)
-        require(std::isfinite(value) && half_bits_to_float(float_to_half_bits(value)) == value,
-                what + "the super-block factors must be fp16 values");
+    // Checked before any message is built: these loops run over every weight.
+    const auto within = [](const std::vector<std::int8_t>& values, int low, int high) {
+      return std::all_of(values.begin(), values.end(), [&](std::int8_t code) { return code >= low && code <= high; });
+    };
+    require(within(codes, format->min_code, format->max_code), what + "a weight code is outside the format's range");
+    require(within(scale_codes, format->min_scale_code(), format->max_scale_code()) &&
+                within(min_codes, format->min_scale_code(), format->max_scale_code()),
+            what + "a sub-block code is outside " + std::to_string(format->scale_bits) + " bits");
+    const auto fp16 = [](float value) { return std::isfinite(value) && half_bits_to_float(float_to_half_bits(value)) == value; };
+    require(std::all_of(d.begin(), d.end(), fp16) && std::all_of(dmin.begin(), dmin.end(), fp16),
+            what + "the super-block factors must be fp16 values");
   }
 
   /// The weights, as ggml computes them.

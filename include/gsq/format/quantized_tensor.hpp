@@ -64,8 +64,8 @@ struct QuantizedTensor {
     const unsigned mask = (1u << bits) - 1u;
     for (std::size_t i = 0; i < count; ++i) {
       const int level = static_cast<int>((packed[i / per_byte] >> (bits * (i % per_byte))) & mask) + grid.min_level;
-      require(level <= grid.max_level, "packed code " + std::to_string(level) + " is outside the " +
-                                           grid.name + " grid");
+      if (level > grid.max_level)  // not require(): its message would be built for every code
+        throw Error("packed code " + std::to_string(level) + " is outside the " + grid.name + " grid");
       codes[i] = static_cast<std::int8_t>(level);
     }
   }

@@ -2,9 +2,12 @@
 // start at 2 bits, the per-step report, and invalid settings.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <cstdint>
 #include <vector>
 
 #include <gsq/gsq.hpp>
+#include <gsq/model/linear_format.hpp>
 
 namespace {
 
@@ -122,4 +125,28 @@ TEST_CASE("invalid training settings are errors naming the problem", "[train][er
   gsq::HessianObjective<> other_objective = gsq::HessianObjective<>::from_inputs(other.weight, other.inputs);
   REQUIRE_THROWS_WITH(gsq::train(quantizer, other_objective, short_run(3, 0)),
                       Catch::Contains("8 x 128") && Catch::Contains("4 x 128"));
+}
+
+TEST_CASE("learned scales stay positive and storable, however far the optimizer walks them", "[train]") {
+  float scale = -0.001f;
+  gsq::SymmetricScale::project(&scale);
+  CHECK(scale == Approx(5.96e-8).epsilon(1e-3));  // fp16's smallest step
+  float kept = 0.25f;
+  gsq::SymmetricScale::project(&kept);
+  CHECK(kept == 0.25f);
+
+  // Codes of the wrong sign under scales of 1e-6: the gradient pulls every scale below zero, and
+  // Lion's sign steps of 1e-4 would carry it there within a few steps.
+  Layer& layer = shared_layer();
+  gsq::QuantizedTensor tiny = layer.rtn;
+  for (std::int8_t& code : tiny.codes) code = static_cast<std::int8_t>(std::clamp(-code, -2, 1));
+  for (float& value : tiny.scales) value = 1e-6f;
+  gsq::Quantizer<gsq::Int<2>> quantizer(tiny);
+  gsq::TrainConfig config;
+  config.steps = 40;
+  config.scales.learning_rate = 1e-4;
+  gsq::train(quantizer, layer.objective, config);
+  gsq::QuantizedTensor result = quantizer.result();
+  CHECK(*std::min_element(result.scales.begin(), result.scales.end()) > 0);
+  CHECK_NOTHROW(gsq::store_result(result, "tiny scales"));
 }

@@ -155,6 +155,12 @@ class Quantizer {
     backward_into(point, weight_grad, parameter_grad, logit_update);
   }
 
+  /// Puts each group's parameters back into the format after an optimizer step.
+  void project_parameters() {
+    Backend::for_each_index(parameters_.size() / parameter_count,
+                            detail::ProjectParameters<Parametrisation, Real>{Backend::raw(parameters_)});
+  }
+
   /// dL/dlogits of the last backward() (after forward() and before backward(): the probabilities).
   const vector<Real>& logit_gradient() const { return logit_grad_; }
 

@@ -108,6 +108,7 @@ struct Trainee {
     quantizer.backward_and_update(point, Backend::raw(weight_grad), Backend::raw(parameter_grad),
                                   logit_optimizer.update_at(Backend::raw(quantizer.logits()), nullptr, step, rate_factor));
     scale_optimizer.update(Backend::raw(quantizer.parameters()), Backend::raw(parameter_grad), step, rate_factor);
+    quantizer.project_parameters();
   }
 };
 

@@ -53,8 +53,7 @@ inline Matrix<float> store_result(QuantizedTensor& tensor, const std::string& na
     tensor.scales[group] = half_bits_to_float(float_to_half_bits(scale));
     if (!(std::isfinite(tensor.scales[group]) && tensor.scales[group] > 0))  // the message only when it fails
       throw Error(name + ": the scale of group " + std::to_string(group) + " is " + std::to_string(scale) +
-                  ", which the format's fp16 scales cannot hold (they must be positive and at most 65504): "
-                  "the weights are too large for this format");
+                  ", which the format's fp16 scales cannot hold (they must be positive and at most 65504)");
   }
   Matrix<float> weight = tensor.dequantize();
   require(std::all_of(weight.values.begin(), weight.values.end(), [](float v) { return std::isfinite(v); }),

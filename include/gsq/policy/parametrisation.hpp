@@ -4,11 +4,13 @@
 //   weight(code, params)                           the dequantized weight
 //   code_gradient(weight_grad, params)              dL/dcode from dL/dweight
 //   add_parameter_gradient(weight_grad, code, g)    accumulates dL/dparams of the group into g
+//   project(params)                                 puts the group back into the format after an optimizer step
 // The relaxation functors and the optimizer loop only go through these, so a new format (say an
 // asymmetric scale-and-min) is a new policy, not a change to the loop.
 #pragma once
 
 #include <cmath>
+#include <cstddef>
 
 #include "gsq/common/config.hpp"
 
@@ -31,9 +33,26 @@ struct SymmetricScale {
   GSQ_HOST_DEVICE static void add_parameter_gradient(Real weight_grad, Real code, Real* grad) {
     grad[0] += weight_grad * code;
   }
+
+  /// The scale stays positive and storable: Lion moves every scale by its learning rate whatever
+  /// its gradient, and can walk a small one past zero. The floor is fp16's smallest step, 2^-24.
+  template <class Real>
+  GSQ_HOST_DEVICE static void project(Real* params) {
+    const Real floor = Real(5.9604644775390625e-8);
+    params[0] = params[0] > floor ? params[0] : floor;
+  }
 };
 
 namespace detail {
+
+/// Parametrisation::project of each group (one call per group).
+template <class Parametrisation, class Real>
+struct ProjectParameters {
+  Real* parameters;
+  GSQ_HOST_DEVICE void operator()(std::size_t group) const {
+    Parametrisation::project(parameters + group * Parametrisation::parameter_count);
+  }
+};
 
 /// The code of a continuous sub-block scale `value` under the factor `factor`: round(value /
 /// factor) (ties to even, as the storing step rounds) clamped to {MinCode .. MaxCode}; 0 when
@@ -79,6 +98,10 @@ struct CodedScaleAndMin {
     grad[0] += weight_grad * code;
     grad[1] -= weight_grad;
   }
+
+  /// Nothing to do: any value codes into {0 .. MaxCode}.
+  template <class Real>
+  GSQ_HOST_DEVICE static void project(Real* /*params*/) {}
 };
 
 /// llama.cpp's K-quant sub-block without a min (Q3_K): parameters (scale s, d), weight =
@@ -103,6 +126,10 @@ struct CodedScale {
   GSQ_HOST_DEVICE static void add_parameter_gradient(Real weight_grad, Real code, Real* grad) {
     grad[0] += weight_grad * code;
   }
+
+  /// Nothing to do: any value codes into {MinCode .. MaxCode}.
+  template <class Real>
+  GSQ_HOST_DEVICE static void project(Real* /*params*/) {}
 };
 
 }  // namespace gsq

@@ -7,6 +7,7 @@
 //   mpirun -np 4 quantize_model ...               (each layer's work spread over 4 processes)
 //
 // See docs/quantize_model.md.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -201,6 +202,9 @@ std::vector<gsq::TokenId> read_checked_tokens(const std::string& flag, const std
 
 Plan plan_run(const Options& options) {
   const gsq::LlamaConfig model = gsq::LlamaConfig::load(options.model + "/config.json");
+  const bool gsq_run = std::find(options.methods.begin(), options.methods.end(), gsq::Method::gsq) != options.methods.end();
+  if (gsq_run && options.config.objective == gsq::GsqObjective::layer_output)  // refused before OUT.partial exists
+    for (long layer = 0; layer < model.layers; ++layer) gsq::DecoderLayerObjective<>::require_supported(model, layer);
   Plan plan;
   plan.calibration = read_checked_tokens("--calib", options.calib, options.byte_tokens, model.vocab_size);
   const std::size_t available = plan.calibration.size();

@@ -7,10 +7,12 @@
 // For each it reports the median step in the first, middle and last eighth of the run (the late
 // anneal is where subnormal softmax tails used to cost 3-4x), the median of all steps, and the
 // ratio of that median to the floor, and the per-weight cost beyond the floor (the element-wise
-// work). Floors are medians of repeated products in the same run.
+// work). Floors are medians of repeated products in the same run, timed before, between the
+// steps throughout, and after it.
 //
 //   build/step_bench [--grids int2,int3] [--sizes 1024,2048,4096] [--steps 64] [--block-steps 128]
 //                    [--block-shape 576x1536] [--threads 2] [--json FILE]
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <fstream>
@@ -40,13 +42,18 @@ struct Settings {
   std::string json_path;
 };
 
-/// The floor: the median of timings of `work` taken before and after the run (`run`), so a
-/// machine that changes pace during the run moves the floor as it moves the steps.
+/// The floor: the median of timings of `work` taken before the run, between its steps (every
+/// sixteenth of it, outside the steps' own timing) and after it, so a machine that changes pace
+/// during the run moves the floor as it moves the steps. `run(on_step)` trains with the callback.
 template <class Run>
-auto with_floor(const std::function<void()>& work, const Run& run, int repeats_each_side = 11) {
+auto with_floor(const std::function<void()>& work, long steps, const Run& run) {
+  constexpr int repeats_each_side = 4, timings_during = 16;
   std::vector<double> times;
   for (int i = 0; i < repeats_each_side; ++i) times.push_back(seconds_of(work));
-  auto report = run();
+  const long every = std::max(1L, steps / timings_during);
+  const gsq::TrainReport report = run([&](const gsq::StepReport& step) {
+    if (step.step % every == every / 2) times.push_back(seconds_of(work));
+  });
   for (int i = 0; i < repeats_each_side; ++i) times.push_back(seconds_of(work));
   return std::make_pair(median(times), report);
 }
@@ -91,8 +98,8 @@ nlohmann::json bench_layer(long size, long steps) {
 
   std::vector<float> product(layer.weight.size());
   const auto [floor, report] = with_floor(
-      [&] { Backend::gemm(false, size, size, size, 1.0f, layer.weight.data(), hessian.data(), product.data()); },
-      [&] { return gsq::train(quantizer, objective, annealed_run(steps)); });
+      [&] { Backend::gemm(false, size, size, size, 1.0f, layer.weight.data(), hessian.data(), product.data()); }, steps,
+      [&](const auto& on_step) { return gsq::train(quantizer, objective, annealed_run(steps), on_step); });
   nlohmann::json result = summarise(report, floor, double(size) * size);
   result.update({{"objective", "hessian"}, {"grid", Grid::name}, {"shape", std::to_string(size) + "x" + std::to_string(size)}});
   return result;
@@ -125,8 +132,9 @@ nlohmann::json bench_block(long steps, long hidden, long intermediate) {
     Backend::gemm(true, intermediate, hidden, batch, 1.0f, a.data(), x, grad.data());
     Backend::gemm(true, intermediate, hidden, batch, 1.0f, u.data(), x, grad.data());
   };
-  const auto [floor, report] =
-      with_floor(products, [&] { return gsq::train_jointly(objective, annealed_run(steps), {}, gate_q, up_q, down_q); });
+  const auto [floor, report] = with_floor(products, steps, [&](const auto& on_step) {
+    return gsq::train_jointly(objective, annealed_run(steps), on_step, gate_q, up_q, down_q);
+  });
   nlohmann::json result = summarise(report, floor, 3.0 * hidden * intermediate);
   result.update({{"objective", "swiglu block"},
                  {"grid", Grid::name},

@@ -54,11 +54,11 @@ void check_type(const gsq::SyntheticLayer& layer) {
   const std::vector<std::int8_t> base(start.codes.begin(), start.codes.end());
   std::vector<float> host_code(quantizer.size()), host_weight(quantizer.size()), host_probability(logits.size());
   const gsq::RelaxedForward<Grid, Estimator, gsq::SymmetricScale, float> host_forward{
-      logits.data(), quantizer.size(), base.data(), scales.data(), quantizer.layout(), point, host_code.data(),
-      host_weight.data(), host_probability.data()};
+      logits.data(), base.data(), scales.data(), quantizer.layout(), point, host_code.data(), host_weight.data(),
+      host_probability.data()};
   double largest_gap = 0;
   for (std::size_t e = 0; e < quantizer.size(); ++e) {
-    host_forward(e);
+    host_forward(e, gsq::CandidateTiles<Grid::candidate_count>::shift(e));
     largest_gap = std::fmax(largest_gap, std::fabs(host_weight[e] - device_weight[e]));
   }
   check(largest_gap < 1e-5, name + ": CUDA forward differs from the host by " + std::to_string(largest_gap));

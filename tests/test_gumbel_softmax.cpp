@@ -16,7 +16,7 @@
 
 namespace {
 
-constexpr long rows = 4, cols = 16, group_width = 8;
+constexpr long rows = 5, cols = 16, group_width = 8;
 
 // The layers here are tiny and finite differences run thousands of passes: one thread avoids
 // paying a parallel region's start-up each time, which dominates on a loaded machine. That
@@ -49,9 +49,12 @@ bool on_grid(int level) {
   return level >= Grid::min_level && level <= Grid::max_level;
 }
 
-/// Where logit k of element e lives: candidate-major (gsq/core/gumbel_softmax.hpp).
+/// Where logit k of element e lives: weights in tiles of 64, candidate-major within a tile
+/// (gsq/core/candidate_tiles.hpp). The test layer spans a whole tile and part of a second.
+template <class Grid>
 std::size_t logit_index(std::size_t element, int k) {
-  return static_cast<std::size_t>(k) * static_cast<std::size_t>(rows * cols) + element;
+  const std::size_t tile = element / 64, lane = element % 64;
+  return (tile * Grid::candidate_count + static_cast<std::size_t>(k)) * 64 + lane;
 }
 
 /// Starting codes cycling through every level (so shift grids start at their edges too and mask
@@ -160,7 +163,7 @@ void require_masked_candidates_have_zero_gradient(const std::vector<double>& log
   for (std::size_t e = 0; e < start.codes.size(); ++e)
     for (int k = 0; k < Grid::candidate_count; ++k) {
       if (on_grid<Grid>(candidate_level<Grid>(start.codes[e], k))) continue;
-      REQUIRE(logit_grad[logit_index(e, k)] == 0.0);
+      REQUIRE(logit_grad[logit_index<Grid>(e, k)] == 0.0);
       ++masked;
     }
   REQUIRE((masked > 0) == is_shift_grid<Grid>());
@@ -222,7 +225,7 @@ double design_forward_code(const std::vector<double>& logits, int base, std::siz
   for (int k = 0; k < K; ++k) {
     const int level = candidate_level<Grid>(base, k);
     if (!on_grid<Grid>(level)) continue;
-    const double score = point.logit_scale * logits[logit_index(element, k)] + noise[k];
+    const double score = point.logit_scale * logits[logit_index<Grid>(element, k)] + noise[k];
     const double unnormalised = std::exp(score / point.temperature);
     total += unnormalised;
     weighted += unnormalised * level;
@@ -309,6 +312,41 @@ TEMPLATE_TEST_CASE("the single-precision relaxation matches the double-precision
   }
 }
 
+TEMPLATE_TEST_CASE("the fused pass of a logit step and the next forward pass equals the two passes in turn",
+                   "[gumbel_softmax][quantizer]", GSQ_ALL_GRIDS) {
+  // In float, as training runs it, with a Lion step of the logits and scales that have stepped
+  // between the forward pass and the logits' step (the training loop's order).
+  using Quantizer = gsq::Quantizer<TestType, gsq::GroupSize<group_width>, gsq::LinearAnneal, gsq::Relaxed>;
+  using Host = gsq::Host<float>;
+  const gsq::RelaxationPoint<float> now{0.7f, 150.0f, 3, 11}, next{0.6f, 160.0f, 3, 12};
+  Quantizer apart(starting_point<TestType>()), fused(starting_point<TestType>());
+  const auto lion = [](const Quantizer& q) {
+    return gsq::GroupOptimizer<gsq::Lion, Host>(q.logits().size(), {1e-2, 0.5}, 0.9, 0.95, 1e-8);
+  };
+  auto apart_lion = lion(apart), fused_lion = lion(fused);
+  std::vector<float> weight_grad(apart.size()), apart_weight(apart.size()), fused_weight(fused.size());
+  std::mt19937 generator(8);
+  std::normal_distribution<float> normal;
+  for (float& g : weight_grad) g = normal(generator);
+  const auto forward_then_step_scales = [&](Quantizer& quantizer, std::vector<float>& weight) {
+    quantizer.forward(now, weight.data());
+    const std::vector<float> used = quantizer.parameters();
+    for (float& scale : quantizer.parameters()) scale *= 1.25f;
+    return used;
+  };
+  const std::vector<float> apart_used = forward_then_step_scales(apart, apart_weight),
+                           fused_used = forward_then_step_scales(fused, fused_weight);
+  apart.step_logits(now, apart_used.data(), weight_grad.data(), apart_lion.update_at(apart.logits().data(), nullptr, 4, 1.0));
+  apart.forward(next, apart_weight.data());
+  fused.step_logits_and_forward(now, fused_used.data(), weight_grad.data(),
+                                fused_lion.update_at(fused.logits().data(), nullptr, 4, 1.0), next, fused_weight.data());
+  REQUIRE(fused.logits() != Quantizer(starting_point<TestType>()).logits());  // the logits stepped
+  CHECK(fused.logits() == apart.logits());
+  CHECK(fused.logit_gradient() == apart.logit_gradient());  // the probabilities
+  CHECK(fused_weight == apart_weight);
+  CHECK(fused.codes() == apart.codes());
+}
+
 TEMPLATE_TEST_CASE("the result takes each weight's most likely admissible candidate and the learned scales",
                    "[gumbel_softmax][quantizer]", GSQ_ALL_GRIDS) {
   auto quantizer = spread_out_quantizer<DoubleQuantizer<TestType, gsq::Relaxed>>();
@@ -325,7 +363,7 @@ TEMPLATE_TEST_CASE("the result takes each weight's most likely admissible candid
     for (int k = 0; k < K; ++k) {
       const int level = candidate_level<TestType>(start.codes[e], k);
       if (!on_grid<TestType>(level)) continue;
-      if (quantizer.logits()[logit_index(e, k)] > best_logit) best_logit = quantizer.logits()[logit_index(e, k)], best_level = level;
+      if (quantizer.logits()[logit_index<TestType>(e, k)] > best_logit) best_logit = quantizer.logits()[logit_index<TestType>(e, k)], best_level = level;
     }
     INFO("element " << e);
     REQUIRE(result.codes[e] == best_level);
@@ -355,7 +393,7 @@ void require_initial_logits(const gsq::LogitInit& init) {
     mean /= admissible;
     for (int k = 0; k < K; ++k) {
       INFO("element " << e << ", candidate " << k);
-      REQUIRE(quantizer.logits()[logit_index(e, k)] ==
+      REQUIRE(quantizer.logits()[logit_index<Grid>(e, k)] ==
               Approx(init.noise_std * (xi[k] + init.strength * (closeness[k] - mean))).epsilon(1e-12).margin(1e-15));
     }
   }
@@ -398,7 +436,7 @@ TEST_CASE("invalid quantizer starts are errors naming the problem", "[quantizer]
     weight(1, 1) = std::numeric_limits<float>::infinity();
     REQUIRE_THROWS_WITH(Quantizer(weight, scales), Catch::Contains("non-finite"));
     weight = start.dequantize();
-    REQUIRE_THROWS_WITH(Quantizer(weight, std::vector<float>(3, 1.0f)), Catch::Contains("expected 8 scales, got 3"));
+    REQUIRE_THROWS_WITH(Quantizer(weight, std::vector<float>(3, 1.0f)), Catch::Contains("expected 10 scales, got 3"));
     scales[2] = 0.0f;
     REQUIRE_THROWS_WITH(Quantizer(weight, scales), Catch::Contains("scales must be positive"));
   }

@@ -188,7 +188,7 @@ TEST_CASE("the coded forward pass at one-hot codes is the K-quant tensor ggml de
   gsq::Quantizer<gsq::Unsigned<2>, gsq::GroupSize<16>, gsq::LinearAnneal, gsq::Deterministic, gsq::CodedScaleAndMin<15>>
       quantizer(start.rows, start.cols, start.codes, gsq::detail::coded_parameters(start));
   for (std::size_t e = 0; e < start.codes.size(); ++e)  // each weight's logits: its code far ahead
-    for (int k = 0; k < 4; ++k) quantizer.logits()[k * start.codes.size() + e] = k == start.codes[e] ? 1.0f : -1.0f;
+    for (int k = 0; k < 4; ++k) quantizer.logits()[gsq::CandidateTiles<4>::index(k, e)] = k == start.codes[e] ? 1.0f : -1.0f;
   std::vector<float> weight(quantizer.size());
   quantizer.forward({0.01f, 100.0f, 0, 0}, weight.data());
   CHECK(weight == start.dequantize().values);

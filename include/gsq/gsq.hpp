@@ -21,6 +21,7 @@
 #include "gsq/policy/parametrisation.hpp"
 #include "gsq/policy/schedule.hpp"
 // The optimisation core: noise, the relaxation's functors, the quantizer, the loop.
+#include "gsq/core/candidate_tiles.hpp"
 #include "gsq/core/group_layout.hpp"
 #include "gsq/core/gumbel_softmax.hpp"
 #include "gsq/core/philox.hpp"

@@ -16,6 +16,7 @@
 #include <thrust/system/cuda/execution_policy.h>
 
 #include "gsq/backend/fwd.hpp"
+#include "gsq/core/candidate_tiles.hpp"
 #include "gsq/common/error.hpp"
 
 namespace gsq {
@@ -44,6 +45,15 @@ inline cublasStatus_t gemm_column_major(cublasOperation_t ta, cublasOperation_t 
   const double beta = 0.0;
   return cublasDgemm(cublas_handle(), ta, tb, m, n, k, alpha, a, lda, b, ldb, &beta, c, ldc);
 }
+
+/// A per-candidate functor called with its element's tile shift.
+template <class Functor>
+struct WithTileShift {
+  Functor functor;
+  __device__ void operator()(std::size_t i) const {
+    functor(i, CandidateTiles<Functor::candidate_count>::shift(i));
+  }
+};
 }  // namespace detail
 
 template <class Real_>
@@ -58,6 +68,13 @@ struct Cuda {
   template <class Functor>
   static void for_each_index(std::size_t count, const Functor& functor) {
     thrust::for_each_n(execution(), thrust::counting_iterator<std::size_t>(0), count, functor);
+  }
+
+  /// Calls functor(i, shift) for i in [0, count) with i's CandidateTiles shift
+  /// (gsq/core/candidate_tiles.hpp), one thread per element.
+  template <class Functor>
+  static void for_each_tile(std::size_t count, const Functor& functor) {
+    for_each_index(count, detail::WithTileShift<Functor>{functor});
   }
 
   /// Row-major C = alpha op(A) op(B), computed as the column-major C^T = op(B)^T op(A)^T.

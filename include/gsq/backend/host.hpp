@@ -27,6 +27,7 @@
 #endif
 
 #include "gsq/backend/fwd.hpp"
+#include "gsq/core/candidate_tiles.hpp"
 #include "gsq/detail/floating_point.hpp"
 
 namespace gsq {
@@ -47,23 +48,29 @@ struct Host {
   }
 
   /// Calls functor(i) for i in [0, count); calls must be independent of each other. Threads
-  /// take chunks of indices; within a chunk the calls are SIMD lanes. A single chunk runs on the
-  /// calling thread: opening a parallel region would cost more than the work.
+  /// take chunks of indices; within a chunk the calls are SIMD lanes.
   template <class Functor>
   static void for_each_index(std::size_t count, const Functor& functor) {
-    constexpr std::size_t chunk = 1024;
-    const auto run_chunk = [count, &functor](std::size_t index) {
-      const detail::SubnormalsFlushed flushed;
-      const Functor lane_functor = functor;  // a local copy: its members cannot alias the outputs
-      const std::size_t end = std::min(count, (index + 1) * chunk);
+    for_each_chunk(count, functor, [](const Functor& lane_functor, std::size_t first, std::size_t end) {
 #pragma omp simd
-      for (std::size_t i = index * chunk; i < end; ++i) lane_functor(i);
-    };
-    const std::size_t chunks = (count + chunk - 1) / chunk;
-    if (chunks == 1)
-      run_chunk(0);
-    else
-      thrust::for_each_n(execution(), thrust::counting_iterator<std::size_t>(0), chunks, run_chunk);
+      for (std::size_t i = first; i < end; ++i) lane_functor(i);
+    });
+  }
+
+  /// Calls functor(i, shift) for i in [0, count), shift being the CandidateTiles shift of i's
+  /// tile (gsq/core/candidate_tiles.hpp): for functors over per-candidate arrays. A tile's calls
+  /// are SIMD lanes with the shift constant, so their loads are contiguous vectors.
+  template <class Functor>
+  static void for_each_tile(std::size_t count, const Functor& functor) {
+    using Tiles = CandidateTiles<Functor::candidate_count>;
+    static_assert(chunk % Tiles::width == 0, "a chunk holds whole tiles");
+    for_each_chunk(count, functor, [](const Functor& lane_functor, std::size_t first, std::size_t end) {
+      for (std::size_t tile = first; tile < end; tile += Tiles::width) {
+        const std::size_t shift = Tiles::shift(tile), tile_end = std::min(end, tile + Tiles::width);
+#pragma omp simd
+        for (std::size_t i = tile; i < tile_end; ++i) lane_functor(i, shift);
+      }
+    });
   }
 
   /// C (rows x cols) = alpha * op(A) * op(B), all row-major; op(A) is rows x inner, op(B)
@@ -115,6 +122,26 @@ struct Host {
   static T* raw(vector<T>& values) { return values.data(); }
   template <class T>
   static const T* raw(const vector<T>& values) { return values.data(); }
+
+ private:
+  static constexpr std::size_t chunk = 1024;
+
+  /// Runs run(functor copy, first, end) over chunks of [0, count), threads taking chunks, each with
+  /// subnormals flushed. A single chunk runs on the calling thread: opening a parallel region
+  /// would cost more than the work.
+  template <class Functor, class Run>
+  static void for_each_chunk(std::size_t count, const Functor& functor, const Run& run) {
+    const auto run_chunk = [count, &functor, &run](std::size_t index) {
+      const detail::SubnormalsFlushed flushed;
+      const Functor lane_functor = functor;  // a local copy: its members cannot alias the outputs
+      run(lane_functor, index * chunk, std::min(count, (index + 1) * chunk));
+    };
+    const std::size_t chunks = (count + chunk - 1) / chunk;
+    if (chunks == 1)
+      run_chunk(0);
+    else
+      thrust::for_each_n(execution(), thrust::counting_iterator<std::size_t>(0), chunks, run_chunk);
+  }
 };
 
 /// The threads the host backend's parallel work runs on.

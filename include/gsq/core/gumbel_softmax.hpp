@@ -9,15 +9,16 @@
 // Candidates a shift grid masks out get probability 0. The forward pass saves p_k; the backward
 // pass reads them and either overwrites them with dL/da_k or hands dL/da_k straight to the
 // optimizer, so the pair costs one buffer the size of the logits and the noise is drawn once per
-// step. Logits are stored candidate-major (a_k of element e at
-// k * elements + e), so neighbouring elements are contiguous for SIMD lanes and coalesced GPU
-// loads.
+// step. Logits and everything laid out like them are in candidate tiles
+// (gsq/core/candidate_tiles.hpp): the functors over them take (element, tile shift) and run
+// through Backend::for_each_tile.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 
 #include "gsq/common/config.hpp"
+#include "gsq/core/candidate_tiles.hpp"
 #include "gsq/core/group_layout.hpp"
 #include "gsq/core/philox.hpp"
 #include "gsq/detail/fast_math.hpp"
@@ -43,7 +44,7 @@ struct Sample {
   Real soft_code;     // sum_k p_k d_k
   Real forward_code;  // soft_code, or the sampled candidate under a hard-forward estimator
 
-  GSQ_HOST_DEVICE Sample(const Real* logits, std::size_t elements, std::size_t element, int base,
+  GSQ_HOST_DEVICE Sample(const Real* logits, std::size_t shift, std::size_t element, int base,
                          const RelaxationPoint<Real>& point) {
     Real noise[K] = {};
     if (Estimator::noisy) gumbel_noise<Real, K>(point.seed, point.step, element, noise);
@@ -60,7 +61,8 @@ struct Sample {
     GSQ_UNROLL
     for (int k = 0; k < K; ++k) {
       admissible[k] = Grid::admissible(base, k) & on_grid ? Real(1) : Real(0);
-      probability[k] = (point.logit_scale * logits[k * elements + element] + noise[k]) / point.temperature *
+      probability[k] = (point.logit_scale * logits[CandidateTiles<K>::at(shift, k, element)] + noise[k]) /
+                           point.temperature *
                            admissible[k] + (admissible[k] - Real(1)) * Real(1e30);
       sampled = probability[k] > largest ? k : sampled;
       largest = probability[k] > largest ? probability[k] : largest;
@@ -88,21 +90,21 @@ struct Sample {
 /// probabilities the backward pass needs.
 template <class Grid, class Estimator, class Parametrisation, class Real>
 struct RelaxedForward {
-  const Real* logits;          // candidate-major, K per weight
-  std::size_t elements;        // weights in the layer
+  static constexpr int candidate_count = Grid::candidate_count;
+  const Real* logits;          // K per weight, in candidate tiles
   const std::int8_t* base;     // starting codes (the centre of a shift grid)
   const Real* parameters;      // Parametrisation::parameter_count per group
   GroupLayout layout;
   RelaxationPoint<Real> point;
   Real* code;                  // out: forward code per weight
   Real* weight;                // out: weight per element
-  Real* probability;           // out: p_k, candidate-major like the logits
+  Real* probability;           // out: p_k, laid out like the logits
 
-  GSQ_HOST_DEVICE void operator()(std::size_t element) const {
+  GSQ_HOST_DEVICE void operator()(std::size_t element, std::size_t shift) const {
     constexpr int K = Grid::candidate_count;
-    const detail::Sample<Grid, Estimator, Real> sample(logits, elements, element, base[element], point);
+    const detail::Sample<Grid, Estimator, Real> sample(logits, shift, element, base[element], point);
     GSQ_UNROLL
-    for (int k = 0; k < K; ++k) probability[k * elements + element] = sample.probability[k];
+    for (int k = 0; k < K; ++k) probability[CandidateTiles<K>::at(shift, k, element)] = sample.probability[k];
     code[element] = sample.forward_code;
     weight[element] = Parametrisation::weight(
         sample.forward_code, parameters + layout.group_of(element) * Parametrisation::parameter_count);
@@ -123,22 +125,22 @@ struct StoreGradient {
 /// give, without drawing it a second time.
 template <class Grid, class Parametrisation, class Real, class Sink = StoreGradient<Real>>
 struct RelaxedLogitGradient {
-  std::size_t elements;
+  static constexpr int candidate_count = Grid::candidate_count;
   const std::int8_t* base;
   const Real* parameters;
   GroupLayout layout;
   RelaxationPoint<Real> point;
   const Real* weight_grad;   // dL/dweight per element
-  const Real* probability;   // p_k from RelaxedForward, candidate-major
+  const Real* probability;   // p_k from RelaxedForward
   Sink sink;                 // receives dL/da_k at the logit's index (may write over `probability`)
 
-  GSQ_HOST_DEVICE void operator()(std::size_t element) const {
+  GSQ_HOST_DEVICE void operator()(std::size_t element, std::size_t shift) const {
     constexpr int K = Grid::candidate_count;
     Real p[K];
     Real soft_code = Real(0);  // summed in the order detail::Sample sums it
     GSQ_UNROLL
     for (int k = 0; k < K; ++k) {
-      p[k] = probability[k * elements + element];
+      p[k] = probability[CandidateTiles<K>::at(shift, k, element)];
       soft_code += p[k] * static_cast<Real>(Grid::candidate(base[element], k));
     }
     const Real code_grad = Parametrisation::code_gradient(
@@ -146,8 +148,24 @@ struct RelaxedLogitGradient {
     const Real factor = point.logit_scale / point.temperature * code_grad;
     GSQ_UNROLL
     for (int k = 0; k < K; ++k)
-      sink.apply(k * elements + element,
+      sink.apply(CandidateTiles<K>::at(shift, k, element),
                  factor * p[k] * (static_cast<Real>(Grid::candidate(base[element], k)) - soft_code));
+  }
+};
+
+/// Step t's backward pass with the logits' optimizer step, then step t + 1's forward pass from
+/// the updated logits, weight by weight in one pass: the logits are read once instead of twice,
+/// and the memory traffic of the backward pass overlaps the noise's arithmetic of the forward
+/// pass. The same values as the two passes one after the other.
+template <class Grid, class Estimator, class Parametrisation, class Real, class LogitUpdate>
+struct LogitStepAndForward {
+  static constexpr int candidate_count = Grid::candidate_count;
+  RelaxedLogitGradient<Grid, Parametrisation, Real, LogitUpdate> step;  // on step t's group parameters
+  RelaxedForward<Grid, Estimator, Parametrisation, Real> next;          // on step t + 1's
+
+  GSQ_HOST_DEVICE void operator()(std::size_t element, std::size_t shift) const {
+    step(element, shift);
+    next(element, shift);
   }
 };
 
@@ -176,19 +194,20 @@ struct GroupParameterGradient {
 /// The final code of each weight: its most likely admissible candidate, argmax_k a_k.
 template <class Grid, class Real>
 struct ArgmaxCode {
+  static constexpr int candidate_count = Grid::candidate_count;
   const Real* logits;
-  std::size_t elements;
   const std::int8_t* base;
   std::int8_t* code;  // out
 
-  GSQ_HOST_DEVICE void operator()(std::size_t element) const {
+  GSQ_HOST_DEVICE void operator()(std::size_t element, std::size_t shift) const {
     constexpr int K = Grid::candidate_count;
     const int centre = base[element];
     int best = -1;
     GSQ_UNROLL
     for (int k = 0; k < K; ++k)
       if (Grid::admissible(centre, k) &&
-          (best < 0 || logits[k * elements + element] > logits[best * elements + element]))
+          (best < 0 || logits[CandidateTiles<K>::at(shift, k, element)] >
+                           logits[CandidateTiles<K>::at(shift, best, element)]))
         best = k;
     code[element] = static_cast<std::int8_t>(Grid::candidate(centre, best));
   }
@@ -201,15 +220,15 @@ struct ArgmaxCode {
 /// few percent of them to a neighbouring level).
 template <class Grid, class Real>
 struct InitialLogits {
+  static constexpr int candidate_count = Grid::candidate_count;
   const Real* target;  // Q / s per element
   const std::int8_t* base;
   Real noise_std;
   Real strength;
   std::uint64_t seed;
-  std::size_t elements;
-  Real* logits;  // out, candidate-major
+  Real* logits;  // out, in candidate tiles
 
-  GSQ_HOST_DEVICE void operator()(std::size_t element) const {
+  GSQ_HOST_DEVICE void operator()(std::size_t element, std::size_t shift) const {
     constexpr int K = Grid::candidate_count;
     Real xi[K];
     normal_noise<Real, K>(seed, element, xi);
@@ -225,7 +244,7 @@ struct InitialLogits {
     mean /= static_cast<Real>(admissible);
     GSQ_UNROLL
     for (int k = 0; k < K; ++k)
-      logits[k * elements + element] = noise_std * (xi[k] + strength * (closeness[k] - mean));
+      logits[CandidateTiles<K>::at(shift, k, element)] = noise_std * (xi[k] + strength * (closeness[k] - mean));
   }
 };
 

@@ -23,6 +23,7 @@
 
 #include "gsq/backend/fwd.hpp"
 #include "gsq/common/error.hpp"
+#include "gsq/core/candidate_tiles.hpp"
 #include "gsq/core/group_layout.hpp"
 #include "gsq/core/gumbel_softmax.hpp"
 #include "gsq/format/quantized_tensor.hpp"
@@ -135,24 +136,45 @@ class Quantizer {
   /// Relaxed forward pass: writes the soft weights (rows x cols, backend memory) and keeps the
   /// forward codes and probabilities for the backward pass.
   void forward(const RelaxationPoint<Real>& point, Real* weight) {
-    Backend::for_each_index(size(), RelaxedForward<Grid, Estimator, Parametrisation, Real>{
-                                        Backend::raw(logits_), size(), Backend::raw(base_), Backend::raw(parameters_),
-                                        layout_, point, Backend::raw(code_), weight, Backend::raw(logit_grad_)});
+    Backend::for_each_tile(size(), relaxed_forward(point, weight));
   }
 
   /// Backward pass of the last forward at the same point: from dL/dweight, writes
   /// dL/dparameters (per group) and leaves dL/dlogits in logit_gradient() (laid out as the logits).
   void backward(const RelaxationPoint<Real>& point, const Real* weight_grad, Real* parameter_grad) {
-    backward_into(point, weight_grad, parameter_grad, StoreGradient<Real>{Backend::raw(logit_grad_)});
+    parameter_gradient(weight_grad, parameter_grad);
+    Backend::for_each_tile(size(), logit_gradient_into(point, Backend::raw(parameters_), weight_grad,
+                                                       StoreGradient<Real>{Backend::raw(logit_grad_)}));
   }
 
-  /// The backward pass with the logits' optimizer step fused in: logit_update.apply(i, dL/da_i)
-  /// (an optimizer policy's Update) steps each logit as its gradient is computed, which saves a
-  /// pass over the K logits of every weight. logit_gradient() keeps the forward's probabilities.
+  /// The training loop's backward pass, in two halves around the group parameters' optimizer
+  /// step. First dL/dparameters of the last forward pass, from dL/dweight:
+  void parameter_gradient(const Real* weight_grad, Real* parameter_grad) {
+    Backend::for_each_index(static_cast<std::size_t>(rows_ * layout_.groups_per_row),
+                            GroupParameterGradient<Parametrisation, Real>{weight_grad, Backend::raw(code_),
+                                                                          layout_, parameter_grad});
+  }
+
+  /// Then the logits' gradient on the group parameters the forward pass at `point` used
+  /// (`forward_parameters`: the current ones may have stepped since), each logit stepped by
+  /// logit_update.apply(i, dL/da_i) (an optimizer policy's Update) as its gradient is computed:
+  /// no gradient buffer, and one pass over the logits fewer. logit_gradient() keeps the forward's
+  /// probabilities.
   template <class LogitUpdate>
-  void backward_and_update(const RelaxationPoint<Real>& point, const Real* weight_grad, Real* parameter_grad,
-                           const LogitUpdate& logit_update) {
-    backward_into(point, weight_grad, parameter_grad, logit_update);
+  void step_logits(const RelaxationPoint<Real>& point, const Real* forward_parameters, const Real* weight_grad,
+                   const LogitUpdate& logit_update) {
+    Backend::for_each_tile(size(), logit_gradient_into(point, forward_parameters, weight_grad, logit_update));
+  }
+
+  /// step_logits, then the forward pass at `next` on the current group parameters, in one pass
+  /// over the logits (LogitStepAndForward): the same values as step_logits and forward in turn.
+  template <class LogitUpdate>
+  void step_logits_and_forward(const RelaxationPoint<Real>& point, const Real* forward_parameters,
+                               const Real* weight_grad, const LogitUpdate& logit_update,
+                               const RelaxationPoint<Real>& next, Real* weight) {
+    Backend::for_each_tile(size(), LogitStepAndForward<Grid, Estimator, Parametrisation, Real, LogitUpdate>{
+                                        logit_gradient_into(point, forward_parameters, weight_grad, logit_update),
+                                        relaxed_forward(next, weight)});
   }
 
   /// Puts each group's parameters back into the format after an optimizer step.
@@ -161,13 +183,14 @@ class Quantizer {
                             detail::ProjectParameters<Parametrisation, Real>{Backend::raw(parameters_)});
   }
 
-  /// dL/dlogits of the last backward() (after forward() and before backward(): the probabilities).
+  /// dL/dlogits of the last backward() (after forward() and before backward(): the
+  /// probabilities), laid out as the logits.
   const vector<Real>& logit_gradient() const { return logit_grad_; }
 
   /// The hard codes: each weight's argmax candidate (rows x cols, on the host).
   std::vector<std::int8_t> codes() const {
     vector<std::int8_t> codes(size());
-    Backend::for_each_index(size(), ArgmaxCode<Grid, Real>{Backend::raw(logits_), size(), Backend::raw(base_), Backend::raw(codes)});
+    Backend::for_each_tile(size(), ArgmaxCode<Grid, Real>{Backend::raw(logits_), Backend::raw(base_), Backend::raw(codes)});
     return Backend::to_host(codes);
   }
 
@@ -178,6 +201,7 @@ class Quantizer {
     return {grid_spec<Grid>(), rows_, cols_, layout_.group_width, codes(), std::vector<float>(scales.begin(), scales.end())};
   }
 
+  /// K per weight, in candidate tiles (gsq/core/candidate_tiles.hpp).
   vector<Real>& logits() { return logits_; }
   const vector<Real>& logits() const { return logits_; }
   vector<Real>& parameters() { return parameters_; }
@@ -203,30 +227,31 @@ class Quantizer {
     base_ = Backend::from_host(base);
     parameters_ = Backend::from_host(parameters);
     code_ = vector<Real>(size());
-    logits_ = vector<Real>(size() * candidate_count);
+    logits_ = vector<Real>(CandidateTiles<candidate_count>::size(size()));
     logit_grad_ = vector<Real>(logits_.size());
     const vector<Real> device_target = Backend::from_host(target);
-    Backend::for_each_index(size(), InitialLogits<Grid, Real>{Backend::raw(device_target), Backend::raw(base_),
-                                                              static_cast<Real>(init.noise_std),
-                                                              static_cast<Real>(init.strength), init.seed, size(),
-                                                              Backend::raw(logits_)});
+    Backend::for_each_tile(size(), InitialLogits<Grid, Real>{Backend::raw(device_target), Backend::raw(base_),
+                                                             static_cast<Real>(init.noise_std),
+                                                             static_cast<Real>(init.strength), init.seed,
+                                                             Backend::raw(logits_)});
+  }
+
+  RelaxedForward<Grid, Estimator, Parametrisation, Real> relaxed_forward(const RelaxationPoint<Real>& point, Real* weight) {
+    return {Backend::raw(logits_), Backend::raw(base_), Backend::raw(parameters_), layout_, point,
+            Backend::raw(code_),   weight,              Backend::raw(logit_grad_)};
   }
 
   template <class Sink>
-  void backward_into(const RelaxationPoint<Real>& point, const Real* weight_grad, Real* parameter_grad,
-                     const Sink& sink) {
-    Backend::for_each_index(size(), RelaxedLogitGradient<Grid, Parametrisation, Real, Sink>{
-                                        size(), Backend::raw(base_), Backend::raw(parameters_), layout_, point,
-                                        weight_grad, Backend::raw(logit_grad_), sink});
-    Backend::for_each_index(static_cast<std::size_t>(rows_ * layout_.groups_per_row),
-                            GroupParameterGradient<Parametrisation, Real>{weight_grad, Backend::raw(code_),
-                                                                          layout_, parameter_grad});
+  RelaxedLogitGradient<Grid, Parametrisation, Real, Sink> logit_gradient_into(const RelaxationPoint<Real>& point,
+                                                                             const Real* forward_parameters,
+                                                                             const Real* weight_grad, const Sink& sink) {
+    return {Backend::raw(base_), forward_parameters, layout_, point, weight_grad, Backend::raw(logit_grad_), sink};
   }
 
   long rows_, cols_;
   GroupLayout layout_;
   vector<std::int8_t> base_;  // starting codes: the centre of a shift grid
-  vector<Real> logits_;       // K per weight, candidate-major (gsq/core/gumbel_softmax.hpp)
+  vector<Real> logits_;       // K per weight, in candidate tiles (gsq/core/candidate_tiles.hpp)
   vector<Real> parameters_;   // Parametrisation::parameter_count per group
   vector<Real> code_;         // forward codes of the last forward pass
   vector<Real> logit_grad_;   // the last forward's probabilities, then the backward's dL/dlogits

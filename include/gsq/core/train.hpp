@@ -8,7 +8,10 @@
 //     loss, dL/dweight = objective.value_and_gradient(weight)         one matrix product
 //     dL/dlogits, dL/dscales = quantizer.backward(point, dL/dweight)  element-wise + per group
 //     Optimizer updates logits (decoupled weight decay) and scales    element-wise
-// (the logits' update is fused into their backward pass: Quantizer::backward_and_update)
+// The passes over the logits are fused: each logit steps as its gradient is computed, and the
+// same pass runs step t + 1's forward pass (Quantizer::step_logits_and_forward), so the logits
+// are read once a step. The group parameters step first; the logits' gradient uses the ones
+// step t's forward pass used.
 #pragma once
 
 #include <algorithm>
@@ -91,7 +94,8 @@ struct Trainee {
   std::uint64_t seed;
   GroupOptimizer<Optimizer, Backend> logit_optimizer, scale_optimizer;
   vector<Real> weight, weight_grad, parameter_grad;
-  RelaxationPoint<Real> point{};
+  vector<Real> forward_parameters;  // the group parameters of the last forward pass
+  RelaxationPoint<Real> point{};    // ... and its relaxation point
 
   Trainee(Quantizer& quantizer_, std::uint64_t seed_, const TrainConfig& config, double beta1, double beta2)
       : quantizer(quantizer_), seed(seed_),
@@ -104,11 +108,22 @@ struct Trainee {
     quantizer.forward(point, Backend::raw(weight));
   }
 
-  void backward_and_update(long step, double rate_factor) {
-    quantizer.backward_and_update(point, Backend::raw(weight_grad), Backend::raw(parameter_grad),
-                                  logit_optimizer.update_at(Backend::raw(quantizer.logits()), nullptr, step, rate_factor));
+  /// Step `step`'s backward pass and optimizer steps from weight_grad, then (unless it is the
+  /// last) step + 1's forward pass.
+  void backward_update_and_forward(const AnnealConfig& anneal, long step, long steps, double rate_factor) {
+    quantizer.parameter_gradient(Backend::raw(weight_grad), Backend::raw(parameter_grad));
+    forward_parameters = quantizer.parameters();
     scale_optimizer.update(Backend::raw(quantizer.parameters()), Backend::raw(parameter_grad), step, rate_factor);
     quantizer.project_parameters();
+    const auto logit_update = logit_optimizer.update_at(Backend::raw(quantizer.logits()), nullptr, step, rate_factor);
+    if (step + 1 == steps) {
+      quantizer.step_logits(point, Backend::raw(forward_parameters), Backend::raw(weight_grad), logit_update);
+      return;
+    }
+    const RelaxationPoint<Real> next = Quantizer::relaxation_at(anneal, step + 1, steps, seed);
+    quantizer.step_logits_and_forward(point, Backend::raw(forward_parameters), Backend::raw(weight_grad), logit_update,
+                                      next, Backend::raw(weight));
+    point = next;
   }
 };
 
@@ -147,22 +162,22 @@ TrainReport train_jointly(Objective& objective, const TrainConfig& config,
   const Clock::time_point start = Clock::now();
   for (long step = 0; step < config.steps; ++step) {
     const Clock::time_point step_start = Clock::now();
-    (std::get<Index>(trainees).forward(config.anneal, step, config.steps), ...);
+    // Step 0's forward pass; each later one runs inside the step before (backward_update_and_forward).
+    if (step == 0) (std::get<Index>(trainees).forward(config.anneal, step, config.steps), ...);
+    const RelaxationPoint<Real> point = std::get<0>(trainees).point;
     const double loss = objective.value_and_gradient(
         step, std::array<const Real*, sizeof...(Index)>{Quantizers::Backend::raw(std::get<Index>(trainees).weight)...},
         std::array<Real*, sizeof...(Index)>{Quantizers::Backend::raw(std::get<Index>(trainees).weight_grad)...});
     require(std::isfinite(loss), "the objective became non-finite at step " + std::to_string(step));
     const double rate_factor = config.learning_rate.factor(step, config.steps);
-    (std::get<Index>(trainees).backward_and_update(step, rate_factor), ...);
+    (std::get<Index>(trainees).backward_update_and_forward(config.anneal, step, config.steps, rate_factor), ...);
 
     const Clock::time_point now = Clock::now();
     report.losses.push_back(loss);
     report.step_seconds.push_back(std::chrono::duration<double>(now - step_start).count());
-    if (on_step) {
-      const auto& first = std::get<0>(trainees).point;
-      on_step({step, config.steps, loss, static_cast<double>(first.temperature), static_cast<double>(first.logit_scale),
+    if (on_step)
+      on_step({step, config.steps, loss, static_cast<double>(point.temperature), static_cast<double>(point.logit_scale),
                std::chrono::duration<double>(now - start).count()});
-    }
   }
   return report;
 }

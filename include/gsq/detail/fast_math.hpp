@@ -51,7 +51,8 @@ GSQ_HOST_DEVICE inline float exp_fast(float x) {
 }
 
 /// log(x) for positive normal x: x = 2^e m with m in [sqrt(1/2), sqrt(2)), then
-/// log m = 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.172, odd series to s^11.
+/// log m = 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.172, odd series to s^7 (the next term,
+/// 2 s^9 / 9 < 3e-8, is below float's resolution of log m; relative error below 3e-7 overall).
 GSQ_HOST_DEVICE inline float log_fast(float x) {
   const std::uint32_t bits = bits_from_float(x);
   // Subtracting the bits of sqrt(1/2) moves the mantissa split from 1 to sqrt(1/2).
@@ -60,9 +61,7 @@ GSQ_HOST_DEVICE inline float log_fast(float x) {
   const float m = float_from_bits((shifted & 0x007FFFFFu) + 0x3F3504F3u);
   const float s = (m - 1.0f) / (m + 1.0f);
   const float s2 = s * s;
-  float p = 2.0f / 11.0f;
-  p = p * s2 + 2.0f / 9.0f;
-  p = p * s2 + 2.0f / 7.0f;
+  float p = 2.0f / 7.0f;
   p = p * s2 + 2.0f / 5.0f;
   p = p * s2 + 2.0f / 3.0f;
   p = p * s2 + 2.0f;

@@ -28,6 +28,8 @@
 #include <iterator>
 #include <map>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -608,6 +610,14 @@ class SequentialQuantizer {
   /// layer's output over `inputs` against `targets`, from their results so far (`started`, in
   /// that order); the better of the trained and the started layer goes into the model. Each
   /// linear's error is its Hessian error against its full-precision weight (`originals`).
+  /// {make(0), ..., make(N - 1)}, for element types without a default constructor.
+  template <std::size_t N, class Make>
+  static auto array_of(const Make& make) { return array_of(make, std::make_index_sequence<N>{}); }
+  template <class Make, std::size_t... I>
+  static auto array_of(const Make& make, std::index_sequence<I...>) {
+    return std::array<decltype(make(std::size_t{0})), sizeof...(I)>{make(I)...};
+  }
+
   void train_layer(long layer, const HiddenStates& inputs, const Matrix<float>& targets,
                    const std::array<Matrix<float>, LayerObjective::linear_count>& originals,
                    const std::array<const Matrix<float>*, LayerObjective::linear_count>& hessians,
@@ -624,16 +634,16 @@ class SequentialQuantizer {
     }
     BlockResult layer_result{"layer", inputs.values.rows};
     layer_result.init_error = objective.relative_error(stored);
-    const auto quantizer = [&](long i) { return Format::quantizer(tensors[static_cast<std::size_t>(i)], part_init(layer, {i, 0})); };
-    Gsq query = quantizer(0), key = quantizer(1), value = quantizer(2), out = quantizer(3), gate = quantizer(4), up = quantizer(5),
-        down = quantizer(6);
-    train_jointly(objective, part_config(layer, {0, 0}), [&](const StepReport& step) { if (progress) progress(layer, "layer", step); },
-                  query, key, value, out, gate, up, down);
-    const std::array<const Gsq*, count> trained_quantizers = {&query, &key, &value, &out, &gate, &up, &down};
+    const auto quantizer = [&](std::size_t i) { return Format::quantizer(tensors[i], part_init(layer, {static_cast<long>(i), 0})); };
+    std::array<Gsq, count> quantizers = array_of<count>(quantizer);
+    std::apply([&](auto&... each) {
+      train_jointly(objective, part_config(layer, {0, 0}),
+                    [&](const StepReport& step) { if (progress) progress(layer, "layer", step); }, each...);
+    }, quantizers);
     std::array<Tensor, count> trained;
     std::array<Matrix<float>, count> trained_stored;
     for (std::size_t i = 0; i < count; ++i) {
-      trained[i] = Format::result(*trained_quantizers[i], tensors[i]);
+      trained[i] = Format::result(quantizers[i], tensors[i]);
       trained_stored[i] = Format::store(trained[i], started[i].name);
     }
     layer_result.error = objective.relative_error(trained_stored);

@@ -107,13 +107,14 @@ int main(int argc, char** argv) {
   return gsq::driver::run(program_name, [&] {
     std::optional<Options> options = parse_options(argc, argv);
     if (!options) return 0;
-    gsq::set_host_threads(options->threads);
+    gsq::driver::set_threads(options->threads);
     if (!options->json_path.empty())
       options->json_path = gsq::claim_output({"--json", options->json_path}, gsq::OutputKind::file,
                                              {{"--model", options->model}, {"--eval", options->eval}});
     const gsq::LlamaConfig model_config = gsq::LlamaConfig::load(options->model + "/config.json");
     gsq::require_memory(gsq::evaluation_bytes(model_config, options->evaluation.window),
                         "an evaluation window of " + std::to_string(options->evaluation.window) + " tokens (--window)");
+    model_config.require_within_positions(options->evaluation.window, "--window: evaluation windows of");
 
     const Clock::time_point loading = Clock::now();
     const gsq::LlamaModel model = gsq::LlamaModel::open(options->model);  // streamed, layer by layer

@@ -673,7 +673,7 @@ int main(int argc, char** argv) {
   return gsq::driver::run(program_name, [&] {
     const std::optional<Options> options = parse_options(argc, argv);
     if (!options) return 0;
-    gsq::set_host_threads(options->threads);
+    gsq::driver::set_threads(options->threads);
     Layer layer = load_layer(*options);
     if (!options->save_layer_path.empty()) save_layer(layer, options->save_layer_path);
     const std::vector<MethodResult> results = run_methods(layer, *options);

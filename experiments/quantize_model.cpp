@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <optional>
 #include <sstream>
@@ -25,6 +26,7 @@
 #include <gsq/export/exports.hpp>
 #include <gsq/format/checkpoint.hpp>
 #include <gsq/gsq.hpp>
+#include <gsq/io/fingerprint.hpp>
 #include <gsq/io/output_location.hpp>
 #include <gsq/io/resumable_output.hpp>
 #include <gsq/model/evaluation.hpp>
@@ -72,7 +74,7 @@ std::vector<std::string> split(const std::string& text) {
 Options parse_options(int argc, char** argv) {
   Options options;
   gsq::TrainConfig& train = options.config.train;
-  std::string methods, init, objective, target_inputs, attention, scale_search, exports, k_quant, expert_calibration;
+  std::string methods, init, objective, target_inputs, attention, scale_search, exports, k_quant, expert_calibration, seed;
   po::options_description flags("quantize_model: quantize a Llama-family checkpoint layer by layer and evaluate it");
   flags.add_options()
       ("help", "print this help")
@@ -108,7 +110,7 @@ Options parse_options(int argc, char** argv) {
       ("eval", po::value(&options.eval), "evaluation tokens (same formats as --calib); omitted: no evaluation")
       ("window", po::value(&options.window)->default_value(256), "evaluation window: window-1 predictions each")
       ("byte-tokens", po::bool_switch(&options.byte_tokens), "read --calib and --eval as bytes (byte-level models)")
-      ("seed", po::value(&train.seed)->default_value(0), "seed of the logit initialisation and the Gumbel noise")
+      ("seed", po::value(&seed)->default_value("0"), "seed of the logit initialisation and the Gumbel noise (0 to 2^64 - 1)")
       ("threads", po::value(&options.threads)->default_value(0), "threads (0: all cores); results do not depend on it")
       ("export", po::value(&exports), "also write each method's model for other engines, inside its output: a comma list of "
                                        "compressed-tensors (transformers, vLLM), gptq (transformers, vLLM), gguf (llama.cpp); "
@@ -154,11 +156,11 @@ Options parse_options(int argc, char** argv) {
   gsq::require(attention == "gptq" || attention == "gsq", "--attention must be gptq or gsq, got '" + attention + "'");
   options.config.gsq_attention = attention == "gsq";
   options.config.gptq.scale_fit = gsq::parse_scale_fit(scale_search);
+  train.seed = gsq::driver::parse_unsigned("--seed", seed);
   options.config.logit_init.seed = train.seed;
   gsq::require(options.calib_tokens >= 0 && options.calib_window >= 2 && options.window >= 2,
                "--calib-tokens must not be negative, --calib-window and --window at least 2");
   gsq::require(options.stop_after >= 0, "--stop-after must not be negative");
-  gsq::require(options.threads >= 0, "--threads must not be negative (0: all cores), got " + std::to_string(options.threads));
   options.config.validate();
   return options;
 }
@@ -186,8 +188,30 @@ std::vector<gsq::TokenId> read_tokens(const std::string& path, bool byte_tokens)
 struct Plan {
   std::vector<gsq::TokenId> calibration, evaluation;
   std::vector<std::string> outs;  // one output directory per method
+  std::string parent;             // with several methods, the directory that holds their outputs
   std::string json, dump_layers;
+  nlohmann::json inputs;  // what a resumed run must find unchanged
 };
+
+/// What a resumed run must find unchanged (docs/files.md): the files the run reads, whole, and the
+/// checkpoint's tensors outside the decoder layers (each layer's own are checked with its unit).
+nlohmann::json input_fingerprints(const Options& options) {
+  nlohmann::json inputs;
+  const auto add = [&](const std::string& name, const std::string& path, nlohmann::json fingerprint) {
+    fingerprint["path"] = path;
+    inputs[name] = std::move(fingerprint);
+  };
+  for (const char* file : {"config.json", "tokenizer.json", "tokenizer_config.json"}) {
+    const std::string path = options.model + "/" + file;
+    if (fs::exists(path)) add(std::string("--model's ") + file, path, gsq::file_fingerprint(path));
+  }
+  add("--calib", options.calib, gsq::file_fingerprint(options.calib));
+  if (!options.eval.empty()) add("--eval", options.eval, gsq::file_fingerprint(options.eval));
+  add("--model's tensors outside the decoder layers in", options.model,
+      gsq::tensors_fingerprint(gsq::Checkpoint::open(options.model),
+                               [](const std::string& name) { return name.rfind("model.layers.", 0) != 0; }));
+  return inputs;
+}
 
 std::vector<gsq::TokenId> read_checked_tokens(const std::string& flag, const std::string& path, bool byte_tokens,
                                               long vocabulary) {
@@ -202,10 +226,22 @@ std::vector<gsq::TokenId> read_checked_tokens(const std::string& flag, const std
 
 Plan plan_run(const Options& options) {
   const gsq::LlamaConfig model = gsq::LlamaConfig::load(options.model + "/config.json");
+  gsq::LlamaModel::check_checkpoint(model, gsq::Checkpoint::open(options.model));  // before its sizes are trusted
+  model.require_within_positions(options.calib_window, "--calib-window: calibration sequences of");
+  if (!options.eval.empty()) model.require_within_positions(options.window, "--window: evaluation windows of");
+  visit_format(options, [&](auto format) {
+    using Format = gsq::type_of<decltype(format)>;
+    for (long layer = 0; layer < model.layers; ++layer)
+      for (const gsq::LinearShape& linear : model.linears(layer))
+        Format::require_fits(gsq::LlamaModel::tensor_name(layer, linear.name), linear.cols);
+  });
   const bool gsq_run = std::find(options.methods.begin(), options.methods.end(), gsq::Method::gsq) != options.methods.end();
   if (gsq_run && options.config.objective == gsq::GsqObjective::layer_output)  // refused before OUT.partial exists
     for (long layer = 0; layer < model.layers; ++layer) gsq::DecoderLayerObjective<>::require_supported(model, layer);
   Plan plan;
+  gsq::require(options.calib_tokens == 0 || options.calib_tokens >= options.calib_window,
+               "--calib-tokens " + std::to_string(options.calib_tokens) + " is less than one calibration sequence (--calib-window " +
+                   std::to_string(options.calib_window) + "): calibration uses whole sequences");
   plan.calibration = read_checked_tokens("--calib", options.calib, options.byte_tokens, model.vocab_size);
   const std::size_t available = plan.calibration.size();
   if (options.calib_tokens > 0 && static_cast<long>(available) > options.calib_tokens)
@@ -226,21 +262,7 @@ Plan plan_run(const Options& options) {
                         "an evaluation window of " + std::to_string(options.window) + " tokens (--window)");
   }
 
-  const std::vector<gsq::NamedPath> inputs{{"--model", options.model}, {"--calib", options.calib}, {"--eval", options.eval}};
-  std::vector<gsq::NamedPath> apart = inputs;
-  if (options.methods.size() == 1) {
-    plan.outs.push_back(gsq::claim_output({"--out", options.out}, gsq::OutputKind::directory, inputs));
-  } else {
-    const std::string parent = gsq::claim_output({"--out", options.out}, gsq::OutputKind::container, inputs);
-    for (gsq::Method method : options.methods)
-      plan.outs.push_back(gsq::claim_output({"--out", parent + "/" + gsq::method_name(method)}, gsq::OutputKind::directory, inputs));
-  }
-  for (const std::string& out : plan.outs) {
-    gsq::ResumableOutput::require_startable(out, options.resume);
-    apart.push_back({"--out", out});
-  }
-  if (options.k_quant) {
-    // Every linear must be whole super-blocks, exports or not.
+  if (options.k_quant && !options.exports.empty()) {  // what each export can hold, before any work
     gsq::require_exportable(options.exports, gsq::QuantizedModel::planned(options.model, *options.k_quant));
   } else if (!options.exports.empty()) {
     gsq::dispatch(
@@ -252,9 +274,32 @@ Plan plan_run(const Options& options) {
         },
         options.grid, options.grouping);
   }
-  if (!options.json.empty()) plan.json = gsq::claim_output({"--json", options.json}, gsq::OutputKind::file, apart);
+
+  const std::vector<gsq::NamedPath> inputs{{"--model", options.model}, {"--calib", options.calib}, {"--eval", options.eval}};
+  std::vector<gsq::NamedPath> apart = inputs;
+  if (options.methods.size() == 1) {
+    plan.outs.push_back(gsq::claim_output({"--out", options.out}, gsq::OutputKind::directory, inputs));
+  } else {
+    // Several methods: one output each inside --out, which its own manifest marks as gsq's.
+    plan.parent = gsq::claim_output({"--out", options.out}, gsq::OutputKind::directory, inputs);
+    std::ifstream earlier(plan.parent + "/manifest.json");
+    gsq::require(!fs::exists(plan.parent) || nlohmann::json::parse(earlier, nullptr, false).contains("methods"),
+                 "--out " + options.out + " holds the output of a single method; a run of several methods writes one "
+                 "directory per method inside --out: choose another path or move it away");
+    for (gsq::Method method : options.methods)
+      plan.outs.push_back(gsq::claim_output({"--out", plan.parent + "/" + gsq::method_name(method)}, gsq::OutputKind::directory, inputs));
+  }
+  for (const std::string& out : plan.outs) {
+    gsq::ResumableOutput::require_startable(out, options.resume);
+    apart.push_back({"--out", out, true});
+  }
+  if (!options.json.empty()) {
+    plan.json = gsq::claim_output({"--json", options.json}, gsq::OutputKind::file, apart);
+    apart.push_back({"--json", plan.json, true});
+  }
   if (!options.dump_layers.empty())
     plan.dump_layers = gsq::claim_output({"--dump-layers", options.dump_layers}, gsq::OutputKind::container, apart);
+  plan.inputs = input_fingerprints(options);
   return plan;
 }
 
@@ -355,9 +400,9 @@ MethodRun run_method(gsq::Method method, const Options& options, const Plan& pla
   const nlohmann::json settings = run_settings(options, config, calibration.size());
   // Rank 0 opens OUT.partial first; the others then join it.
   std::optional<gsq::ResumableOutput> opened;
-  if (communicator.rank() == 0) opened.emplace(out, settings, options.resume);
+  if (communicator.rank() == 0) opened.emplace(out, settings, options.resume, plan.inputs);
   communicator.barrier();
-  if (communicator.rank() != 0) opened.emplace(out, settings, true);
+  if (communicator.rank() != 0) opened.emplace(out, settings, true, plan.inputs);
   const gsq::ResumableOutput& output = *opened;
   const bool quiet = options.quiet || communicator.rank() != 0;
   if (!quiet) std::fprintf(stderr, "%s: quantizing %s into %s\n", gsq::method_name(method), options.model.c_str(), out.c_str());
@@ -404,7 +449,8 @@ MethodRun run_method(gsq::Method method, const Options& options, const Plan& pla
     gsq::write_checkpoint(model, options.model, source, directory, gsq::default_shard_bytes, communicator);
     packed.write(directory + "/quantized.safetensors");
     if (!options.exports.empty()) {
-      const gsq::QuantizedModel quantized = gsq::QuantizedModel::open(directory, directory + "/quantized.safetensors");
+      gsq::QuantizedModel quantized = gsq::QuantizedModel::open(directory, directory + "/quantized.safetensors");
+      quantized.name = fs::path(out).filename().string();  // not the staging directory's
       for (const gsq::ExportFormat& format : options.exports) {
         if (!options.quiet) std::fprintf(stderr, "%s: writing the %s export\n", gsq::method_name(method), format.name);
         format.write(quantized, directory + "/" + format.path);
@@ -425,7 +471,7 @@ void print_row(const std::string& method, const std::string& bits, const std::st
 }
 
 int run(const Options& options, const gsq::Communicator& communicator) {
-  if (options.threads > 0) gsq::set_host_threads(options.threads);
+  gsq::driver::set_threads(options.threads);
   const Plan plan = plan_run(options);
   communicator.barrier();  // every rank has checked the plan before rank 0 creates anything
   const std::vector<gsq::TokenId>& calibration = plan.calibration;
@@ -440,6 +486,10 @@ int run(const Options& options, const gsq::Communicator& communicator) {
   }
   const double baseline_seconds = seconds_since(baseline_start);
 
+  nlohmann::json methods = nlohmann::json::array();
+  for (gsq::Method method : options.methods) methods.push_back(gsq::method_name(method));
+  if (!plan.parent.empty() && communicator.rank() == 0)
+    gsq::write_json_atomically(plan.parent + "/manifest.json", {{"producer", gsq::producer}, {"methods", methods}});
   nlohmann::json runs = nlohmann::json::array();
   std::vector<double> bpps;
   for (std::size_t i = 0; i < options.methods.size(); ++i) {
@@ -448,6 +498,11 @@ int run(const Options& options, const gsq::Communicator& communicator) {
     bpps.push_back(run.bpp);
   }
   if (communicator.rank() != 0) return 0;
+  if (!plan.parent.empty())  // an earlier run's output of a method this run did not make is stale now
+    for (gsq::Method method : {gsq::Method::rtn, gsq::Method::gptq, gsq::Method::gsq})
+      if (std::find(options.methods.begin(), options.methods.end(), method) == options.methods.end() &&
+          gsq::is_gsq_output(plan.parent + "/" + gsq::method_name(method)))
+        fs::remove_all(plan.parent + "/" + gsq::method_name(method));
 
   std::printf("model %s: %zu calibration tokens, %zu evaluation tokens (window %ld)\n", options.model.c_str(),
               calibration.size(), evaluation.size(), options.window);

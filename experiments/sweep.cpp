@@ -165,7 +165,7 @@ std::optional<Options> parse_options(int argc, char** argv) {
   gsq::for_each_axis([&](const char* flag, const char*, auto& list) {
     list = gsq::parse_axis<typename std::decay_t<decltype(list)>::value_type>(std::string("--") + flag, axis_texts[flag]);
   }, options.grid);
-  gsq::require(options.threads >= 0, "--threads must be non-negative, got " + std::to_string(options.threads));
+  gsq::driver::set_threads(options.threads);  // refused now, before any output
   options.variants = gsq::select_variants(variants, VariantChoice::spellings());
   if (options.list && values["variants"].defaulted()) options.variants = VariantChoice::spellings();
   if (options.list || options.summary) return options;
@@ -339,7 +339,7 @@ int sweep(const Options& options) {
     return 0;
   }
   const int threads = options.threads > 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
-  gsq::set_host_threads(threads);  // loading the layers; each run then uses one thread
+  gsq::driver::set_threads(threads);  // loading the layers; each run then uses one thread
   const std::vector<Layer> layers = load_layers(options);
   for (const Layer& layer : layers)
     for (const long group : options.grid.group)

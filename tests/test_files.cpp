@@ -11,6 +11,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -20,6 +22,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <gsq/format/checkpoint.hpp>
 #include <gsq/io/atomic_file.hpp>
 #include <gsq/io/output_location.hpp>
 #include <gsq/io/regular_file.hpp>
@@ -157,33 +160,97 @@ TEST_CASE("an output's directory must take new files, checked before any work", 
   CHECK_FALSE(refusal([&] { claim_directory((scratch.path / "file" / "out").string(), {}); }).empty());
 }
 
-TEST_CASE("replacing an output leaves the old or the new one, and a killed run's debris is cleared", "[files]") {
+/// Marks `directory` as the work of process `pid`, as gsq::mark_as_work does for its own.
+void mark_as_work_of(const fs::path& directory, long pid) {
+  write(directory / gsq::work_marker, R"({"producer": "gsq", "pid": )" + std::to_string(pid) + "}");
+}
+
+std::vector<std::string> entries(const fs::path& directory) {
+  std::vector<std::string> names;
+  for (const fs::directory_entry& entry : fs::directory_iterator(directory)) names.push_back(entry.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+TEST_CASE("replacing an output leaves the old or the new one, and a killed run's marked debris is cleared", "[files]") {
   const ScratchDirectory scratch;
   const fs::path out = scratch.path / "out";
   make_gsq_output(out);
   write(out / "old.txt", "old");
-  const fs::path staged = scratch.path / ("out.writing-" + std::to_string(::getpid()));
-  make_gsq_output(staged);
-  write(staged / "new.txt", "new");
-  gsq::replace_directory(staged.string(), out.string());
-  CHECK(fs::exists(out / "new.txt"));
-  CHECK_FALSE(fs::exists(out / "old.txt"));
-  CHECK_FALSE(fs::exists(staged));
+  {
+    const gsq::WorkDirectory staged(out.string());
+    CHECK(gsq::work_marker_pid(staged.path()) == ::getpid());
+    make_gsq_output(staged.path());
+    write(fs::path(staged.path()) / "new.txt", "new");
+    gsq::replace_directory(staged.path(), out.string());
+    CHECK_FALSE(fs::exists(staged.path()));
+  }
+  CHECK(entries(out) == std::vector<std::string>{"manifest.json", "new.txt"});  // no marker left in the output
 
-  // A run killed between the two renames of the fallback replacement: the old output is aside,
-  // the new one staged, nothing at the destination. The next claim puts the old one back.
+  // A run killed between the two renames of the fallback replacement: the old output is aside
+  // (marked by that run), the new one staged, nothing at the destination. The next claim puts
+  // the old one back and removes the staged one.
   const long pid = dead_pid();
-  fs::rename(out, scratch.path / ("out.previous-" + std::to_string(pid)));
-  make_gsq_output(scratch.path / ("out.writing-" + std::to_string(pid)));
-  write(scratch.path / ("out.tmp-" + std::to_string(pid) + "-0"), "half a file");
-  const fs::path live = scratch.path / ("out.writing-" + std::to_string(::getpid()));  // a running process's
+  const fs::path previous = scratch.path / ("out.previous-" + std::to_string(pid)),
+                 staged = scratch.path / ("out.writing-" + std::to_string(pid));
+  fs::rename(out, previous);
+  mark_as_work_of(previous, pid);
+  make_gsq_output(staged);
+  mark_as_work_of(staged, pid);
+  const fs::path live = scratch.path / ("out.writing-" + std::to_string(::getppid()));  // a running process's
   fs::create_directories(live);
+  mark_as_work_of(live, ::getppid());
   CHECK(claim_directory(out.string(), {}) == out.string());
-  CHECK(fs::exists(out / "new.txt"));
-  std::vector<std::string> left;
-  for (const fs::directory_entry& entry : fs::directory_iterator(scratch.path)) left.push_back(entry.path().filename().string());
+  CHECK(entries(out) == std::vector<std::string>{"manifest.json", "new.txt"});
+  CHECK(entries(scratch.path) == std::vector<std::string>{"out", live.filename().string()});
+}
+
+TEST_CASE("what only looks like gsq's debris by its name is left alone and named", "[files]") {
+  const ScratchDirectory scratch;
+  const fs::path out = scratch.path / "out", other = scratch.path / "other";
+  make_gsq_output(out);
+  const long pid = dead_pid();
+  // The user's copy of a gsq output, a directory named like a dead run's, a file an old gsq left
+  // half-written, a directory marked by another process than its name says.
+  const fs::path copy = scratch.path / "out.previous-2024", named = scratch.path / ("other.previous-" + std::to_string(pid)),
+                 half = scratch.path / ("out.tmp-" + std::to_string(pid) + "-0"),
+                 mismatched = scratch.path / ("out.writing-" + std::to_string(pid));
+  make_gsq_output(copy);
+  write(copy / "NOTES.txt", "mine");
+  make_gsq_output(named);
+  write(half, "half a file");
+  make_gsq_output(mismatched);
+  mark_as_work_of(mismatched, pid + 1);
+  std::vector<fs::path> left = gsq::clear_debris(out);
   std::sort(left.begin(), left.end());
-  CHECK(left == std::vector<std::string>{"out", live.filename().string()});
+  CHECK(left == std::vector<fs::path>{copy, half, mismatched});
+  // With nothing at the destination, a directory named like its replacement aside is not put back.
+  CHECK(gsq::clear_debris(other) == std::vector<fs::path>{named});
+  CHECK(claim_directory(out.string(), {}) == out.string());
+  CHECK(claim_directory(other.string(), {}) == other.string());
+  CHECK_FALSE(fs::exists(other));
+  CHECK(read_file(copy / "NOTES.txt") == "mine");
+  CHECK(entries(scratch.path) == std::vector<std::string>{"other.previous-" + std::to_string(pid), "out", "out.previous-2024",
+                                                          half.filename().string(), mismatched.filename().string()});
+}
+
+TEST_CASE("quantize_model leaves a user's directory named like its debris alone, and says so", "[files][drivers]") {
+  const ScratchDirectory scratch;
+  const fs::path out = scratch.path / "dw", copy = scratch.path / "dw.previous-2024", lone = scratch.path / "dy.previous-999996";
+  REQUIRE(quantize_model(model_dir, quick(model_dir) + "--out '" + out.string() + "'").status == 0);
+  fs::copy(out, copy);
+  write(copy / "NOTES.txt", "notes");
+  fs::create_directories(lone);
+  write(lone / "NOTES.txt", "notes");
+  for (const fs::path& target : {out, scratch.path / "dy"}) {
+    const Outcome outcome = quantize_model(model_dir, quick(model_dir) + "--out '" + target.string() + "'");
+    INFO(outcome.err);
+    CHECK(outcome.status == 0);
+    CHECK(outcome.err.find("warning") != std::string::npos);
+  }
+  CHECK(read_file(copy / "NOTES.txt") == "notes");
+  CHECK(read_file(lone / "NOTES.txt") == "notes");
+  CHECK_FALSE(fs::exists(scratch.path / "dy" / "NOTES.txt"));
 }
 
 TEST_CASE("inputs that are not regular files are refused by name, without blocking", "[files]") {
@@ -271,6 +338,228 @@ TEST_CASE("quantize_model checks every setting and input before it creates any f
   CHECK(outcome.status == 2);
   CHECK(outcome.err.find("tokens.bin") != std::string::npos);
   CHECK_FALSE(fs::exists(out.string() + ".partial"));
+}
+
+/// Flips one bit of the first byte of tensor `name` in safetensors file `path`.
+void flip_tensor_byte(const fs::path& path, const std::string& name) {
+  std::string content = read_file(path);
+  std::uint64_t header = 0;
+  std::memcpy(&header, content.data(), sizeof header);
+  const nlohmann::json tensors = nlohmann::json::parse(content.substr(8, static_cast<std::size_t>(header)));
+  const std::size_t first = 8 + static_cast<std::size_t>(header) + tensors[name]["data_offsets"][0].get<std::size_t>();
+  content[first] = static_cast<char>(content[first] ^ 0x40);
+  write(path, content);
+}
+
+TEST_CASE("--resume refuses, naming it, an input or a completed layer that changed since the stopped run", "[files][drivers]") {
+  const ScratchDirectory scratch;
+  const fs::path model = scratch.path / "model", out = scratch.path / "out";
+  const std::string partial = out.string() + ".partial";
+  const std::string run = quick(model.string()) + "--out '" + out.string() + "' ";
+  const auto stop_after_two = [&] {
+    fs::remove_all(partial);
+    copy_model(model);
+    REQUIRE(quantize_model(model.string(), run + "--stop-after 2").status == 3);
+  };
+  const auto resumed = [&](const std::string& named) {
+    const Outcome outcome = quantize_model(model.string(), run + "--resume");
+    INFO(outcome.err);
+    CHECK(outcome.status == 2);
+    CHECK(outcome.err.find(named) != std::string::npos);
+    CHECK_FALSE(fs::exists(out));
+    CHECK(fs::exists(partial));  // the stopped run's work is kept
+    fs::remove_all(model);
+  };
+  stop_after_two();
+  flip_tensor_byte(model / "model.safetensors", "model.layers.0.mlp.up_proj.weight");
+  resumed("decoder layer 0's weights");
+  stop_after_two();
+  std::string calibration = read_file(model / "calib.txt");
+  calibration[10] = calibration[10] == 'x' ? 'y' : 'x';
+  write(model / "calib.txt", calibration);
+  resumed("--calib");
+  stop_after_two();
+  flip_tensor_byte(model / "model.safetensors", "model.embed_tokens.weight");
+  resumed("tensors outside the decoder layers");
+  stop_after_two();
+  nlohmann::json config = nlohmann::json::parse(read_file(model / "config.json"));
+  config["note"] = "edited";  // a key gsq does not read: the file changed all the same
+  write(model / "config.json", config.dump());
+  resumed("config.json");
+  stop_after_two();
+  flip_tensor_byte(partial + "/layer-1.safetensors", "model.layers.1.mlp.up_proj.weight.scales");
+  resumed("damaged");
+
+  // Touched but unchanged, the inputs still resume.
+  stop_after_two();
+  fs::last_write_time(model / "calib.txt", fs::file_time_type::clock::now());
+  const Outcome outcome = quantize_model(model.string(), run + "--resume");
+  INFO(outcome.err);
+  CHECK(outcome.status == 0);
+}
+
+TEST_CASE("a run refused part-way leaves nothing, and the corrected rerun just starts", "[files][drivers]") {
+  const ScratchDirectory scratch;
+  const fs::path out = scratch.path / "out", model = scratch.path / "model";
+  copy_model(model);
+  fs::copy_file(fs::path(model_dir) / "tokenizer.json", model / "tokenizer.json");
+  nlohmann::json tokenizer = nlohmann::json::parse(read_file(model / "tokenizer.json"));
+  tokenizer["added_tokens"] = {{{"id", 300}, {"content", "<|beyond|>"}, {"special", true}}};
+  write(model / "tokenizer.json", tokenizer.dump());
+  // A tokenizer with ids beyond the vocabulary, refused for the GGUF export before any layer.
+  Outcome outcome = quantize_model(model.string(), quick(model.string()) + "--bits 4 --export gguf --out '" + out.string() + "'");
+  INFO(outcome.err);
+  CHECK(outcome.status == 2);
+  CHECK(outcome.err.find(model.string() + "/tokenizer.json: token id 300") != std::string::npos);
+  CHECK(entries(scratch.path) == std::vector<std::string>{"model"});
+  // Every token on id 0.
+  tokenizer.erase("added_tokens");
+  for (auto& [text, id] : tokenizer["model"]["vocab"].items()) id = 0;
+  write(model / "tokenizer.json", tokenizer.dump());
+  outcome = quantize_model(model.string(), quick(model.string()) + "--bits 4 --export gguf --out '" + out.string() + "'");
+  CHECK(outcome.status == 2);
+  CHECK(outcome.err.find("token id 0 is given to both") != std::string::npos);
+  // Temperatures the float relaxation cannot hold.
+  outcome = quantize_model(model_dir, quick(model_dir, "--method gsq --tau-start 1e-300 --tau-end 1e-310") + "--out '" + out.string() + "'");
+  CHECK(outcome.status == 2);
+  CHECK(outcome.err.find("temperature") != std::string::npos);
+  CHECK(entries(scratch.path) == std::vector<std::string>{"model"});
+  outcome = quantize_model(model_dir, quick(model_dir, "--method gsq --steps 3") + "--out '" + out.string() + "'");
+  CHECK(outcome.status == 0);
+
+  // A group size that does not divide a model's rows (tiny-llama3: 64 and 160 columns).
+  const std::string tiny = GSQ_SOURCE_DIR "/tests/data/tiny-llama3";
+  std::vector<std::uint32_t> ids(512);
+  for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::uint32_t>(i * 7 % 89);
+  std::ofstream(scratch.path / "tokens.bin", std::ios::binary)
+      .write(reinterpret_cast<const char*>(ids.data()), static_cast<std::streamsize>(ids.size() * sizeof ids[0]));
+  const std::string tiny_run = "--model '" + tiny + "' --method rtn --calib '" + (scratch.path / "tokens.bin").string() +
+                               "' --calib-window 64 --quiet --out '" + (scratch.path / "tiny").string() + "' ";
+  outcome = gsq::testing::run_program("quantize_model", tiny_run);
+  CHECK(outcome.status == 2);
+  CHECK(outcome.err.find("groups of 128 do not divide") != std::string::npos);
+  CHECK_FALSE(fs::exists(scratch.path / "tiny.partial"));
+  CHECK(gsq::testing::run_program("quantize_model", tiny_run + "--group 0").status == 0);
+}
+
+TEST_CASE("the drivers refuse thread counts the machine cannot run, and unsigned flags given negative", "[files][drivers]") {
+  const ScratchDirectory scratch;
+  const std::string threads = " --threads 100000";
+  for (const auto& [program, arguments] : std::vector<std::pair<std::string, std::string>>{
+           {"quantize_model", "--model '" + model_dir + "' --byte-tokens " + quick(model_dir) + "--out '" + scratch.file("out") + "'"},
+           {"evaluate_model", "--model '" + model_dir + "' --byte-tokens --eval '" + model_dir + "/eval.txt'"},
+           {"quantize_layer", "--rows 8 --cols 128 --method rtn --quiet"},
+           {"sweep", "--layers '" + scratch.path.string() + "' --steps 3 --quiet --out '" + scratch.file("sweep") + "'"}}) {
+    const Outcome outcome = gsq::testing::run_program(program, arguments + threads);
+    INFO(program << ": " << outcome.err);
+    CHECK(outcome.status == 2);
+    CHECK(outcome.err.find("--threads") != std::string::npos);
+  }
+  const Outcome outcome = quantize_model(model_dir, quick(model_dir) + "--seed -1 --out '" + scratch.file("out") + "'");
+  CHECK(outcome.status == 2);
+  CHECK(outcome.err.find("--seed") != std::string::npos);
+  const Outcome short_calibration = quantize_model(model_dir, quick(model_dir, "--method rtn", "--calib-tokens 1") + "--out '" + scratch.file("out") + "'");
+  CHECK(short_calibration.status == 2);
+  CHECK(short_calibration.err.find("--calib-tokens 1 is less than one calibration sequence") != std::string::npos);
+  CHECK(entries(scratch.path) == std::vector<std::string>{});
+}
+
+TEST_CASE("windows beyond the model's positions and an ambiguous tied head are refused", "[files][drivers]") {
+  const ScratchDirectory scratch;
+  const std::string eval = " --eval '" + model_dir + "/eval.txt' ";
+  Outcome outcome = gsq::testing::run_program("evaluate_model", "--model '" + model_dir + "' --byte-tokens --window 600" + eval);
+  CHECK(outcome.status == 2);
+  CHECK(outcome.err.find("longer than the model's 512 positions") != std::string::npos);
+  outcome = quantize_model(model_dir, quick(model_dir) + "--calib-window 513 --out '" + scratch.file("out") + "'");
+  CHECK(outcome.status == 2);
+  CHECK(outcome.err.find("--calib-window") != std::string::npos);
+  outcome = quantize_model(model_dir, quick(model_dir) + "--window 1024" + eval + "--out '" + scratch.file("out") + "'");
+  CHECK(outcome.status == 2);
+  CHECK(outcome.err.find("--window") != std::string::npos);
+
+  // The bundled model's head is its own: tying it to the embedding as well is a conflict.
+  const fs::path model = scratch.path / "model";
+  copy_model(model);
+  nlohmann::json config = nlohmann::json::parse(read_file(model / "config.json"));
+  config["tie_word_embeddings"] = true;
+  write(model / "config.json", config.dump());
+  outcome = gsq::testing::run_program("evaluate_model", "--model '" + model.string() + "' --byte-tokens" + eval);
+  CHECK(outcome.status == 2);
+  CHECK(outcome.err.find("tie_word_embeddings") != std::string::npos);
+  outcome = quantize_model(model.string(), quick(model.string()) + "--out '" + scratch.file("out") + "'");
+  CHECK(outcome.status == 2);
+  CHECK(outcome.err.find("lm_head.weight") != std::string::npos);
+  CHECK(entries(scratch.path) == std::vector<std::string>{"model"});
+}
+
+TEST_CASE("a disk that fails a write ends a run with status 1, leaving nothing half-written", "[files][drivers]") {
+  const ScratchDirectory scratch;
+  // A file size limit makes writes fail (EFBIG) as a full disk would (ENOSPC): with SIGXFSZ
+  // ignored, write() returns the error to gsq. (PMIX_MCA_gds=hash: Open MPI's start-up, where
+  // quantize_model is built with MPI, then keeps its data in memory instead of a file the limit
+  // would break.)
+  const std::string command = "trap '' XFSZ; ulimit -f 1024; PMIX_MCA_gds=hash exec '" GSQ_BINARY_DIR "/quantize_model' --model '" + model_dir +
+                              "' --byte-tokens --quiet " + quick(model_dir) + "--out '" + scratch.file("out") + "' 2>'" +
+                              scratch.file("err") + "'";
+  const int status = std::system(("sh -c \"" + command + "\"").c_str());
+  INFO(read_file(scratch.path / "err"));
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 1);
+  CHECK(read_file(scratch.path / "err").find("File too large") != std::string::npos);
+  // The completed layers are kept for --resume once the disk has room again; nothing else is left.
+  CHECK(entries(scratch.path) == std::vector<std::string>{"err", "out.partial"});
+  const Outcome resumed = quantize_model(model_dir, quick(model_dir) + "--out '" + scratch.file("out") + "' --resume");
+  INFO(resumed.err);
+  CHECK(resumed.status == 0);
+  CHECK(entries(scratch.path) == std::vector<std::string>{"err", "out"});
+}
+
+TEST_CASE("exports do not depend on staging names, interruptions or threads: resumed equals uninterrupted", "[files][drivers]") {
+  const ScratchDirectory scratch;
+  const std::vector<std::pair<std::string, std::vector<std::string>>> runs{
+      {"--bits 4 --export gguf,compressed-tensors,gptq",
+       {"model.gguf", "compressed-tensors/model.safetensors", "gptq/model.safetensors"}},
+      {"--format q2_k --export gguf", {"model.gguf"}}};
+  for (const auto& [flags, exports] : runs) {
+    const std::string run = quick(model_dir, "--method gptq") + flags + " ";
+    const fs::path whole = scratch.path / "a" / "model", resumed = scratch.path / "b" / "model";
+    REQUIRE(quantize_model(model_dir, run + "--threads 1 --out '" + whole.string() + "'").status == 0);
+    REQUIRE(quantize_model(model_dir, run + "--threads 2 --out '" + resumed.string() + "' --stop-after 1").status == 3);
+    REQUIRE(quantize_model(model_dir, run + "--threads 2 --out '" + resumed.string() + "' --resume").status == 0);
+    std::vector<std::string> files = exports;
+    files.insert(files.end(), {"quantized.safetensors", "model.safetensors"});
+    for (const std::string& file : files) {
+      INFO(flags << ": " << file);
+      CHECK(read_file(whole / file) == read_file(resumed / file));
+    }
+    CHECK(read_file(whole / "model.gguf").find("writing-") == std::string::npos);
+  }
+}
+
+TEST_CASE("a GGUF is never written from a quantized.safetensors with a non-finite scale", "[files]") {
+  const ScratchDirectory scratch;
+  gsq::QuantizedTensor tensor{gsq::grid_spec<gsq::Int<4>>(), 2, 32, 32, std::vector<std::int8_t>(64, 1), {0.5f, std::nanf("")}};
+  gsq::SafetensorsWriter writer;
+  for (const auto& [key, value] : gsq::packed_metadata(tensor.grid, 32)) writer.set_metadata(key, value);
+  gsq::add_packed(writer, "w", tensor);
+  writer.write(scratch.file("quantized.safetensors"));
+  const gsq::SafetensorsFile file = gsq::SafetensorsFile::open(scratch.file("quantized.safetensors"));
+  CHECK_THROWS_WITH(gsq::read_packed(file, "w", tensor.grid, 2, 32, 32), Catch::Contains("w.scales holds nan at row 1"));
+}
+
+TEST_CASE("several methods' outputs: a rerun with fewer leaves none stale, and a single method may replace them", "[files][drivers]") {
+  const ScratchDirectory scratch;
+  const fs::path out = scratch.path / "out";
+  const std::string run = quick(model_dir, "--steps 2") + "--out '" + out.string() + "' --method ";
+  REQUIRE(quantize_model(model_dir, run + "rtn,gptq,gsq").status == 0);
+  CHECK(entries(out) == std::vector<std::string>{"gptq", "gsq", "manifest.json", "rtn"});
+  REQUIRE(quantize_model(model_dir, run + "rtn,gptq").status == 0);
+  CHECK(entries(out) == std::vector<std::string>{"gptq", "manifest.json", "rtn"});
+  REQUIRE(quantize_model(model_dir, run + "rtn").status == 0);
+  CHECK(nlohmann::json::parse(read_file(out / "manifest.json"))["method"] == "rtn");
+  const Outcome outcome = quantize_model(model_dir, run + "rtn,gptq");
+  CHECK(outcome.status == 2);
+  CHECK(outcome.err.find("single method") != std::string::npos);
 }
 
 TEST_CASE("quantize_model records the calibration tokens it used, not those asked for", "[files][drivers]") {

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -141,10 +142,13 @@ MixtureRun quantize_mixture(const std::string& name, const gsq::ModelQuantizatio
                             const gsq::Communicator* communicator = &gsq::serial_communicator()) {
   gsq::LlamaModel model = gsq::LlamaModel::open(fixtures + name);
   TinyQuantizer quantizer(model, config, *communicator);
-  // Rank 0 opens the output first; the others join it.
-  if (communicator->rank() == 0) gsq::ResumableOutput(out, {{"test", "mixture"}}, resume);
+  // Rank 0 opens the output first (and keeps it: a run that completes nothing removes what it
+  // created); the others join it.
+  std::optional<gsq::ResumableOutput> opened;
+  if (communicator->rank() == 0) opened.emplace(out, nlohmann::json{{"test", "mixture"}}, resume);
   communicator->barrier();
-  const gsq::ResumableOutput output(out, {{"test", "mixture"}}, true);
+  if (communicator->rank() != 0) opened.emplace(out, nlohmann::json{{"test", "mixture"}}, true);
+  const gsq::ResumableOutput& output = *opened;
   MixtureRun run;
   const gsq::SafetensorsWriter packed = quantizer.quantize_layers(
       tokens_below(model.config().vocab_size, 320), 40, output, [&](const gsq::LayerResult& result, const gsq::LayerProgress&) {

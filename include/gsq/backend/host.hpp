@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <string>
+#include <thread>
 #include <vector>
 
 // Eigen must not thread its products itself (see gemm); the CMake target defines this too, for
@@ -27,6 +29,7 @@
 #endif
 
 #include "gsq/backend/fwd.hpp"
+#include "gsq/common/error.hpp"
 #include "gsq/core/candidate_tiles.hpp"
 #include "gsq/detail/floating_point.hpp"
 
@@ -153,8 +156,16 @@ inline int host_thread_count() {
 #endif
 }
 
-/// Sets the threads the host backend uses (OpenMP); 0 keeps the default.
-inline void set_host_threads([[maybe_unused]] int threads) {
+/// The most threads set_host_threads accepts: four per hardware thread. More never helps, and
+/// tens of thousands exhaust the address space with thread stacks (a crash inside OpenMP).
+inline int max_host_threads() { return 4 * static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
+
+/// Sets the threads the host backend uses (OpenMP); 0 keeps the default. An error names a count
+/// that is negative or beyond max_host_threads().
+inline void set_host_threads(int threads) {
+  require(threads >= 0 && threads <= max_host_threads(),
+          "the number of threads must be between 0 (all cores) and " + std::to_string(max_host_threads()) +
+              " (four per hardware thread of this machine), got " + std::to_string(threads));
 #if defined(_OPENMP)
   if (threads > 0) omp_set_num_threads(threads);
 #endif

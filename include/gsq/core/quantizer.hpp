@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -42,13 +43,21 @@ struct AnnealConfig {
   double kappa_start = 100.0;
   double kappa_end = 500.0;
 
+  /// The relaxation divides by tau and multiplies by kappa in float: outside these bounds its
+  /// logits overflow or vanish, and training fails part-way instead of here.
+  static constexpr double min_temperature = 1e-6, max_logit_scale = 1e6;
+
   void validate() const {
-    require(tau_start > 0 && tau_end > 0 && std::isfinite(tau_start) && std::isfinite(tau_end),
-            "the temperature end points must be positive and finite (tau " + std::to_string(tau_start) +
-                " -> " + std::to_string(tau_end) + ")");
-    require(kappa_start > 0 && kappa_end > 0 && std::isfinite(kappa_start) && std::isfinite(kappa_end),
-            "the logit-scale end points must be positive and finite (kappa " + std::to_string(kappa_start) +
-                " -> " + std::to_string(kappa_end) + ")");
+    const auto text = [](double value) {  // %g: std::to_string writes 1e-300 as 0.000000
+      char buffer[32];
+      std::snprintf(buffer, sizeof buffer, "%g", value);
+      return std::string(buffer);
+    };
+    require(tau_start >= min_temperature && tau_end >= min_temperature && std::isfinite(tau_start) && std::isfinite(tau_end),
+            "the temperature end points must be finite and at least 1e-6 (tau " + text(tau_start) + " -> " + text(tau_end) + ")");
+    require(kappa_start > 0 && kappa_end > 0 && kappa_start <= max_logit_scale && kappa_end <= max_logit_scale,
+            "the logit-scale end points must be positive and at most 1e6 (kappa " + text(kappa_start) + " -> " +
+                text(kappa_end) + ")");
   }
 };
 

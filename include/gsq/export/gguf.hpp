@@ -110,33 +110,50 @@ Tensor rotary_rows_interleaved(const Tensor& tensor, long heads) {
   return out;
 }
 
+/// The token table (text and type per id) of the model's tokenizer.json (`tokenizer`, parsed by
+/// bpe_tokenizer), for a vocabulary of `vocab_size`: an error names an id outside it or an id
+/// given to two different tokens.
+struct GgufTokens {
+  std::vector<std::string> texts;
+  std::vector<std::int32_t> types;  // llama.cpp's: 1 normal, 3 control, 4 user-defined, 5 unused
+};
+inline GgufTokens gguf_tokens(const nlohmann::json& tokenizer, long vocab_size, const std::string& path) {
+  GgufTokens table{std::vector<std::string>(static_cast<std::size_t>(vocab_size)), std::vector<std::int32_t>(static_cast<std::size_t>(vocab_size), 0)};
+  const auto place = [&](const nlohmann::json& id_value, const std::string& text, std::int32_t type) {
+    require(id_value.is_number_integer(), path + ": token '" + text + "' has no integer id");
+    const long id = id_value.get<long>();
+    require(id >= 0 && id < vocab_size, path + ": token id " + std::to_string(id) + " is outside the model's vocabulary of " +
+                                            std::to_string(vocab_size));
+    const auto index = static_cast<std::size_t>(id);
+    require(table.types[index] == 0 || table.texts[index] == text,
+            path + ": token id " + std::to_string(id) + " is given to both '" + table.texts[index] + "' and '" + text + "'");
+    table.texts[index] = text;
+    table.types[index] = type;
+  };
+  for (const auto& [text, id] : tokenizer["model"]["vocab"].items()) place(id, text, 1);  // normal
+  if (tokenizer.contains("added_tokens"))
+    for (const nlohmann::json& added : tokenizer["added_tokens"]) {
+      require(added.is_object() && added.contains("content") && added["content"].is_string(),
+              path + ": an added token without \"content\"");
+      place(added.value("id", nlohmann::json()), added["content"].get<std::string>(), added.value("special", false) ? 3 : 4);
+    }
+  for (std::size_t id = 0; id < table.texts.size(); ++id)
+    if (table.types[id] == 0) table.texts[id] = "[PAD" + std::to_string(id) + "]", table.types[id] = 5;  // unused
+  return table;
+}
+
 /// The tokenizer.ggml.* metadata from the model's tokenizer.json (`tokenizer`, parsed by
 /// bpe_tokenizer) and tokenizer_config.json, for the model's vocabulary.
 inline void set_gguf_tokenizer(GgufWriter& writer, const QuantizedModel& model, const nlohmann::json& tokenizer) {
-  const std::string path = model.directory + "/tokenizer.json";
-  const long vocab_size = model.config.vocab_size;
-  std::vector<std::string> tokens(static_cast<std::size_t>(vocab_size));
-  std::vector<std::int32_t> types(tokens.size(), 0);
-  const auto place = [&](long id, const std::string& text, std::int32_t type) {
-    require(id >= 0 && id < vocab_size, path + ": token id " + std::to_string(id) + " is outside the model's vocabulary of " +
-                                            std::to_string(vocab_size));
-    tokens[static_cast<std::size_t>(id)] = text;
-    types[static_cast<std::size_t>(id)] = type;
-  };
-  for (const auto& [text, id] : tokenizer["model"]["vocab"].items()) place(id.get<long>(), text, 1);  // normal
-  if (tokenizer.contains("added_tokens"))
-    for (const nlohmann::json& added : tokenizer["added_tokens"])
-      place(added["id"].get<long>(), added["content"].get<std::string>(), added.value("special", false) ? 3 : 4);
-  for (std::size_t id = 0; id < tokens.size(); ++id)
-    if (types[id] == 0) tokens[id] = "[PAD" + std::to_string(id) + "]", types[id] = 5;  // unused
+  const GgufTokens table = gguf_tokens(tokenizer, model.config.vocab_size, model.directory + "/tokenizer.json");
   std::vector<std::string> merges;
   for (const nlohmann::json& merge : tokenizer["model"].value("merges", nlohmann::json::array()))
     merges.push_back(merge.is_string() ? merge.get<std::string>()
                                        : merge.at(0).get<std::string>() + " " + merge.at(1).get<std::string>());
   writer.set("tokenizer.ggml.model", std::string("gpt2"));
   writer.set("tokenizer.ggml.pre", std::string("default"));
-  writer.set("tokenizer.ggml.tokens", tokens);
-  writer.set("tokenizer.ggml.token_type", types);
+  writer.set("tokenizer.ggml.tokens", table.texts);
+  writer.set("tokenizer.ggml.token_type", table.types);
   writer.set("tokenizer.ggml.merges", merges);
   for (const char* key : {"bos_token_id", "eos_token_id", "pad_token_id"})
     if (model.config_json.contains(key) && model.config_json[key].is_number_integer())
@@ -169,6 +186,7 @@ inline std::string gguf_unsupported(const QuantizedModel& model, nlohmann::json*
   }
   try {
     nlohmann::json parsed = detail::bpe_tokenizer(model.directory);
+    detail::gguf_tokens(parsed, config.vocab_size, model.directory + "/tokenizer.json");  // checked before any work
     if (tokenizer) *tokenizer = std::move(parsed);
   } catch (const Error& error) {
     return error.what();
@@ -185,7 +203,7 @@ inline void write_gguf(const QuantizedModel& model, const std::string& path) {
   const auto count = [](long value) { return static_cast<std::uint32_t>(value); };
   GgufWriter writer;
   writer.set("general.architecture", std::string("llama"));
-  writer.set("general.name", std::filesystem::path(model.directory).filename().string());
+  writer.set("general.name", model.name);
   writer.set("llama.vocab_size", count(config.vocab_size));
   writer.set("llama.context_length", count(model.config_json.value("max_position_embeddings", 2048L)));
   writer.set("llama.embedding_length", count(config.hidden_size));

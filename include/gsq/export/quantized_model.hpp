@@ -35,6 +35,7 @@ inline GridSpec grid_named(const std::string& name) {
 
 struct QuantizedModel {
   std::string directory;        // config.json, tokenizer files and full-precision tensors are read here
+  std::string name;             // the model's name in exports that carry one (GGUF's general.name)
   nlohmann::json config_json;   // config.json as written
   LlamaConfig config;
   Checkpoint checkpoint;        // every tensor of the model (the linears' dequantized weights too)
@@ -80,9 +81,7 @@ struct QuantizedModel {
   static QuantizedModel planned(const std::string& directory, const KQuantFormat& format) {
     QuantizedModel model = unquantized(directory);
     model.for_each_linear([&](const std::string& name, long rows, long cols) {
-      require(cols % KQuantFormat::super_block == 0,
-              name + " has " + std::to_string(cols) + " input columns, not whole super-blocks of 256: " + format.name +
-                  " cannot hold it (llama-quantize falls back to " + format.fallback + " for such a tensor)");
+      require_whole_super_blocks(format, name, cols);
       model.k_quants.emplace(name, KQuantTensor{&format, rows, cols, {}, {}, {}, {}, {}});
     });
     return model;
@@ -143,7 +142,10 @@ struct QuantizedModel {
     const std::string config_path = directory + "/config.json";
     nlohmann::json config = LlamaConfig::read_json(config_path);
     LlamaConfig parsed = LlamaConfig::from_json(config, "model config '" + config_path + "'");
-    return {directory, std::move(config), std::move(parsed), Checkpoint::open(directory), {}, {}};
+    std::filesystem::path path = std::filesystem::path(directory).lexically_normal();
+    if (path.filename().empty()) path = path.parent_path();  // "out/model/"
+    const std::string name = path.filename().string();
+    return {directory, name, std::move(config), std::move(parsed), Checkpoint::open(directory), {}, {}};
   }
 };
 

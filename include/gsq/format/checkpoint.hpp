@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -67,6 +68,10 @@ inline QuantizedTensor read_packed(const SafetensorsFile& file, const std::strin
   const Matrix<float> scales = file.matrix(name + ".scales");
   require(scales.rows == rows && scales.cols == tensor.groups_per_row(),
           file.path() + ": " + name + ".scales does not have one scale per row and group");
+  for (std::size_t i = 0; i < scales.values.size(); ++i)
+    require(std::isfinite(scales.values[i]), file.path() + ": " + name + ".scales holds " + std::to_string(scales.values[i]) +
+                                                 " at row " + std::to_string(static_cast<long>(i) / scales.cols) + ", group " +
+                                                 std::to_string(static_cast<long>(i) % scales.cols) + " (not a finite scale)");
   tensor.scales = scales.values;
   return tensor;
 }

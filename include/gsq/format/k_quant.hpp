@@ -40,6 +40,13 @@ struct KQuantFormat {
   int max_scale_code() const { return signed_scales ? (1 << (scale_bits - 1)) - 1 : (1 << scale_bits) - 1; }
 };
 
+/// An error unless linear `name`'s rows of `cols` weights are whole super-blocks of `format`.
+inline void require_whole_super_blocks(const KQuantFormat& format, const std::string& name, long cols) {
+  require(cols % KQuantFormat::super_block == 0,
+          name + " has " + std::to_string(cols) + " input columns, not whole super-blocks of 256: " + format.name +
+              " cannot hold it (llama-quantize falls back to " + format.fallback + " for such a tensor)");
+}
+
 inline const KQuantFormat& q2_k() {
   static const KQuantFormat format{"q2_k", 10, 16, 0, 3, 4, true, false, 84, "Q4_0"};
   return format;

@@ -9,12 +9,10 @@
 //     their mark (gsq::producer, "gsq"): the key "producer" in a directory's manifest.json, at
 //     the top of a JSON file, or in a safetensors file's metadata,
 //   - cannot be written (its directory refuses a new file).
-// Claiming also clears the debris that a killed earlier run left beside the destination.
+// Claiming also clears the debris that a killed earlier run left beside the destination: only
+// work directories that carry gsq's marker naming a process that is gone (gsq/io/atomic_file.hpp);
+// anything else of a debris-like name is left alone and named in a warning.
 #pragma once
-
-#include <fcntl.h>
-#include <signal.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -22,6 +20,7 @@
 #include <filesystem>
 #include <fstream>
 #include <initializer_list>
+#include <iostream>
 #include <map>
 #include <string>
 #include <vector>
@@ -29,6 +28,7 @@
 #include <nlohmann/json.hpp>
 
 #include "gsq/common/error.hpp"
+#include "gsq/io/atomic_file.hpp"
 #include "gsq/io/safetensors.hpp"
 
 namespace gsq {
@@ -91,8 +91,6 @@ inline std::string describe(const fs::path& path) {
   return "something that is not a regular file or directory";
 }
 
-inline bool process_alive(long pid) { return pid > 0 && (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM); }
-
 /// The process id in a debris name's tail "<pid>" or "<pid>-<n>"; 0 if it is not one.
 inline long debris_pid(const std::string& tail) {
   const std::size_t digits = std::min(tail.find_first_not_of("0123456789"), tail.size());
@@ -111,13 +109,17 @@ inline bool is_gsq_output(const std::filesystem::path& path) {
   return path.extension() == ".json" ? detail::is_gsq_json(path) : detail::is_gsq_safetensors(path);
 }
 
-/// Removes what a killed run left beside `destination`: NAME.writing-PID (a staged output),
-/// NAME.previous-PID (an output being replaced: put back if NAME itself is missing) and
-/// NAME.tmp-PID-N (a file being written), for processes that no longer run.
-inline void clear_debris(const std::filesystem::path& destination) {
+/// Removes what a killed run left beside `destination`: NAME.writing-PID (a staged output or a
+/// file being written) and NAME.previous-PID (an output being replaced: put back if NAME itself
+/// is missing), when the directory carries gsq's marker naming PID and that process is gone; and
+/// a marker left inside NAME itself by a run killed just after its swap. Returns what looks like
+/// debris by its name but is not marked as gsq's (NAME.tmp-..., a user's NAME.previous-2024):
+/// left alone.
+inline std::vector<std::filesystem::path> clear_debris(const std::filesystem::path& destination) {
   namespace fs = std::filesystem;
+  std::vector<fs::path> left_alone;
   const fs::path directory = destination.parent_path();
-  if (!fs::is_directory(directory)) return;
+  if (!fs::is_directory(directory)) return left_alone;
   const std::string name = destination.filename().string();
   std::vector<fs::path> staged, previous;
   std::error_code ignored;
@@ -129,23 +131,31 @@ inline void clear_debris(const std::filesystem::path& destination) {
       const std::size_t length = std::strlen(kind);
       if (tail.compare(0, length, kind) != 0) continue;
       const long pid = detail::debris_pid(tail.substr(length));
-      if (pid == 0 || detail::process_alive(pid)) continue;
-      (std::strcmp(kind, "previous-") == 0 ? previous : staged).push_back(entry.path());
+      if (pid == 0 || work_marker_pid(entry.path()) != pid)
+        left_alone.push_back(entry.path());
+      else if (!process_alive(pid))
+        (std::strcmp(kind, "previous-") == 0 ? previous : staged).push_back(entry.path());
     }
   }
   for (const fs::path& old : previous) {
-    if (!fs::exists(fs::symlink_status(destination)))
+    if (!fs::exists(fs::symlink_status(destination))) {
       fs::rename(old, destination);  // killed between the two renames of a replacement
-    else
+      remove_work_marker(destination.string());
+    } else {
       fs::remove_all(old);
+    }
   }
   for (const fs::path& path : staged) fs::remove_all(path);
+  const long marked = work_marker_pid(destination);
+  if (marked != 0 && !process_alive(marked)) remove_work_marker(destination.string());
+  return left_alone;
 }
 
 /// A path as the user gave it, with the flag that gave it ("--model", "--out"), for messages.
 struct NamedPath {
   std::string flag;
   std::string path;
+  bool output = false;  // another output of the run, rather than an input
   std::string text() const { return flag + " " + path; }
 };
 
@@ -164,11 +174,14 @@ inline std::string claim_output(const NamedPath& output, OutputKind kind, const 
   for (const NamedPath& other : apart) {
     if (other.path.empty()) continue;
     const fs::path kept = detail::normalised(other.path);
-    require(destination != kept, named + " is " + other.text() + ": gsq never writes over what it reads");
+    require(destination != kept, named + " is " + other.text() +
+                                     (other.output ? ": two outputs cannot share a path" : ": gsq never writes over what it reads"));
     require(!detail::within(destination, kept), named + " lies inside " + other.text());
     require(!detail::within(kept, destination), named + " contains " + other.text() + ", which replacing it would delete");
   }
-  clear_debris(destination);
+  for (const fs::path& path : clear_debris(destination))
+    std::cerr << "warning: " << named << ": left " << path.string()
+              << " alone: its name is like that of gsq's leftovers, but gsq did not mark it as its own\n";
   const fs::file_status status = fs::status(destination);
   if (fs::exists(status)) {
     if (kind == OutputKind::container) {
@@ -188,12 +201,12 @@ inline std::string claim_output(const NamedPath& output, OutputKind kind, const 
   fs::create_directories(parent, error);  // an output directory's missing parents, as mkdir -p
   require(!error && fs::is_directory(parent), named + ": cannot create the directory " + parent.string() +
                                                   (error ? " (" + error.message() + ")" : " (a file is in the way)"));
-  // A file created and removed now is the only sure test that the directory takes new files.
-  const std::string probe = destination.string() + ".tmp-" + std::to_string(::getpid()) + "-probe";
-  const int descriptor = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-  require(descriptor >= 0, named + ": cannot write into " + parent.string() + " (" + std::strerror(errno) + ")");
-  ::close(descriptor);
-  ::unlink(probe.c_str());
+  // A work directory created and removed now is the only sure test that the directory takes new entries.
+  try {
+    const WorkDirectory probe(destination.string());
+  } catch (const Error& error) {
+    throw Error(named + ": cannot write into " + parent.string() + " (" + error.what() + ")");
+  }
   if (kind == OutputKind::container) fs::create_directories(destination);
   return destination.string();
 }

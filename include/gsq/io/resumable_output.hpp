@@ -4,12 +4,22 @@
 //
 //   OUT.partial/settings.json          the settings of the run that fills OUT.partial: a run may
 //                                      continue it (resume) only with the same settings
+//   OUT.partial/inputs.json            the fingerprints of the input files it read (size,
+//                                      modification time, content hash): a run may continue it
+//                                      only while each is unchanged
 //   OUT.partial/<unit>.safetensors     one completed unit of work (say, a quantized layer),
 //                                      each written atomically as it completes
+//   OUT.partial/<unit>.json            that unit's own fingerprint and that of the inputs it was
+//                                      made from: a damaged unit, or one whose inputs changed, is
+//                                      refused on resume
 //   OUT.writing-<pid>/                 the final output while it is written, then renamed to OUT
 //
-//   gsq::ResumableOutput output("out/gsq2", settings, resume);
-//   if (!output.completed("layer-0")) output.store("layer-0", writer);  // else output.read("layer-0")
+// A run that fails before it completes any unit removes the OUT.partial it created: it leaves
+// nothing behind, and a rerun with corrected settings just starts.
+//
+//   gsq::ResumableOutput output("out/gsq2", settings, resume, inputs);
+//   if (!output.completed("layer-0")) output.store("layer-0", writer, fingerprint);
+//   else output.verify("layer-0", fingerprint, "layer 0's weights"), output.read("layer-0");
 //   output.publish([&](const std::string& directory) { /* write the files into directory */ });
 #pragma once
 
@@ -25,31 +35,44 @@
 
 #include "gsq/common/error.hpp"
 #include "gsq/io/atomic_file.hpp"
+#include "gsq/io/fingerprint.hpp"
 #include "gsq/io/safetensors.hpp"
 
 namespace gsq {
 
 class ResumableOutput {
  public:
-  /// Opens `destination`.partial for a run with `settings`. If it exists, an earlier run stopped
-  /// part-way: it is reopened only with `resume` and the same settings (the messages name the
-  /// --resume flag of the drivers), so that no stopped run is silently redone or mixed with a
-  /// run of other settings.
-  ResumableOutput(std::string destination, const nlohmann::json& settings, bool resume)
+  /// Opens `destination`.partial for a run with `settings` that read the files `inputs` (a name
+  /// for messages -> file_fingerprint, plus "path"). If it exists, an earlier run stopped
+  /// part-way: it is reopened only with `resume`, the same settings and unchanged inputs (the
+  /// messages name the --resume flag of the drivers), so that no stopped run is silently redone,
+  /// mixed with a run of other settings, or continued on other data.
+  ResumableOutput(std::string destination, const nlohmann::json& settings, bool resume,
+                  const nlohmann::json& inputs = nlohmann::json::object())
       : destination_(std::move(destination)), partial_(destination_ + ".partial") {
     namespace fs = std::filesystem;
-    const std::string settings_path = partial_ + "/settings.json";
     require_startable(destination_, resume);
     if (fs::exists(partial_)) {
+      require_same_inputs(inputs);
       // Compared as written: text that is not UTF-8 (a path of odd bytes) is stored replaced.
-      const nlohmann::json as_written =
-          nlohmann::json::parse(settings.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
-      require(read_json(settings_path) == as_written, "--resume: the settings differ from those of the stopped run in " +
-                                                        partial_ + " (compare with its settings.json)");
+      require(read_json(settings_path()) == as_written(settings),
+              "--resume: the settings differ from those of the stopped run in " + partial_ + " (compare with its settings.json)");
+      clear_dead_work();
       return;
     }
     fs::create_directories(partial_);
-    write_json_atomically(settings_path, settings);
+    created_ = true;
+    write_json_atomically(settings_path(), settings);
+    write_json_atomically(inputs_path(), inputs);
+  }
+
+  ResumableOutput(const ResumableOutput&) = delete;
+  ResumableOutput& operator=(const ResumableOutput&) = delete;
+
+  /// A run that created OUT.partial and failed before completing a unit leaves nothing behind.
+  ~ResumableOutput() {
+    std::error_code ignored;
+    if (created_ && stored_ == 0 && !published_) std::filesystem::remove_all(partial_, ignored);
   }
 
   /// Throws gsq::Error if a run into `destination` stopped part-way and `resume` is not set:
@@ -64,33 +87,88 @@ class ResumableOutput {
   std::string unit_path(const std::string& unit) const { return partial_ + "/" + unit + ".safetensors"; }
 
   /// Whether unit `unit` was completed (by this run or by the stopped run it continues).
-  bool completed(const std::string& unit) const { return std::filesystem::exists(unit_path(unit)); }
+  bool completed(const std::string& unit) const {
+    return std::filesystem::exists(unit_path(unit)) && std::filesystem::exists(record_path(unit));
+  }
 
-  /// Keeps completed unit `unit`; the file appears whole or not at all.
-  void store(const std::string& unit, const SafetensorsWriter& writer) const { writer.write(unit_path(unit)); }
+  /// Keeps completed unit `unit`, made from inputs of fingerprint `inputs`; the file appears whole
+  /// or not at all, and counts as completed once its record (its own fingerprint) follows it.
+  void store(const std::string& unit, const SafetensorsWriter& writer, const std::string& inputs = {}) const {
+    Fingerprint hash;
+    write_file_atomically(unit_path(unit), [&](const ByteSink& sink) {
+      writer.stream([&](const void* data, std::size_t size) {
+        hash.add(data, size);
+        sink(data, size);
+      });
+    });
+    write_json_atomically(record_path(unit), {{"hash", hash.hex()}, {"inputs", inputs}});
+    ++stored_;
+  }
+
+  /// Checks completed unit `unit` before it is used: its file is what was stored (not damaged or
+  /// replaced since), and it was made from inputs of fingerprint `inputs` (`what` names them for
+  /// the message).
+  void verify(const std::string& unit, const std::string& inputs, const std::string& what) const {
+    const nlohmann::json record = read_json(record_path(unit));
+    require(record.is_object() && record.value("hash", std::string()) == file_fingerprint(unit_path(unit))["hash"],
+            "--resume: " + unit_path(unit) + " is damaged (it is not what the stopped run stored): delete it and its " +
+                record_path(unit) + " to redo it");
+    require(record.value("inputs", std::string()) == inputs,
+            "--resume: " + what + " changed since the stopped run in " + partial_ + " made " + unit +
+                " from it; start afresh (delete " + partial_ + ") or restore the input");
+  }
 
   SafetensorsFile read(const std::string& unit) const { return SafetensorsFile::open(unit_path(unit)); }
 
-  /// Publishes the output: `fill` writes it into a new directory beside the destination, which
-  /// then replaces the destination by renames (gsq::replace_directory), and the completed units
-  /// are deleted. If `fill` throws, its directory is removed and the destination and the
-  /// completed units stay as they were.
+  /// Publishes the output: `fill` writes it into a work directory beside the destination, which
+  /// then replaces the destination (gsq::replace_directory), and the completed units are deleted.
+  /// If `fill` throws, its directory is removed and the destination and the completed units stay
+  /// as they were.
   void publish(const std::function<void(const std::string& directory)>& fill) const {
-    namespace fs = std::filesystem;
-    const std::string staged = destination_ + ".writing-" + std::to_string(::getpid());
-    fs::remove_all(staged);
-    fs::create_directory(staged);
-    try {
-      fill(staged);
-    } catch (...) {
-      fs::remove_all(staged);
-      throw;
-    }
-    replace_directory(staged, destination_);
-    fs::remove_all(partial_);
+    WorkDirectory staged(destination_);
+    fill(staged.path());
+    replace_directory(staged.path(), destination_);
+    staged.dismiss();
+    std::filesystem::remove_all(partial_);
+    published_ = true;
   }
 
  private:
+  std::string settings_path() const { return partial_ + "/settings.json"; }
+  std::string inputs_path() const { return partial_ + "/inputs.json"; }
+  std::string record_path(const std::string& unit) const { return partial_ + "/" + unit + ".json"; }
+
+  static nlohmann::json as_written(const nlohmann::json& json) {
+    return nlohmann::json::parse(json.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  }
+
+  /// Names the first input whose size or content differs from the stopped run's.
+  void require_same_inputs(const nlohmann::json& inputs) const {
+    const nlohmann::json recorded = std::filesystem::exists(inputs_path()) ? read_json(inputs_path()) : nlohmann::json::object();
+    const nlohmann::json current = as_written(inputs);
+    for (const auto& [name, now] : current.items()) {
+      const std::string path = now.value("path", name);
+      require(recorded.contains(name), "--resume: the stopped run in " + partial_ + " did not record " + name + " (" + path +
+                                           "); start afresh (delete " + partial_ + ")");
+      const nlohmann::json& then = recorded[name];
+      require(then.value("size", -1LL) == now.value("size", -2LL) && then.value("hash", "") == now.value("hash", ""),
+              "--resume: " + name + " " + path + " changed since the stopped run in " + partial_ + " read it (" +
+                  (then.value("size", -1LL) != now.value("size", -2LL)
+                       ? "its size was " + std::to_string(then.value("size", -1LL)) + " bytes, now " +
+                             std::to_string(now.value("size", -2LL))
+                       : std::string("its content differs")) +
+                  "); start afresh (delete " + partial_ + ") or restore the file");
+    }
+  }
+
+  /// Removes what a killed unit write left in OUT.partial (gsq's marked work directories).
+  void clear_dead_work() const {
+    for (const std::filesystem::directory_entry& entry : std::filesystem::directory_iterator(partial_)) {
+      const long pid = work_marker_pid(entry.path());
+      if (pid != 0 && !process_alive(pid)) std::filesystem::remove_all(entry.path());
+    }
+  }
+
   static nlohmann::json read_json(const std::string& path) {
     std::ifstream stream(path);
     require(static_cast<bool>(stream), "cannot read " + path);
@@ -103,6 +181,11 @@ class ResumableOutput {
 
   std::string destination_;
   std::string partial_;
+  bool created_ = false;
+  // What the run has done with its output, for the destructor (store and publish are const: they
+  // change files, not what the object describes).
+  mutable long stored_ = 0;
+  mutable bool published_ = false;
 };
 
 }  // namespace gsq

@@ -699,11 +699,6 @@ class Checkpoint {
 // Writing.
 
 
-/// The mark gsq puts on the outputs it writes (a safetensors file's metadata "producer", the
-/// key "producer" of a JSON report or manifest), so that a later run knows which existing files
-/// are its own to replace (gsq/io/output_location.hpp).
-inline constexpr const char* producer = "gsq";
-
 /// Collects named tensors and metadata, then writes them as one safetensors file. Each add()
 /// validates and converts at once, so a bad tensor is reported before any file is touched.
 ///
@@ -794,6 +789,24 @@ class SafetensorsWriter {
     write_file_atomically(path, [&](const ByteSink& sink) { stream(sink); });
   }
 
+  /// The file's bytes in order, into `sink`: the header, then each tensor (a deferred one made,
+  /// written and dropped in turn).
+  void stream(const ByteSink& sink) const {
+    const std::string text = header();
+    sink(text.data(), text.size());
+    for (const Entry* entry : layout()) {
+      if (!entry->produce) {
+        sink(entry->bytes.data(), entry->bytes.size());
+        continue;
+      }
+      const std::vector<std::uint8_t> bytes = entry->produce();
+      require(bytes.size() == entry->size, "safetensors writer: tensor '" + entry->name + "': " +
+                                               std::to_string(bytes.size()) + " bytes made for " +
+                                               std::to_string(entry->size) + " declared");
+      sink(bytes.data(), bytes.size());
+    }
+  }
+
  private:
   struct Entry {
     std::string name;
@@ -869,23 +882,6 @@ class SafetensorsWriter {
     return std::string(reinterpret_cast<const char*>(length), 8) + text;
   }
 
-  /// The file's bytes in order, into `sink`: the header, then each tensor (a deferred one made,
-  /// written and dropped in turn).
-  void stream(const ByteSink& sink) const {
-    const std::string text = header();
-    sink(text.data(), text.size());
-    for (const Entry* entry : layout()) {
-      if (!entry->produce) {
-        sink(entry->bytes.data(), entry->bytes.size());
-        continue;
-      }
-      const std::vector<std::uint8_t> bytes = entry->produce();
-      require(bytes.size() == entry->size, "safetensors writer: tensor '" + entry->name + "': " +
-                                               std::to_string(bytes.size()) + " bytes made for " +
-                                               std::to_string(entry->size) + " declared");
-      sink(bytes.data(), bytes.size());
-    }
-  }
 
 
   std::map<std::string, std::string> metadata_;

@@ -138,6 +138,7 @@ struct LlamaConfig {
   bool mlp_bias = false;     // gate/up/down carry biases (Llama's mlp_bias)
   bool qk_norm = false;      // an RMSNorm over each query and key head before the rotary embedding (Qwen3)
   long sliding_window = 0;   // 0: attention sees the whole sequence
+  long max_positions = 0;    // max_position_embeddings: the longest sequence the model was made for (0: not said)
   RotaryConfig rotary;
   LatentAttentionConfig latent;  // latent.key_value_rank > 0: DeepSeek-V3's attention
   MixtureConfig mixture;
@@ -229,6 +230,15 @@ struct LlamaConfig {
         static_cast<double>(6 * hidden_size + attention_width + 3 * mlp_width + vocab_size);
     const double per_thread = static_cast<double>(length) * static_cast<double>(length + 4 * head_dim);
     return 4.0 * (activations + per_thread * host_thread_count());
+  }
+
+  /// An error, naming `what` (a sequence's purpose and the setting that sized it), when sequences
+  /// of `length` tokens are longer than the model's positions (max_position_embeddings): its
+  /// rotary embedding was never trained there, and the figures would silently be wrong.
+  void require_within_positions(long length, const std::string& what) const {
+    require(max_positions == 0 || length <= max_positions,
+            what + ": " + std::to_string(length) + " tokens, longer than the model's " + std::to_string(max_positions) +
+                " positions (max_position_embeddings in config.json); choose at most " + std::to_string(max_positions));
   }
 };
 
@@ -481,6 +491,7 @@ inline LlamaConfig LlamaConfig::from_json(const nlohmann::json& json, const std:
               ") is not a multiple of num_key_value_heads (" + std::to_string(result.key_value_heads) + ")");
   result.rms_norm_eps = config.positive_number("rms_norm_eps", 1e-6);
   result.tie_word_embeddings = config.flag("tie_word_embeddings", false);
+  result.max_positions = config.count("max_position_embeddings", 0);
   const std::string activation = config.text("hidden_act", "silu");
   require(activation == "silu" || activation == "swish",
           context + ": hidden_act \"" + activation + "\" is not supported (gsq's MLP is SwiGLU: silu)");

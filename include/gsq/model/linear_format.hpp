@@ -8,6 +8,7 @@
 //   store(tensor, name)                         the exact weights the files hold, checked
 //   read(file, name, rows, cols)                a tensor add_packed wrote to quantized.safetensors
 //   metadata(hidden_size)                       quantized.safetensors' __metadata__
+//   require_fits(name, cols)                    an error unless a linear of `cols` inputs fits the format
 //   bits_per_parameter(cols)
 #pragma once
 
@@ -77,6 +78,11 @@ struct GridFormat {
   static Gsq quantizer(const Tensor& start, const LogitInit& init) { return Gsq(start, init); }
   static Tensor result(const Gsq& quantizer, const Tensor& /*start*/) { return quantizer.result(); }
   static Matrix<float> store(Tensor& tensor, const std::string& name) { return store_result(tensor, name); }
+  static void require_fits(const std::string& name, long cols) {
+    const long width = Grouping::group_width(static_cast<int>(cols));
+    require(cols % width == 0, name + " has " + std::to_string(cols) + " input columns, which groups of " +
+                                   std::to_string(width) + " do not divide: choose a group size that does");
+  }
   static Tensor read(const SafetensorsFile& file, const std::string& name, long rows, long cols) {
     return read_packed(file, name, grid_spec<Grid>(), rows, cols, Grouping::group_width(static_cast<int>(cols)));
   }
@@ -106,6 +112,7 @@ struct KQuantLinearFormat {
   static Gsq quantizer(const Tensor& start, const LogitInit& init) { return k_quant_quantizer<Layout>(start, init); }
   static Tensor result(const Gsq& quantizer, const Tensor& start) { return k_quant_result(quantizer, start); }
   static Matrix<float> store(Tensor& tensor, const std::string& /*name*/) { return tensor.dequantize(); }
+  static void require_fits(const std::string& name, long cols) { require_whole_super_blocks(Layout::format(), name, cols); }
   static Tensor read(const SafetensorsFile& file, const std::string& name, long rows, long cols) {
     std::optional<KQuantTensor> tensor = read_k_quant_packed(file, name, rows, cols);
     require(tensor && tensor->format == &Layout::format(),

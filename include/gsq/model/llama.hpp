@@ -113,6 +113,7 @@ class LlamaModel {
   }
 
   static LlamaModel open(const LlamaConfig& config, Checkpoint checkpoint) {
+    check_checkpoint(config, checkpoint);
     LlamaModel model;
     model.config_ = config;
     model.checkpoint_ = std::make_shared<const Checkpoint>(std::move(checkpoint));
@@ -125,9 +126,32 @@ class LlamaModel {
     model.final_norm_ = load.vector("model.norm.weight", hidden);
     model.layers_.resize(static_cast<std::size_t>(config.layers));
     model.linear_sources_.resize(model.layers_.size());
-    for (long layer = 0; layer < config.layers; ++layer)
-      for (const auto& [name, shape] : model.layer_tensors(layer)) load.require_tensor(name, shape);
     return model;
+  }
+
+  /// Checks, without reading the weights, that `checkpoint` holds every tensor `config` implies in
+  /// its shape, and that its head is not ambiguous: with tie_word_embeddings the head is the
+  /// embedding, so a checkpoint that also holds a different lm_head.weight is refused (engines
+  /// disagree on which of the two they use). Drivers call it before any work; open() does too.
+  static void check_checkpoint(const LlamaConfig& config, const Checkpoint& checkpoint) {
+    LlamaModel shapes;
+    shapes.config_ = config;
+    const Loader load{checkpoint};
+    const std::string embedding = "model.embed_tokens.weight", head = "lm_head.weight";
+    load.require_tensor(embedding, {config.vocab_size, config.hidden_size});
+    if (!config.tie_word_embeddings) {
+      load.require_tensor(head, {config.vocab_size, config.hidden_size});
+    } else if (checkpoint.contains(head)) {
+      const ByteView tied = checkpoint.file_of(embedding).raw_bytes(embedding), own = checkpoint.file_of(head).raw_bytes(head);
+      require(checkpoint.info(head).dtype == checkpoint.info(embedding).dtype && own.size == tied.size &&
+                  std::equal(own.data, own.data + own.size, tied.data),
+              "checkpoint '" + checkpoint.source() + "': config.json says tie_word_embeddings: true (the head is " + embedding +
+                  "), but the checkpoint also holds a different " + head +
+                  "; set tie_word_embeddings to false to use " + head + ", or remove it to use the embedding");
+    }
+    load.require_tensor("model.norm.weight", {config.hidden_size});
+    for (long layer = 0; layer < config.layers; ++layer)
+      for (const auto& [name, shape] : shapes.layer_tensors(layer)) load.require_tensor(name, shape);
   }
 
   /// Keeps decoder layer `layer`'s weights in memory (set_linear_weight does so itself).
@@ -146,6 +170,8 @@ class LlamaModel {
   }
 
   const LlamaConfig& config() const { return config_; }
+  /// The checkpoint the weights are read from.
+  const Checkpoint& checkpoint() const { return *checkpoint_; }
 
   /// A linear layer's weight, out x in (PyTorch's Linear.weight layout).
   Matrix<float> linear_weight(long layer, const std::string& linear) const {

@@ -41,6 +41,7 @@
 #include "gsq/distributed/communicator.hpp"
 #include "gsq/format/checkpoint.hpp"
 #include "gsq/format/quantized_tensor.hpp"
+#include "gsq/io/fingerprint.hpp"
 #include "gsq/io/resumable_output.hpp"
 #include "gsq/io/safetensors.hpp"
 #include "gsq/model/linear_format.hpp"
@@ -352,14 +353,22 @@ class SequentialQuantizer {
     // The full-precision model's hidden states, where the layer-output objective's target runs on them.
     const bool full_precision_targets = layer_output() && config_.target_inputs == TargetInputs::full_precision;
     HiddenStates full_precision = full_precision_targets ? hidden : HiddenStates{};
+    const auto unit_name = [](long layer) { return "layer-" + std::to_string(layer); };
+    // A resumed run checks every completed layer before any work: its file as stored, made from
+    // the checkpoint's weights of that layer as they are now.
+    for (long layer = 0; layer < model_.config().layers; ++layer)
+      if (output.completed(unit_name(layer)))
+        output.verify(unit_name(layer), layer_fingerprint(layer),
+                      "decoder layer " + std::to_string(layer) + "'s weights in " + model_.checkpoint().source());
     const auto start = std::chrono::steady_clock::now();
     for (long layer = 0; layer < model_.config().layers; ++layer) {
-      const std::string unit = "layer-" + std::to_string(layer);
+      const std::string unit = unit_name(layer);
       LayerProgress status{model_.config().layers, 0, output.completed(unit) ? output.unit_path(unit) : ""};
       LayerResult result;
       if (status.resumed_from.empty()) {
         result = quantize_layer(layer, hidden, progress, full_precision_targets ? &full_precision : nullptr);
-        if (communicator_->rank() == 0) output.store(unit, layer_file(result));  // the ranks share its file system
+        if (communicator_->rank() == 0)  // the ranks share its file system
+          output.store(unit, layer_file(result), layer_fingerprint(layer));
         communicator_->barrier();
       } else if (full_precision_targets) {
         full_precision = model_.decoder_layer(layer, full_precision);  // still the checkpoint's layer
@@ -382,6 +391,11 @@ class SequentialQuantizer {
   }
 
  private:
+  /// The fingerprint of decoder layer `layer`'s tensors in the checkpoint: what its unit was made from.
+  std::string layer_fingerprint(long layer) const {
+    return tensors_fingerprint(model_.checkpoint(), "model.layers." + std::to_string(layer) + ".")["hash"];
+  }
+
   /// What keeps a completed layer: its packed tensors, and its record as metadata "report".
   static SafetensorsWriter layer_file(const LayerResult& result) {
     SafetensorsWriter writer;

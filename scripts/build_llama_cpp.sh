@@ -12,9 +12,10 @@ version=0.3.36  # llama-cpp-python, pinned: it fixes the llama.cpp commit
 home="$1/llama.cpp"
 shift
 # The instruction sets of this machine, as GGML_NATIVE would use them, but never AMX: with AMX,
-# ggml-cpu multiplies Q4_0 (and Q4_1, Q8_0, Q4_K...) weights with tile instructions, and GCC 12
-# drops the stores that fill ggml's tile configuration (amx/mmq.cpp, ggml_tile_config_init), so
-# it loads a configuration with no tile shaped and the first tile instruction (tilezero) dies of
+# ggml-cpu multiplies Q4_0 (and Q4_1, Q8_0, Q4_K...) weights with tile instructions, and GCC 12's
+# _tile_loadconfig tells the compiler that ldtilecfg reads 8 bytes of its 64-byte operand, so the
+# stores of the tile shapes in ggml_tile_config_init (amx/mmq.cpp) are dropped as dead, a
+# configuration with no tile shaped is loaded, and the first tile instruction (tilezero) dies of
 # SIGILL. GGML_NATIVE=ON always enables AMX where the CPU has it, so on x86 the ISA options are
 # set one by one from what `-march=native` means to the compiler (on other CPUs GGML_NATIVE=ON).
 options=(-DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF)

@@ -18,6 +18,7 @@
 #include <fstream>
 #include <functional>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -142,6 +143,21 @@ nlohmann::json bench_block(long steps, long hidden, long intermediate) {
   return result;
 }
 
+// Bad flags and values throw gsq::Error, which main reports in one line with exit status 2, the
+// rule of the experiment drivers (experiments/driver.hpp, not included here: it needs Boost's
+// program_options, which the benchmarks do not link).
+long parse_number(const std::string& flag, const std::string& text) {
+  std::size_t end = 0;
+  long value = 0;
+  try {
+    value = std::stol(text, &end);
+  } catch (const std::logic_error&) {  // std::invalid_argument, std::out_of_range
+    end = 0;
+  }
+  gsq::require(!text.empty() && end == text.size(), flag + ": '" + text + "' is not a whole number");
+  return value;
+}
+
 template <class T>
 std::vector<T> parse_list(const std::string& text, const std::function<T(const std::string&)>& parse) {
   std::vector<T> items;
@@ -150,27 +166,40 @@ std::vector<T> parse_list(const std::string& text, const std::function<T(const s
   return items;
 }
 
-bool parse_settings(int argc, char** argv, Settings& settings) {
+constexpr const char* usage =
+    "usage: step_bench [--grids int2,int3] [--sizes 1024,2048,4096] [--steps 64] [--block-steps 128] "
+    "[--block-shape 576x1536] [--threads 2] [--json FILE]   (steps at least 8; block sides multiples of 64)\n";
+
+void parse_settings(int argc, char** argv, Settings& settings) {
   for (int i = 1; i < argc; i += 2) {
     const std::string flag = argv[i];
-    if (i + 1 == argc) return false;
+    gsq::require(flag == "--grids" || flag == "--sizes" || flag == "--steps" || flag == "--block-steps" ||
+                     flag == "--block-shape" || flag == "--threads" || flag == "--json",
+                 "unknown option '" + flag + "'");
+    gsq::require(i + 1 < argc, flag + " needs a value");
     const std::string value = argv[i + 1];
-    if (flag == "--grids") settings.grids = parse_list<std::string>(value, [](const std::string& s) { return s; });
-    else if (flag == "--sizes") settings.sizes = parse_list<long>(value, [](const std::string& s) { return std::stol(s); });
-    else if (flag == "--steps") settings.steps = std::stol(value);
-    else if (flag == "--block-steps") settings.block_steps = std::stol(value);
+    if (flag == "--grids") {
+      settings.grids = parse_list<std::string>(value, [](const std::string& s) { return s; });
+      // Checked here, not when the grid's turn comes after the earlier grids' runs.
+      for (const std::string& grid : settings.grids) gsq::Choice<gsq::GridPolicies>("--grids", grid).validate();
+    } else if (flag == "--sizes") {
+      settings.sizes = parse_list<long>(value, [&](const std::string& s) { return parse_number(flag, s); });
+      for (long size : settings.sizes) gsq::require(size > 0, "--sizes: sizes must be positive");
+    } else if (flag == "--steps") settings.steps = parse_number(flag, value);
+    else if (flag == "--block-steps") settings.block_steps = parse_number(flag, value);
     else if (flag == "--block-shape") {
       const std::size_t x = value.find('x');
-      if (x == std::string::npos) return false;
-      settings.block_hidden = std::stol(value.substr(0, x));
-      settings.block_intermediate = std::stol(value.substr(x + 1));
-    }
-    else if (flag == "--threads") settings.threads = std::stoi(value);
-    else if (flag == "--json") settings.json_path = value;
-    else return false;
+      gsq::require(x != std::string::npos, "--block-shape: '" + value + "' is not HIDDENxINTERMEDIATE");
+      settings.block_hidden = parse_number(flag, value.substr(0, x));
+      settings.block_intermediate = parse_number(flag, value.substr(x + 1));
+    } else if (flag == "--threads") settings.threads = static_cast<int>(parse_number(flag, value));
+    else settings.json_path = value;
   }
-  return settings.steps >= 8 && settings.block_steps >= 8 && settings.block_hidden % 64 == 0 &&
-         settings.block_intermediate % 64 == 0 && settings.block_hidden > 0 && settings.block_intermediate > 0;
+  gsq::require(settings.steps >= 8 && settings.block_steps >= 8, "--steps and --block-steps must be at least 8");
+  gsq::require(settings.block_hidden > 0 && settings.block_intermediate > 0 && settings.block_hidden % 64 == 0 &&
+                   settings.block_intermediate % 64 == 0,
+               "--block-shape: both sides must be positive multiples of 64");
+  gsq::require(settings.threads >= 1, "--threads must be at least 1");
 }
 
 void print_row(const nlohmann::json& r) {
@@ -185,13 +214,15 @@ void print_row(const nlohmann::json& r) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // --help prints the usage and succeeds, as the experiment drivers' --help does.
+  for (int i = 1; i < argc; ++i)
+    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
+      std::fputs(usage, stdout);
+      return 0;
+    }
   Settings settings;
   try {
-    if (!parse_settings(argc, argv, settings)) {
-      std::fprintf(stderr, "usage: step_bench [--grids int2,int3] [--sizes 1024,2048,4096] [--steps 64] [--block-steps 128] "
-                           "[--block-shape 576x1536] [--threads 2] [--json FILE]   (steps at least 8; block sides multiples of 64)\n");
-      return 2;
-    }
+    parse_settings(argc, argv, settings);
     gsq::set_host_threads(settings.threads);
     std::printf("GSQ steps over an annealed run (tau 2 -> 0.05, kappa 100 -> 500), Lion, RTN start, %d threads;\n"
                 "seconds: floor = the products a step cannot avoid; start/middle/end = median step of that eighth "
@@ -212,6 +243,9 @@ int main(int argc, char** argv) {
       });
     }
     if (!settings.json_path.empty()) std::ofstream(settings.json_path) << results.dump(2) << "\n";
+  } catch (const gsq::Error& error) {  // bad flags or values: 2, as in experiments/driver.hpp
+    std::fprintf(stderr, "step_bench: error: %s\n", error.what());
+    return 2;
   } catch (const std::exception& error) {
     std::fprintf(stderr, "step_bench: error: %s\n", error.what());
     return 1;

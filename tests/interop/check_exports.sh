@@ -15,7 +15,8 @@ set -euo pipefail
 build=$(cd "$1" && pwd)
 cd "$(dirname "$0")/../.."
 python="$build/interop-venv/bin/python"
-[ -x "$python" ] || { echo "the interop readers are missing: run scripts/install_interop.sh (scripts/test.sh does)"; exit 1; }
+# Without the readers there is nothing to check with: 77, which ctest reports as skipped.
+[ -x "$python" ] || { echo "SKIP: the interop readers are not installed in $build/interop-venv: run scripts/install_interop.sh $build (scripts/test.sh does)"; exit 77; }
 model=data/llama-bytes-3m
 work="$build/interop-exports"
 rm -rf "$work" && mkdir -p "$work"

@@ -1,6 +1,6 @@
 // experiments/quantize_layer.cpp -- quantizes one linear layer with round-to-nearest (RTN), GPTQ
 // and GSQ (started from GPTQ, the paper's recipe, or from RTN) and compares them on the relative
-// Hessian error tr(dW H dW^T) / tr(W H W^T) (DESIGN section 4). The layer is synthetic or read
+// Hessian error tr(dW H dW^T) / tr(W H W^T) (docs/design.md section 4). The layer is synthetic or read
 // from a safetensors file; docs/quantize_layer.md walks through both.
 //
 //   quantize_layer                                  synthetic 512 x 512 layer, 2 bits, g128
@@ -212,7 +212,7 @@ std::optional<Options> parse_options(int argc, char** argv) {
       ("percdamp", po::value(&options.gptq.percdamp)->default_value(options.gptq.percdamp, "0.01")->value_name("X"),
        "GPTQ: add X * mean(diag H) to diag(H) before inverting it")
       ("act-order", po::bool_switch(&options.gptq.act_order), "GPTQ: quantize columns in order of decreasing diag(H)");
-  po::options_description gsq_options("GSQ (defaults: the reference's, DESIGN section 3)");
+  po::options_description gsq_options("GSQ (defaults: the reference's, docs/design.md section 3)");
   gsq_options.add_options()
       ("steps", po::value(&train.steps)->default_value(train.steps)->value_name("N"), "optimizer steps")
       ("seed", po::value(&seed)->default_value(seed)->value_name("N"), "seed of the Gumbel noise and the logit initialisation")

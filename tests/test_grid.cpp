@@ -11,7 +11,7 @@
 
 namespace {
 
-/// The symmetric b-bit integer grid of DESIGN section 1, written out independently.
+/// The symmetric b-bit integer grid of docs/design.md section 1, written out independently.
 std::vector<int> integer_levels(int bits) {
   std::vector<int> levels;
   for (int level = -(1 << (bits - 1)); level <= (1 << (bits - 1)) - 1; ++level) levels.push_back(level);
@@ -35,7 +35,7 @@ void require_full_grid(const std::vector<int>& levels) {
   for (const int base : levels) REQUIRE(admissible_candidates<Grid>(base) == levels);  // base is ignored
 }
 
-/// Shift grids (DESIGN section 2): starting code plus {-2 .. 2}, off-grid candidates masked.
+/// Shift grids (docs/design.md section 2): starting code plus {-2 .. 2}, off-grid candidates masked.
 template <class Grid>
 void require_shift_grid(const std::vector<int>& levels) {
   REQUIRE(Grid::min_level == levels.front());
@@ -64,7 +64,7 @@ TEST_CASE("3- and 4-bit grids are shift grids of five candidates around the star
   require_shift_grid<gsq::Int<4>>(integer_levels(4));
 }
 
-TEST_CASE("grid_spec records levels, code bits and the RTN divisor of DESIGN section 5", "[grid]") {
+TEST_CASE("grid_spec records levels, code bits and the RTN divisor of docs/design.md section 5", "[grid]") {
   const gsq::GridSpec ternary = gsq::grid_spec<gsq::Ternary>();
   REQUIRE(ternary.level_count() == 3);
   REQUIRE(ternary.code_bits == 2);  // 1.58 bits of information stored in 2

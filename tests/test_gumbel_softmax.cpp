@@ -35,7 +35,7 @@ using Point = gsq::RelaxationPoint<double>;
 constexpr Point point{1.0, 3.0, 42, 5};
 
 /// The level candidate k stands for: every level on a full grid, the starting code plus
-/// {-2 .. 2} on a shift grid (DESIGN section 2), whether on the grid or not.
+/// {-2 .. 2} on a shift grid (docs/design.md section 2), whether on the grid or not.
 template <class Grid>
 constexpr bool is_shift_grid() {
   return Grid::candidate_count < Grid::max_level - Grid::min_level + 1;
@@ -205,13 +205,13 @@ void require_straight_through_gradients() {
   require_close(analytic.parameters, finite_differences(straight.parameters(), hard_loss), "scale");
 }
 
-/// DESIGN section 2: every estimator but the deterministic one perturbs the logits with noise.
+/// docs/design.md section 2: every estimator but the deterministic one perturbs the logits with noise.
 template <class Estimator>
 constexpr bool draws_noise() {
   return !std::is_same<Estimator, gsq::Deterministic>::value;
 }
 
-/// DESIGN section 2's forward pass for one weight, written out: p_k = softmax_k((kappa a_k + g_k)
+/// docs/design.md section 2's forward pass for one weight, written out: p_k = softmax_k((kappa a_k + g_k)
 /// / tau) over the admissible candidates, the soft code sum_k p_k d_k, or under a hard-forward
 /// estimator the sampled candidate argmax_k (kappa a_k + g_k). Noise is gsq::gumbel_noise (tested
 /// in test_philox.cpp), zero for the deterministic estimator.
@@ -266,7 +266,7 @@ void require_noise_replay() {
 
 }  // namespace
 
-TEMPLATE_TEST_CASE("the forward pass is DESIGN's Gumbel-softmax sample times the group scale", "[gumbel_softmax]",
+TEMPLATE_TEST_CASE("the forward pass is docs/design.md's Gumbel-softmax sample times the group scale", "[gumbel_softmax]",
                    GSQ_ALL_GRIDS) {
   require_design_forward<TestType, gsq::Relaxed>();
   require_design_forward<TestType, gsq::StraightThrough>();
@@ -372,7 +372,7 @@ TEMPLATE_TEST_CASE("the result takes each weight's most likely admissible candid
 
 namespace {
 
-/// DESIGN section 2's initial logits, a_k = std (xi_k + strength (z_k - mean z)) with
+/// docs/design.md section 2's initial logits, a_k = std (xi_k + strength (z_k - mean z)) with
 /// z_k = -0.5 (code - d_k)^2 centred over the admissible candidates, recomputed here.
 template <class Grid>
 void require_initial_logits(const gsq::LogitInit& init) {
@@ -402,7 +402,7 @@ void require_initial_logits(const gsq::LogitInit& init) {
 
 }  // namespace
 
-TEST_CASE("the initial logits follow DESIGN's formula around the starting codes", "[gumbel_softmax][quantizer]") {
+TEST_CASE("the initial logits follow docs/design.md's formula around the starting codes", "[gumbel_softmax][quantizer]") {
   require_initial_logits<gsq::Ternary>({0.01, 6.0, 0});
   require_initial_logits<gsq::Int<2>>({0.01, 6.0, 0});
   require_initial_logits<gsq::Int<3>>({0.02, 4.0, 17});

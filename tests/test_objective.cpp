@@ -47,7 +47,7 @@ double trace_product(const gsq::Matrix<double>& a, const gsq::Matrix<double>& h,
   return sum;
 }
 
-/// DESIGN section 4: tr(E H E^T) / tr(W H W^T) with E = estimate - W.
+/// docs/design.md section 4: tr(E H E^T) / tr(W H W^T) with E = estimate - W.
 double direct_relative_error(const gsq::Matrix<double>& weight, const gsq::Matrix<double>& h,
                              const gsq::Matrix<double>& estimate) {
   gsq::Matrix<double> error = estimate;

@@ -1,4 +1,4 @@
-// Tests of gsq/format/quantized_tensor.hpp: bits-per-parameter accounting (DESIGN section 1) and the
+// Tests of gsq/format/quantized_tensor.hpp: bits-per-parameter accounting (docs/design.md section 1) and the
 // packed code layout.
 #include <catch2/catch.hpp>
 

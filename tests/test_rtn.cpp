@@ -1,4 +1,4 @@
-// Tests of gsq/init/rtn.hpp: max-abs scales per DESIGN section 5 and codes equal to a brute-force
+// Tests of gsq/init/rtn.hpp: max-abs scales per docs/design.md section 5 and codes equal to a brute-force
 // nearest-level search, for every grid; invalid input is an error.
 #include <catch2/catch.hpp>
 
@@ -34,7 +34,7 @@ int brute_force_nearest_level(float weight, float scale, const gsq::GridSpec& gr
   return best;
 }
 
-/// DESIGN section 5: scale = 2 max|w| / (2^b - 1) on b-bit grids, max|w| on the ternary grid.
+/// docs/design.md section 5: scale = 2 max|w| / (2^b - 1) on b-bit grids, max|w| on the ternary grid.
 double design_scale(double max_abs, const gsq::GridSpec& grid) {
   if (max_abs == 0) return 1.0;
   return grid.level_count() == 3 ? max_abs : 2 * max_abs / ((1 << grid.code_bits) - 1);
@@ -71,7 +71,7 @@ void require_rtn_matches_brute_force(const gsq::GridSpec& grid, long group_width
 
 }  // namespace
 
-TEST_CASE("RTN codes are the nearest grid levels under DESIGN's max-abs scales", "[rtn]") {
+TEST_CASE("RTN codes are the nearest grid levels under docs/design.md's max-abs scales", "[rtn]") {
   require_rtn_matches_brute_force(gsq::grid_spec<gsq::Ternary>(), 16);
   require_rtn_matches_brute_force(gsq::grid_spec<gsq::Int<2>>(), 16);
   require_rtn_matches_brute_force(gsq::grid_spec<gsq::Int<3>>(), 32);

@@ -1,4 +1,4 @@
-// gsq/core/gumbel_softmax.hpp -- the per-weight math of GSQ (DESIGN section 2), written once as
+// gsq/core/gumbel_softmax.hpp -- the per-weight math of GSQ (docs/design.md section 2), written once as
 // __host__ __device__ functors that Thrust runs on the host (OpenMP/C++) or on CUDA.
 //
 // Each weight (row-major element e) has K logits a_k over the grid's candidates d_k. At a
@@ -120,7 +120,7 @@ struct StoreGradient {
 };
 
 /// Backward to the logits, from the probabilities the forward pass saved: the softmax Jacobian
-/// applied without forming it (DESIGN section 2). Every estimator back-propagates through the
+/// applied without forming it (docs/design.md section 2). Every estimator back-propagates through the
 /// soft sample. Reading the saved probabilities gives the values a replay of the noise would
 /// give, without drawing it a second time.
 template <class Grid, class Parametrisation, class Real, class Sink = StoreGradient<Real>>
@@ -213,7 +213,7 @@ struct ArgmaxCode {
   }
 };
 
-/// Logit initialisation from a starting point (DESIGN section 2): with t = Q / s the starting
+/// Logit initialisation from a starting point (docs/design.md section 2): with t = Q / s the starting
 /// weight in grid units, z_k = -0.5 (t - d_k)^2 centred over the admissible k, and
 /// a_k = std (xi_k + strength z_k), xi ~ N(0, 1). The starting code is the most likely one, and
 /// the argmax for most weights (with the reference's std 0.01 and strength 6, the noise turns a

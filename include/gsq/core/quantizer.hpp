@@ -61,7 +61,7 @@ struct AnnealConfig {
   }
 };
 
-/// How the logits start around a starting point (reference defaults, DESIGN section 2).
+/// How the logits start around a starting point (reference defaults, docs/design.md section 2).
 struct LogitInit {
   double noise_std = 0.01;
   double strength = 6.0;

@@ -1,5 +1,5 @@
 // gsq/core/train.hpp -- the optimizer loop: anneal, sample, evaluate the objective, back-propagate,
-// update (DESIGN sections 2-3). One call quantizes one layer (train) or several layers that one
+// update (docs/design.md sections 2-3). One call quantizes one layer (train) or several layers that one
 // objective couples (train_jointly).
 //
 //   for t in 0 .. steps-1:
@@ -33,7 +33,7 @@
 
 namespace gsq {
 
-/// The run-time settings of one GSQ run; defaults are the reference's (DESIGN section 3).
+/// The run-time settings of one GSQ run; defaults are the reference's (docs/design.md section 3).
 struct TrainConfig {
   long steps = 640;  // 10 epochs of 64 mini-batches
   std::uint64_t seed = 0;

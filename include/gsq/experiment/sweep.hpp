@@ -164,7 +164,7 @@ using Values = std::vector<T>;
 }  // namespace detail
 
 /// The run-time hyper-parameters of a sweep, each held in a `Slot<T>`: one value (SweepPoint) or
-/// a list of values (SweepGrid). Defaults are the reference's (DESIGN section 3).
+/// a list of values (SweepGrid). Defaults are the reference's (docs/design.md section 3).
 template <template <class> class Slot>
 struct Hyperparameters {
   Slot<double> tau_start{2.0};

@@ -1,5 +1,5 @@
 // gsq/init/gptq.hpp -- GPTQ (Frantar et al. 2022, "GPTQ: Accurate Post-Training Quantization for
-// Generative Pre-trained Transformers"), the strong initializer of DESIGN section 5.
+// Generative Pre-trained Transformers"), the strong initializer of docs/design.md section 5.
 //
 // Columns are quantized one at a time; each column's rounding error, divided by U[p][p], is
 // spread onto the columns not yet quantized through row p of U, the upper Cholesky factor of

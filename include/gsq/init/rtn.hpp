@@ -1,4 +1,4 @@
-// gsq/init/rtn.hpp -- round-to-nearest (DESIGN section 5), the simplest initializer and the baseline
+// gsq/init/rtn.hpp -- round-to-nearest (docs/design.md section 5), the simplest initializer and the baseline
 // every method is compared with: each group's scale from a scale fit (max-abs by default, see
 // gsq/init/scale_fit.hpp), then every weight to its nearest grid level.
 //

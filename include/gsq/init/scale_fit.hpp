@@ -1,4 +1,4 @@
-// gsq/init/scale_fit.hpp -- how the symmetric scale of one group is chosen (DESIGN section 5); RTN
+// gsq/init/scale_fit.hpp -- how the symmetric scale of one group is chosen (docs/design.md section 5); RTN
 // uses it for every group, GPTQ when its sweep enters a group.
 //
 //   ScaleFit::max_abs   scale = max|w| / rtn_divisor: the grid's end points reach the largest

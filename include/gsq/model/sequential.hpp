@@ -1,4 +1,4 @@
-// gsq/model/sequential.hpp -- quantizing a Llama-family model layer by layer (DESIGN section 4).
+// gsq/model/sequential.hpp -- quantizing a Llama-family model layer by layer (docs/design.md section 4).
 //
 // The calibration tokens are embedded, then for each decoder layer in turn:
 //   1. the layer runs on its inputs, recording H = X^T X / N of every linear layer's input;

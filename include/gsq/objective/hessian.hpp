@@ -1,4 +1,4 @@
-// gsq/objective/hessian.hpp -- the layer-wise Hessian objective (DESIGN section 4):
+// gsq/objective/hessian.hpp -- the layer-wise Hessian objective (docs/design.md section 4):
 //   L(What) = tr((What - W) H (What - W)^T) / tr(W H W^T),  H = X^T X / N,
 //   dL/dWhat = 2 (What - W) H / tr(W H W^T),
 // value and gradient from one rows x cols x cols product. L is also the relative error every

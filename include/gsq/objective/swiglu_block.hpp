@@ -1,4 +1,4 @@
-// gsq/objective/swiglu_block.hpp -- the SwiGLU block objective (DESIGN section 4), the reference's
+// gsq/objective/swiglu_block.hpp -- the SwiGLU block objective (docs/design.md section 4), the reference's
 // default for the MLP: gate, up and down are trained jointly on the block's output.
 //
 //   y = W_down (silu(W_gate x) * (W_up x)),   L = sum_batch |y_soft - y_full|^2 / sum_batch |y_full|^2

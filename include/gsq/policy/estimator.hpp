@@ -1,5 +1,5 @@
 // gsq/policy/estimator.hpp -- estimator policies: what the forward pass samples and how the backward
-// pass differentiates it (DESIGN section 2).
+// pass differentiates it (docs/design.md section 2).
 //
 //   noisy          whether Gumbel noise perturbs the logits
 //   hard_forward   whether the forward pass uses the one-hot of the sampled argmax instead of

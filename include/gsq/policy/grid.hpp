@@ -8,7 +8,7 @@
 //   candidate(base, k)     the integer level of candidate k for a weight whose starting code is
 //                          `base`; full grids ignore `base`, shift grids centre on it
 //   admissible(base, k)    whether that candidate lies on the grid (shift grids mask the rest)
-//   rtn_divisor            RTN's scale is max|w| / rtn_divisor (DESIGN section 5)
+//   rtn_divisor            RTN's scale is max|w| / rtn_divisor (docs/design.md section 5)
 #pragma once
 
 #include <type_traits>

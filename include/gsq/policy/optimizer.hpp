@@ -1,5 +1,5 @@
 // gsq/policy/optimizer.hpp -- optimizer policies (Lion, Adam), parameter groups and the learning-rate
-// schedule (DESIGN section 3).
+// schedule (docs/design.md section 3).
 //
 // An optimizer policy gives `state_slots` (values of state per parameter), its default betas,
 // and `Update<Real>`: an element-wise functor that applies one step to parameter i, from the

@@ -16,7 +16,7 @@
 
 namespace gsq {
 
-/// One symmetric scale per group: weight = scale * code (the format of DESIGN section 1).
+/// One symmetric scale per group: weight = scale * code (the format of docs/design.md section 1).
 struct SymmetricScale {
   static constexpr int parameter_count = 1;
   static constexpr const char* name = "symmetric";

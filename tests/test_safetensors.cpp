@@ -509,7 +509,7 @@ TEST_CASE("writing is atomic: a failed write leaves the old file and no temporar
     gsq::SafetensorsWriter writer;
     writer.add("new", {1}, {3.0f});
     CHECK_THROWS_WITH(writer.write(directory / "absent/model.safetensors"),
-                      Contains("cannot create a temporary file beside it"));
+                      Contains("cannot create a temporary directory beside it"));
   }
   SECTION("a deferred tensor that fails or makes the wrong number of bytes") {
     gsq::SafetensorsWriter failing, short_one;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # llama.cpp itself runs gsq's GGUF exports of the bundled model (4-bit Q4_0, 2-bit TQ2_0, Q2_K):
 # scripts/llama_cpp_perplexity.sh builds llama-perplexity from llama-cpp-python's source package
-# and scores eval.txt; its figure must agree with transformers' on the same file under the same
+# and scores the first 32 KiB of eval.txt (128 windows); its figure must agree with transformers' on the same file under the same
 # rule to 1e-3 relative (llama.cpp rounds activations to 8 bits for its quantized products).
 # And ggml's own decoder (its to_float, through bench/ggml/llama_cpp_k_quants.cpp) reads gsq's
 # Q2_K, Q3_K and Q4_K blocks of a layer to exactly gsq's weights.
@@ -15,6 +15,8 @@ cd "$(dirname "$0")/../.."
 model=data/llama-bytes-3m
 work="$build/interop-llama-cpp"
 rm -rf "$work" && mkdir -p "$work"
+text="$work/eval.txt"
+head -c 32768 "$model/eval.txt" > "$text"
 failures=0
 for run in "--bits 4 --group 128" "--bits 2 --group 256" "--format q2_k"; do
   out="$work/$(echo "$run" | tr -d ' -')"
@@ -22,7 +24,7 @@ for run in "--bits 4 --group 128" "--bits 2 --group 256" "--format q2_k"; do
   "$build/quantize_model" --model "$model" --byte-tokens --calib "$model/calib.txt" --method gptq $run \
       --export gguf --out "$out" --quiet > /dev/null
   # (llama_cpp_perplexity.sh reruns llama-perplexity when its last log lines are lost.)
-  if ! scripts/llama_cpp_perplexity.sh "$out/model.gguf" "$model/eval.txt" "$build" > "$out/report.txt" 2>&1; then
+  if ! scripts/llama_cpp_perplexity.sh "$out/model.gguf" "$text" "$build" > "$out/report.txt" 2>&1; then
     cat "$out/report.txt"
     echo "FAIL: llama.cpp failed on $run"
     failures=$((failures + 1))

@@ -88,9 +88,13 @@ class WorkDirectory {
       fs::remove_all(path_);
     }
     if (::mkdir(path_.c_str(), 0777) != 0) {
-      const std::string reason = std::strerror(errno);
+      const int error = errno;
       path_.clear();
-      throw SystemError("cannot write '" + destination + "' (cannot create a directory beside it: " + reason + ")");
+      const std::string message =
+          "writing '" + destination + "' failed (cannot create a temporary directory beside it: " + std::strerror(error) + ")";
+      // A missing or forbidden place is the user's path; anything else (a full disk) the system's.
+      if (error == ENOENT || error == ENOTDIR || error == EACCES || error == EPERM) throw Error(message);
+      throw SystemError(message);
     }
     mark_as_work(path_);
   }

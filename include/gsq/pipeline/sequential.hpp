@@ -1,0 +1,625 @@
+// gsq/pipeline/sequential.hpp -- quantizing a Llama-family model layer by layer (docs/design.md section 4).
+//
+// The calibration tokens are embedded, then for each decoder layer in turn:
+//   1. the layer runs on its inputs, recording H = X^T X / N of every linear layer's input;
+//   2. the attention projections are quantized (GPTQ by default; GSQ on the Hessian objective
+//      as an option) and put into the model;
+//   3. the layer runs again, so the MLP sees the quantized attention, recording the MLP's input;
+//   4. each SwiGLU MLP's gate/up/down are quantized (GSQ on the SwiGLU block objective by default,
+//      trained jointly; or each on its Hessian objective) and put into the model. In a mixture of
+//      experts each expert is calibrated on the tokens the router sends it (or on all tokens), and
+//      an expert with too few falls back to RTN on its weights: no expert stays in full precision;
+//      the routers stay in full precision;
+//   5. the quantized layer runs on the inputs to give the next layer's inputs.
+// quantize_layers does this for every layer, keeping each completed layer in a ResumableOutput
+// (its packed tensors and its JSON record), so that a run stopped part-way continues after its
+// last completed layer and rebuilds the completed ones exactly.
+// Every result is rounded to what the output checkpoint stores (fp16 scales), so the model in
+// memory is the model that is written. The format of the linears is a policy
+// (gsq/pipeline/linear_format.hpp): the paper's grid format or a llama.cpp K-quant layout.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <iterator>
+#include <map>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "gsq/backend/host.hpp"
+#include "gsq/common/error.hpp"
+#include "gsq/core/quantizer.hpp"
+#include "gsq/core/train.hpp"
+#include "gsq/distributed/communicator.hpp"
+#include "gsq/format/packed.hpp"
+#include "gsq/format/quantized_tensor.hpp"
+#include "gsq/io/fingerprint.hpp"
+#include "gsq/io/resumable_output.hpp"
+#include "gsq/io/safetensors.hpp"
+#include "gsq/pipeline/linear_format.hpp"
+#include "gsq/model/llama.hpp"
+#include "gsq/objective/decoder_layer.hpp"
+#include "gsq/objective/hessian.hpp"
+#include "gsq/objective/swiglu_block.hpp"
+#include "gsq/pipeline/config.hpp"
+#include "gsq/policy/grid.hpp"
+
+namespace gsq {
+
+/// One quantized linear layer: its result, its relative Hessian error, and for GSQ the error of
+/// its starting point; for an expert, the calibration tokens it saw and whether it fell back to RTN.
+struct LinearResult {
+  std::string name;  // the checkpoint tensor name
+  QuantizedLinear tensor;
+  double error = 0;
+  double init_error = -1;  // -1: no separate starting point (RTN, GPTQ)
+  double seconds = 0;
+  long tokens = -1;        // an expert's calibration tokens; -1 for the other linears (all tokens)
+  bool fallback = false;   // too few tokens: RTN on its weights (H = I), its error measured there
+};
+
+/// One SwiGLU MLP trained on its output (the block objective): its relative output error and that
+/// of its start, and its calibration tokens.
+struct BlockResult {
+  std::string name;  // "mlp", "mlp.experts.3", ...
+  long tokens = 0;
+  double error = 0;
+  double init_error = 0;
+};
+
+struct LayerResult {
+  long layer = 0;
+  std::vector<LinearResult> linears;  // in LlamaConfig::linears(layer) order
+  std::vector<BlockResult> blocks;    // the MLPs the block objective trained
+  double seconds = 0;
+};
+
+/// A layer's record in manifests and layer files (without the tensors):
+/// {"layer", "seconds", "linears": [{"name", "rel_error", "seconds", "init_rel_error"?, "tokens"?,
+///  "fallback"?}], "blocks"?: [{"name", "tokens", "rel_error", "init_rel_error"}]}; the keys
+/// marked ? appear only when they apply.
+inline void to_json(nlohmann::json& json, const LayerResult& layer) {
+  nlohmann::json linears = nlohmann::json::array();
+  for (const LinearResult& linear : layer.linears) {
+    nlohmann::json entry = {{"name", linear.name}, {"rel_error", linear.error}, {"seconds", linear.seconds}};
+    if (linear.init_error >= 0) entry["init_rel_error"] = linear.init_error;
+    if (linear.tokens >= 0) entry["tokens"] = linear.tokens;
+    if (linear.fallback) entry["fallback"] = "rtn";
+    linears.push_back(entry);
+  }
+  json = {{"layer", layer.layer}, {"seconds", layer.seconds}, {"linears", linears}};
+  for (const BlockResult& block : layer.blocks)
+    json["blocks"].push_back({{"name", block.name}, {"tokens", block.tokens}, {"rel_error", block.error},
+                              {"init_rel_error", block.init_error}});
+}
+
+/// Reads what to_json wrote; the tensors are left empty.
+inline void from_json(const nlohmann::json& json, LayerResult& layer) {
+  layer.layer = json.at("layer").get<long>();
+  layer.seconds = json.at("seconds").get<double>();
+  layer.linears.clear();
+  for (const nlohmann::json& entry : json.at("linears"))
+    layer.linears.push_back({entry.at("name").get<std::string>(), {}, entry.at("rel_error").get<double>(),
+                             entry.value("init_rel_error", -1.0), entry.at("seconds").get<double>(),
+                             entry.value("tokens", -1L), entry.contains("fallback")});
+  layer.blocks.clear();
+  for (const nlohmann::json& entry : json.value("blocks", nlohmann::json::array()))
+    layer.blocks.push_back({entry.at("name").get<std::string>(), entry.at("tokens").get<long>(),
+                            entry.at("rel_error").get<double>(), entry.at("init_rel_error").get<double>()});
+}
+
+/// Progress of one GSQ run inside a layer: which layer and part, then the step report.
+using TrainingProgress = std::function<void(long layer, const std::string& part, const StepReport& step)>;
+
+/// Where quantize_layers stands when a layer is done.
+struct LayerProgress {
+  long layers = 0;             // decoder layers in the model
+  double elapsed_seconds = 0;  // since the first layer began
+  std::string resumed_from;    // the file the layer was read back from; empty if quantized in this run
+};
+
+/// Hears of each finished layer; an exception thrown from it stops the run after that layer.
+using LayerFinished = std::function<void(const LayerResult& result, const LayerProgress& progress)>;
+
+/// Sees each linear layer's original weight and calibration H as it is quantized (to save them
+/// as inputs of quantize_layer and of sweeps).
+using LinearObserver = std::function<void(const std::string& tensor_name, const Matrix<float>& weight,
+                                          const Matrix<float>& hessian)>;
+
+namespace detail {
+
+/// H = X^T X / N of a linear layer's inputs (tokens x features).
+inline Matrix<float> input_hessian(const Matrix<float>& inputs) {
+  Matrix<float> hessian(inputs.cols, inputs.cols);
+  Host<float>::gemm(true, inputs.cols, inputs.cols, inputs.rows, 1.0f / static_cast<float>(inputs.rows),
+                    inputs.data(), inputs.data(), hessian.data());
+  return hessian;
+}
+
+/// A seed for each (layer, linear) from the run's seed, so that layers draw independent noise
+/// and a resumed run draws what an uninterrupted one would.
+inline std::uint64_t part_seed(std::uint64_t seed, long layer, long part) {
+  std::uint64_t mixed = seed ^ (0x9E3779B97F4A7C15ull * static_cast<std::uint64_t>(layer * 16 + part + 1));
+  mixed ^= mixed >> 31;
+  return mixed * 0xBF58476D1CE4E5B9ull;
+}
+
+/// The seed of stream `stream` of a run seeded `seed`: stream 0 is the run's own (a dense layer's
+/// parts), stream e + 1 expert e's, so that experts draw independent noise.
+inline std::uint64_t stream_seed(std::uint64_t seed, long stream) {
+  return stream == 0 ? seed : part_seed(seed ^ 0xD1B54A32D192ED03ull, -1, stream);
+}
+
+
+}  // namespace detail
+
+/// Quantizes a whole model with every linear layer in `Format` (GridFormat<Grid, Grouping> or
+/// KQuantLinearFormat<Layout>; the rest of GSQ's policies are the paper's defaults).
+template <class Format>
+class SequentialQuantizer {
+ public:
+  using Tensor = typename Format::Tensor;
+  using Gsq = typename Format::Gsq;
+
+  /// Quantizes `model`; with a communicator of several ranks, each layer's work is spread over
+  /// them (every rank runs this with the same model, settings and calibration tokens, and ends
+  /// with the same model; the results do not depend on the number of ranks).
+  SequentialQuantizer(LlamaModel& model, ModelQuantizationConfig config, const Communicator& communicator = serial_communicator())
+      : model_(model), config_(std::move(config)), communicator_(&communicator) {
+    config_.validate();
+    if (layer_output())
+      for (long layer = 0; layer < model_.config().layers; ++layer) LayerObjective::require_supported(model_.config(), layer);
+  }
+
+  void observe_linears(LinearObserver observer) { observer_ = std::move(observer); }
+
+  /// Quantizes decoder layer `layer` from its calibration inputs, puts the quantized weights
+  /// into the model, and returns the results; `inputs` become the next layer's inputs.
+  /// `full_precision_inputs`, if given, are the full-precision model's inputs to the layer (the
+  /// layer-output objective's target runs on them) and become its outputs.
+  LayerResult quantize_layer(long layer, HiddenStates& inputs, const TrainingProgress& progress = {},
+                             HiddenStates* full_precision_inputs = nullptr) {
+    const auto start = std::chrono::steady_clock::now();
+    LayerResult result;
+    result.layer = layer;
+    model_.load_layer(layer);
+    const std::vector<LinearShape> linears = model_.config().linears(layer);
+    // The layer-output objective's target and weights: the full-precision layer's, before any of it is quantized.
+    Matrix<float> targets;
+    std::array<Matrix<float>, LayerObjective::linear_count> originals;
+    if (layer_output()) {
+      HiddenStates target = model_.decoder_layer(layer, full_precision_inputs ? *full_precision_inputs : inputs);
+      targets = target.values;
+      if (full_precision_inputs) *full_precision_inputs = std::move(target);
+      for (std::size_t i = 0; i < originals.size(); ++i) originals[i] = model_.linear_weight(layer, linears[i].name);
+    }
+    const std::vector<SwiGluBlock> blocks = model_.config().swiglu_blocks(layer);
+    const long attention_count = static_cast<long>(linears.size() - 3 * blocks.size());
+
+    // Attention: each projection on H of its input; projections sharing an input share its H.
+    std::map<std::string, Matrix<float>> hessians;
+    model_.decoder_layer(layer, inputs, [&](long, const std::string& linear, const Matrix<float>& x) {
+      const auto shape = std::find_if(linears.begin(), linears.begin() + attention_count,
+                                      [&](const LinearShape& candidate) { return candidate.name == linear; });
+      if (shape != linears.begin() + attention_count && shape->input_of.empty())
+        hessians[linear] = detail::input_hessian(x);
+    });
+    const bool attention_gsq = config_.method == Method::gsq && config_.gsq_attention;
+    std::vector<double> attention_costs;
+    for (long part = 0; part < attention_count; ++part)
+      attention_costs.push_back(static_cast<double>(linears[static_cast<std::size_t>(part)].rows * linears[static_cast<std::size_t>(part)].cols));
+    share_units(layer, attention_costs, result, [&](long part, LayerResult& unit) {
+      const LinearShape& shape = linears[static_cast<std::size_t>(part)];
+      unit.linears.push_back(quantize_linear(layer, shape.name, {part, 0},
+                                             hessians.at(shape.input_of.empty() ? shape.name : shape.input_of),
+                                             attention_gsq ? Method::gsq : attention_method(), progress));
+    });
+
+    // The MLP, after the quantized attention: each SwiGLU block on its calibration tokens.
+    Matrix<float> mlp_inputs;
+    std::map<std::string, Matrix<float>> down_inputs;  // of the blocks that see every token: the dense MLP, a shared expert
+    model_.decoder_layer(layer, inputs, [&](long, const std::string& linear, const Matrix<float>& x) {
+      if (mlp_inputs.rows == 0 && linear.rfind("self_attn.", 0) != 0) mlp_inputs = x;  // the router's or gate's input
+      for (const SwiGluBlock& block : blocks)
+        if (block.expert < 0 && linear == block.linears[2]) down_inputs[linear] = x;
+    });
+    const MixtureConfig& mixture = model_.config().mixture;
+    const bool routed = mixture.in_layer(layer) && config_.expert_calibration == ExpertCalibration::routed;
+    const std::vector<ExpertTokens> expert_tokens =
+        routed ? tokens_by_expert(model_.route(layer, mlp_inputs), mixture.experts) : std::vector<ExpertTokens>{};
+    // A block's tokens: its routed ones, or all; its cost: its weights times the tokens of a step.
+    const auto block_tokens = [&](const SwiGluBlock& block) -> const std::vector<long>* {
+      return routed && block.expert >= 0 ? &expert_tokens[static_cast<std::size_t>(block.expert)].tokens : nullptr;
+    };
+    const long batch_tokens = std::max(1L, mlp_inputs.rows / config_.block_batches);
+    std::vector<double> block_costs;
+    for (const SwiGluBlock& block : blocks) {
+      const std::vector<long>* tokens = block_tokens(block);
+      const long count = tokens ? static_cast<long>(tokens->size()) : mlp_inputs.rows;
+      block_costs.push_back(static_cast<double>(block.width) * static_cast<double>(1 + std::min(count, batch_tokens)));
+    }
+    share_units(layer, block_costs, result, [&](long b, LayerResult& unit) {
+      const SwiGluBlock& block = blocks[static_cast<std::size_t>(b)];
+      // Seeds: a dense MLP keeps the layer's stream, expert e takes stream e + 1, a shared expert the last.
+      const Part first{attention_count, !mixture.in_layer(layer) ? 0 : block.expert >= 0 ? block.expert + 1 : mixture.experts + 1};
+      const std::vector<long>* tokens = block_tokens(block);
+      const auto down = down_inputs.find(block.linears[2]);
+      quantize_block(layer, block, first, tokens ? gather_rows(mlp_inputs, *tokens) : mlp_inputs,
+                     down == down_inputs.end() ? nullptr : &down->second, mlp_inputs.rows, unit, progress);
+    });
+
+    if (layer_output()) {  // q, k, v, o, gate, up, down from their start, jointly on the layer's output
+      const Matrix<float> gate_hessian = detail::input_hessian(mlp_inputs);
+      const Matrix<float> down_hessian = detail::input_hessian(down_inputs.at(linears[6].name));
+      const Matrix<float>& query_hessian = hessians.at(linears[0].name);
+      const std::array<const Matrix<float>*, LayerObjective::linear_count> linear_hessians = {
+          &query_hessian, &query_hessian, &query_hessian, &hessians.at(linears[3].name), &gate_hessian, &gate_hessian, &down_hessian};
+      LayerResult joint;
+      share_units(layer, {1.0}, joint, [&](long, LayerResult& unit) {
+        train_layer(layer, inputs, targets, originals, linear_hessians, result.linears, unit, progress);
+      });
+      std::move(joint.linears.begin(), joint.linears.end(), result.linears.begin());
+      result.blocks.insert(result.blocks.end(), joint.blocks.begin(), joint.blocks.end());
+    }
+
+    inputs = model_.decoder_layer(layer, inputs);
+    result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return result;
+  }
+
+  /// Quantizes every decoder layer in turn, from the calibration `tokens` cut into sequences of
+  /// `sequence_length`, and keeps each completed layer in `output` as unit "layer-<n>". A layer
+  /// completed by an earlier run that stopped part-way is read back rather than quantized again.
+  /// Each completed layer leaves memory (LlamaModel::release_layer): the model reads its linears
+  /// from the layer's unit, exactly as written, so that one layer is in memory at a time. Returns the packed file
+  /// (quantized.safetensors): every layer's codes and scales and the format's metadata.
+  SafetensorsWriter quantize_layers(const std::vector<TokenId>& tokens, long sequence_length,
+                                    const ResumableOutput& output, const LayerFinished& finished = {},
+                                    const TrainingProgress& progress = {}) {
+    SafetensorsWriter packed;
+    for (const auto& [key, value] : Format::metadata(model_.config().hidden_size)) packed.set_metadata(key, value);
+    HiddenStates hidden = model_.embed(tokens, sequence_length);
+    // The full-precision model's hidden states, where the layer-output objective's target runs on them.
+    const bool full_precision_targets = layer_output() && config_.target_inputs == TargetInputs::full_precision;
+    HiddenStates full_precision = full_precision_targets ? hidden : HiddenStates{};
+    const auto unit_name = [](long layer) { return "layer-" + std::to_string(layer); };
+    // A resumed run checks every completed layer before any work: its file as stored, made from
+    // the checkpoint's weights of that layer as they are now.
+    for (long layer = 0; layer < model_.config().layers; ++layer)
+      if (output.completed(unit_name(layer)))
+        output.verify(unit_name(layer), layer_fingerprint(layer),
+                      "decoder layer " + std::to_string(layer) + "'s weights in " + model_.checkpoint().source());
+    const auto start = std::chrono::steady_clock::now();
+    for (long layer = 0; layer < model_.config().layers; ++layer) {
+      const std::string unit = unit_name(layer);
+      LayerProgress status{model_.config().layers, 0, output.completed(unit) ? output.unit_path(unit) : ""};
+      LayerResult result;
+      if (status.resumed_from.empty()) {
+        result = quantize_layer(layer, hidden, progress, full_precision_targets ? &full_precision : nullptr);
+        if (communicator_->rank() == 0)  // the ranks share its file system
+          output.store(unit, layer_file(result), layer_fingerprint(layer));
+        communicator_->barrier();
+      } else if (full_precision_targets) {
+        full_precision = model_.decoder_layer(layer, full_precision);  // still the checkpoint's layer
+      }
+      // The layer leaves memory: from now on its linears are read from its file, as stored.
+      const SafetensorsFile file = output.read(unit);
+      model_.release_layer(layer, [file](const std::string& name, long rows, long cols) {
+        Tensor tensor = Format::read(file, name, rows, cols);
+        return Format::store(tensor, file.path());
+      });
+      if (!status.resumed_from.empty()) {
+        result = read_layer(layer, file);
+        hidden = model_.decoder_layer(layer, hidden);
+      }
+      for (const LinearResult& linear : result.linears) add_packed(packed, linear.name, linear.tensor);
+      status.elapsed_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (finished) finished(result, status);
+    }
+    return packed;
+  }
+
+ private:
+  /// The fingerprint of decoder layer `layer`'s tensors in the checkpoint: what its unit was made from.
+  std::string layer_fingerprint(long layer) const {
+    return tensors_fingerprint(model_.checkpoint(), "model.layers." + std::to_string(layer) + ".")["hash"];
+  }
+
+  /// What keeps a completed layer: its packed tensors, and its record as metadata "report".
+  static SafetensorsWriter layer_file(const LayerResult& result) {
+    SafetensorsWriter writer;
+    for (const LinearResult& linear : result.linears) add_packed(writer, linear.name, linear.tensor);
+    writer.set_metadata("report", nlohmann::json(result).dump());
+    return writer;
+  }
+
+  /// The layer kept in `file` by layer_file; its weights go into the model as stored.
+  LayerResult read_layer(long layer, const SafetensorsFile& file) {
+    const auto report = file.metadata().find("report");
+    require(report != file.metadata().end(), file.path() + ": no \"report\" metadata (not a completed layer)");
+    LayerResult result = nlohmann::json::parse(report->second).get<LayerResult>();
+    const std::vector<LinearShape> linears = model_.config().linears(layer);
+    require(result.linears.size() == linears.size(), file.path() + ": the report does not list the layer's " +
+                                                         std::to_string(linears.size()) + " linear layers");
+    for (std::size_t i = 0; i < linears.size(); ++i)
+      result.linears[i].tensor =
+          Format::read(file, LlamaModel::tensor_name(layer, linears[i].name), linears[i].rows, linears[i].cols);
+    return result;
+  }
+
+
+  /// Does the units of work whose costs are `costs` spread over the communicator's ranks
+  /// (assign_units): `work(unit, unit_result)` for this rank's units (it puts their linears into
+  /// the model); the other ranks' units, gathered from them, are put into the model too; every
+  /// unit's linears and blocks are appended to `result` in unit order. The units of a phase must
+  /// not depend on each other's results.
+  template <class Work>
+  void share_units(long layer, const std::vector<double>& costs, LayerResult& result, Work&& work) {
+    const std::vector<int> owner = assign_units(costs, communicator_->size());
+    std::vector<LayerResult> units(costs.size());
+    SafetensorsWriter mine;
+    nlohmann::json my_records = nlohmann::json::object();
+    for (std::size_t unit = 0; unit < costs.size(); ++unit) {
+      if (owner[unit] != communicator_->rank()) continue;
+      units[unit].layer = layer;
+      work(static_cast<long>(unit), units[unit]);  // puts its linears into the model
+      if (communicator_->size() == 1) continue;      // nothing to share
+      for (const LinearResult& linear : units[unit].linears) add_packed(mine, linear.name, linear.tensor);
+      my_records[std::to_string(unit)] = units[unit];
+    }
+    if (communicator_->size() > 1) {  // the other ranks' units, into the model
+      mine.set_metadata("units", my_records.dump());
+      std::map<std::string, LinearShape> shapes;
+      for (const LinearShape& shape : model_.config().linears(layer)) shapes[LlamaModel::tensor_name(layer, shape.name)] = shape;
+      const std::vector<std::vector<std::uint8_t>> gathered = communicator_->all_gather(mine.to_bytes());
+      for (int rank = 0; rank < communicator_->size(); ++rank) {
+        if (rank == communicator_->rank()) continue;
+        const std::vector<std::uint8_t>& bytes = gathered[static_cast<std::size_t>(rank)];
+        const SafetensorsFile file = SafetensorsFile::from_bytes(bytes.data(), bytes.size(), "a rank's results");
+        const nlohmann::json records = nlohmann::json::parse(file.metadata().at("units"));
+        for (const auto& record : records.items()) {
+          LayerResult& done = units[std::stoul(record.key())];
+          done = record.value().template get<LayerResult>();
+          for (LinearResult& linear : done.linears) {
+            const LinearShape& shape = shapes.at(linear.name);
+            Tensor tensor = Format::read(file, linear.name, shape.rows, shape.cols);
+            model_.set_linear_weight(layer, shape.name, Format::store(tensor, linear.name));
+            linear.tensor = std::move(tensor);
+          }
+        }
+      }
+    }
+    for (LayerResult& done : units) {
+      std::move(done.linears.begin(), done.linears.end(), std::back_inserter(result.linears));
+      result.blocks.insert(result.blocks.end(), done.blocks.begin(), done.blocks.end());
+    }
+  }
+
+  /// A linear's place for its seeds: its index in the layer's linears (the first of a block's
+  /// three for a SwiGLU block) and its stream (0, or an expert's: detail::stream_seed).
+  struct Part {
+    long index;
+    long stream;
+  };
+
+  using LayerObjective = DecoderLayerObjective<float>;
+
+  bool layer_output() const { return config_.method == Method::gsq && config_.objective == GsqObjective::layer_output; }
+
+  /// How attention is quantized when not by GSQ on its Hessian objective: GPTQ under GSQ's block
+  /// objective (the reference), the layer-output objective's start, or the method itself.
+  Method attention_method() const {
+    return config_.method != Method::gsq ? config_.method : layer_output() ? config_.gsq_init : Method::gptq;
+  }
+
+  Tensor initial_result(const Matrix<float>& weight, const Matrix<float>& hessian, Method method) const {
+    return Format::initial(weight, hessian, method, config_.gptq);
+  }
+
+  TrainConfig part_config(long layer, Part part) const {
+    TrainConfig train = config_.train;
+    train.seed = detail::part_seed(detail::stream_seed(config_.train.seed, part.stream), layer, part.index);
+    return train;
+  }
+
+  LogitInit part_init(long layer, Part part) const {
+    LogitInit init = config_.logit_init;
+    init.seed = detail::part_seed(detail::stream_seed(config_.logit_init.seed + 1, part.stream), layer, part.index);
+    return init;
+  }
+
+  /// RTN, GPTQ, or GSQ on the Hessian objective for one linear layer; puts the result in the model.
+  LinearResult quantize_linear(long layer, const std::string& linear, Part part, const Matrix<float>& hessian, Method method,
+                               const TrainingProgress& progress) {
+    const auto start = std::chrono::steady_clock::now();
+    const Matrix<float> weight = model_.linear_weight(layer, linear);
+    if (observer_) observer_(LlamaModel::tensor_name(layer, linear), weight, hessian);
+    HessianObjective<> objective(weight, hessian);
+    LinearResult result{LlamaModel::tensor_name(layer, linear), {}};
+    Tensor tensor = initial_result(weight, hessian, method == Method::gsq ? config_.gsq_init : method);
+    if (method == Method::gsq) {
+      result.init_error = objective.relative_error(tensor.dequantize());
+      Gsq quantizer = Format::quantizer(tensor, part_init(layer, part));
+      train(quantizer, objective, part_config(layer, part), [&](const StepReport& step) {
+        if (progress) progress(layer, linear, step);
+      });
+      Tensor trained = Format::result(quantizer, tensor);
+      // The starting point is a candidate too: a short run can end above it.
+      if (objective.relative_error(trained.dequantize()) < result.init_error) tensor = std::move(trained);
+    }
+    const Matrix<float> stored = Format::store(tensor, result.name);
+    result.error = objective.relative_error(stored);
+    result.tensor = std::move(tensor);
+    model_.set_linear_weight(layer, linear, stored);
+    result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return result;
+  }
+
+  /// An expert with too few calibration tokens: RTN on its weights alone (H = I), so that it is
+  /// quantized like every other; its error is measured there.
+  LinearResult quantize_without_data(long layer, const std::string& linear) {
+    const auto start = std::chrono::steady_clock::now();
+    const Matrix<float> weight = model_.linear_weight(layer, linear);
+    Matrix<float> identity(weight.cols, weight.cols);
+    for (long i = 0; i < weight.cols; ++i) identity(i, i) = 1;
+    if (observer_) observer_(LlamaModel::tensor_name(layer, linear), weight, identity);
+    LinearResult result{LlamaModel::tensor_name(layer, linear), {}};
+    Tensor tensor = initial_result(weight, identity, Method::rtn);
+    const Matrix<float> stored = Format::store(tensor, result.name);
+    result.error = HessianObjective<>(weight, identity).relative_error(stored);
+    result.tensor = std::move(tensor);
+    result.fallback = true;
+    model_.set_linear_weight(layer, linear, stored);
+    result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return result;
+  }
+
+  /// Quantizes SwiGLU block `block` from its calibration inputs `inputs` (the rows of the MLP's
+  /// input it is calibrated on, of `layer_tokens`; `down_inputs`: its down projection's inputs if
+  /// the forward pass recorded them): GSQ on the block objective, or each projection on its own;
+  /// a routed expert with too few tokens without data.
+  void quantize_block(long layer, const SwiGluBlock& block, Part first, const Matrix<float>& inputs,
+                      const Matrix<float>* down_inputs, long layer_tokens, LayerResult& result, const TrainingProgress& progress) {
+    const std::size_t first_linear = result.linears.size();
+    const double min_tokens = config_.expert_min_tokens * static_cast<double>(layer_tokens);
+    if (block.expert >= 0 && (inputs.rows == 0 || static_cast<double>(inputs.rows) < min_tokens)) {
+      for (const std::string& linear : block.linears) result.linears.push_back(quantize_without_data(layer, linear));
+    } else {
+      // H of gate/up's input and of down's, before any of the block is quantized.
+      const Matrix<float> input_hessian = detail::input_hessian(inputs);
+      const Matrix<float> down_hessian =
+          detail::input_hessian(down_inputs ? *down_inputs : model_.swiglu_activations(layer, block, inputs));
+      if (config_.method == Method::gsq && config_.objective == GsqObjective::block)
+        train_block(layer, block, first, inputs, {&input_hessian, &input_hessian, &down_hessian}, layer_tokens, result, progress);
+      else  // each on its own; the layer-output objective's start
+        for (long j = 0; j < 3; ++j)
+          result.linears.push_back(quantize_linear(layer, block.linears[static_cast<std::size_t>(j)], {first.index + j, first.stream},
+                                                   j == 2 ? down_hessian : input_hessian,
+                                                   layer_output() ? config_.gsq_init : config_.method, progress));
+    }
+    if (block.expert >= 0)
+      for (std::size_t i = first_linear; i < result.linears.size(); ++i) result.linears[i].tokens = inputs.rows;
+  }
+
+  /// GSQ of gate, up and down trained jointly on the SwiGLU block's output over `inputs`, in
+  /// mini-batches the size the whole layer's calibration set is cut into.
+  void train_block(long layer, const SwiGluBlock& block, Part first, const Matrix<float>& inputs,
+                   const std::array<const Matrix<float>*, 3>& hessians, long layer_tokens, LayerResult& result,
+                   const TrainingProgress& progress) {
+    const auto start = std::chrono::steady_clock::now();
+    std::array<Matrix<float>, 3> weights;
+    std::array<LinearResult, 3> linears;
+    std::array<Tensor, 3> tensors;
+    std::vector<HessianObjective<>> objectives;
+    for (std::size_t i = 0; i < 3; ++i) {
+      weights[i] = model_.linear_weight(layer, block.linears[i]);
+      objectives.emplace_back(weights[i], *hessians[i]);
+      if (observer_) observer_(LlamaModel::tensor_name(layer, block.linears[i]), weights[i], *hessians[i]);
+      linears[i].name = LlamaModel::tensor_name(layer, block.linears[i]);
+      tensors[i] = initial_result(weights[i], *hessians[i], config_.gsq_init);
+      linears[i].init_error = objectives[i].relative_error(tensors[i].dequantize());
+    }
+    const long batch_tokens = std::min(inputs.rows, std::max(1L, layer_tokens / config_.block_batches));
+    SwiGluBlockObjective<> objective(weights[0], weights[1], weights[2], inputs, batch_tokens);
+    BlockResult block_result{block.name, inputs.rows};
+    block_result.init_error = objective.relative_error(tensors[0].dequantize(), tensors[1].dequantize(), tensors[2].dequantize());
+    Gsq gate = Format::quantizer(tensors[0], part_init(layer, first)),
+        up = Format::quantizer(tensors[1], part_init(layer, {first.index + 1, first.stream})),
+        down = Format::quantizer(tensors[2], part_init(layer, {first.index + 2, first.stream}));
+    train_jointly(objective, part_config(layer, first), [&](const StepReport& step) { if (progress) progress(layer, block.name, step); },
+                  gate, up, down);
+    std::array<Tensor, 3> trained{Format::result(gate, tensors[0]), Format::result(up, tensors[1]), Format::result(down, tensors[2])};
+    if (objective.relative_error(trained[0].dequantize(), trained[1].dequantize(), trained[2].dequantize()) <
+        block_result.init_error)
+      tensors = std::move(trained);
+
+    std::array<Matrix<float>, 3> stored;
+    for (std::size_t i = 0; i < 3; ++i) {
+      stored[i] = Format::store(tensors[i], linears[i].name);
+      linears[i].error = objectives[i].relative_error(stored[i]);
+      linears[i].tensor = std::move(tensors[i]);
+      model_.set_linear_weight(layer, block.linears[i], stored[i]);
+    }
+    block_result.error = objective.relative_error(stored[0], stored[1], stored[2]);
+    result.blocks.push_back(block_result);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    for (LinearResult& linear : linears) {
+      linear.seconds = seconds / 3;
+      result.linears.push_back(std::move(linear));
+    }
+  }
+
+  /// GSQ of a dense layer's seven linears (q, k, v, o, gate, up, down) trained jointly on the
+  /// layer's output over `inputs` against `targets`, from their results so far (`started`, in
+  /// that order); the better of the trained and the started layer goes into the model. Each
+  /// linear's error is its Hessian error against its full-precision weight (`originals`).
+  /// {make(0), ..., make(N - 1)}, for element types without a default constructor.
+  template <std::size_t N, class Make>
+  static auto array_of(const Make& make) { return array_of(make, std::make_index_sequence<N>{}); }
+  template <class Make, std::size_t... I>
+  static auto array_of(const Make& make, std::index_sequence<I...>) {
+    return std::array<decltype(make(std::size_t{0})), sizeof...(I)>{make(I)...};
+  }
+
+  void train_layer(long layer, const HiddenStates& inputs, const Matrix<float>& targets,
+                   const std::array<Matrix<float>, LayerObjective::linear_count>& originals,
+                   const std::array<const Matrix<float>*, LayerObjective::linear_count>& hessians,
+                   const std::vector<LinearResult>& started, LayerResult& result, const TrainingProgress& progress) {
+    constexpr std::size_t count = LayerObjective::linear_count;
+    const auto start = std::chrono::steady_clock::now();
+    const std::array<std::string, count> names = LayerObjective::linear_names();
+    LayerObjective objective(model_, layer, inputs, targets, std::max(1L, inputs.sequences() / config_.block_batches));
+    std::array<Tensor, count> tensors;
+    std::array<Matrix<float>, count> stored;
+    for (std::size_t i = 0; i < count; ++i) {
+      tensors[i] = std::get<Tensor>(started[i].tensor);
+      stored[i] = model_.linear_weight(layer, names[i]);
+    }
+    BlockResult layer_result{"layer", inputs.values.rows};
+    layer_result.init_error = objective.relative_error(stored);
+    const auto quantizer = [&](std::size_t i) { return Format::quantizer(tensors[i], part_init(layer, {static_cast<long>(i), 0})); };
+    std::array<Gsq, count> quantizers = array_of<count>(quantizer);
+    std::apply([&](auto&... each) {
+      train_jointly(objective, part_config(layer, {0, 0}),
+                    [&](const StepReport& step) { if (progress) progress(layer, "layer", step); }, each...);
+    }, quantizers);
+    std::array<Tensor, count> trained;
+    std::array<Matrix<float>, count> trained_stored;
+    for (std::size_t i = 0; i < count; ++i) {
+      trained[i] = Format::result(quantizers[i], tensors[i]);
+      trained_stored[i] = Format::store(trained[i], started[i].name);
+    }
+    layer_result.error = objective.relative_error(trained_stored);
+    if (layer_result.error < layer_result.init_error) {
+      tensors = std::move(trained);
+      stored = std::move(trained_stored);
+    } else {
+      layer_result.error = layer_result.init_error;  // the starting point is a candidate too
+    }
+    result.blocks.push_back(layer_result);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    for (std::size_t i = 0; i < count; ++i) {
+      LinearResult linear{started[i].name, std::move(tensors[i])};
+      linear.error = HessianObjective<>(originals[i], *hessians[i]).relative_error(stored[i]);
+      linear.init_error = started[i].error;
+      linear.seconds = started[i].seconds + seconds / static_cast<double>(count);
+      model_.set_linear_weight(layer, names[i], stored[i]);
+      result.linears.push_back(std::move(linear));
+    }
+  }
+
+  LlamaModel& model_;
+  ModelQuantizationConfig config_;
+  const Communicator* communicator_;
+  LinearObserver observer_;
+};
+
+}  // namespace gsq

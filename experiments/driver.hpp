@@ -3,6 +3,7 @@
 // strictly; the labels of a run's format.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <exception>
@@ -16,6 +17,11 @@
 #include <gsq/io/atomic_file.hpp>
 
 namespace gsq::driver {
+
+using Clock = std::chrono::steady_clock;
+
+/// Seconds from `start` until now, for the drivers' tables and progress lines.
+inline double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 /// Runs `body` (returning the exit status), printing "<program>: error: <message>" for failures.
 template <class Body>

@@ -23,7 +23,8 @@
 #include <gsq/model/llama.hpp>
 
 namespace po = boost::program_options;
-using Clock = std::chrono::steady_clock;
+using gsq::driver::Clock;
+using gsq::driver::seconds_since;
 
 namespace {
 
@@ -38,8 +39,6 @@ struct Options {
   int threads = 0;
   bool quiet = false;
 };
-
-double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 /// Parses the command line; std::nullopt when --help was asked for (and printed).
 std::optional<Options> parse_options(int argc, char** argv) {

@@ -28,20 +28,21 @@
 #include <boost/program_options.hpp>
 #include <nlohmann/json.hpp>
 
+#include <gsq/core/train_k_quant.hpp>
 #include <gsq/experiment/dispatch.hpp>
-#include <gsq/format/checkpoint.hpp>
+#include <gsq/format/packed.hpp>
 #include <gsq/format/k_quant.hpp>
 #include <gsq/gsq.hpp>
-#include <gsq/core/train_k_quant.hpp>
 #include <gsq/init/k_quant_fit.hpp>
 #include <gsq/init/k_quant_gptq.hpp>
 #include <gsq/io/output_location.hpp>
-#include <gsq/model/sequential.hpp>
+#include <gsq/pipeline/linear_format.hpp>
 
 #include "driver.hpp"
 
 namespace po = boost::program_options;
-using Clock = std::chrono::steady_clock;
+using gsq::driver::Clock;
+using gsq::driver::seconds_since;
 
 namespace {
 
@@ -87,10 +88,6 @@ struct Options {
   std::string json_path, save_path, save_layer_path;
   bool quiet = false;
 };
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 template <class Choice>
 std::string alternatives() {
@@ -636,7 +633,7 @@ nlohmann::json json_report(const Layer& layer, const Options& options, const std
   return {{"producer", gsq::producer}, {"records", std::move(records)}};
 }
 
-/// Writes a result as quantize_model's quantized.safetensors holds a layer (gsq/format/checkpoint.hpp,
+/// Writes a result as quantize_model's quantized.safetensors holds a layer (gsq/format/packed.hpp,
 /// so gsq::read_packed(file, "weight", ...) reads it back), beside its dequantized weight.
 void save_result(const MethodResult& result, const Options& options, const std::string& path) {
   gsq::SafetensorsWriter writer;

@@ -23,15 +23,15 @@
 
 #include "driver.hpp"
 #include <gsq/experiment/dispatch.hpp>
+#include <gsq/export/dequantized_checkpoint.hpp>
 #include <gsq/export/exports.hpp>
-#include <gsq/format/checkpoint.hpp>
 #include <gsq/gsq.hpp>
 #include <gsq/io/fingerprint.hpp>
 #include <gsq/io/output_location.hpp>
 #include <gsq/io/resumable_output.hpp>
 #include <gsq/model/evaluation.hpp>
-#include <gsq/model/report.hpp>
-#include <gsq/model/sequential.hpp>
+#include <gsq/pipeline/report.hpp>
+#include <gsq/pipeline/sequential.hpp>
 #ifdef GSQ_WITH_MPI
 #include <gsq/distributed/mpi_communicator.hpp>
 #endif
@@ -40,7 +40,8 @@ namespace {
 
 namespace fs = std::filesystem;
 namespace po = boost::program_options;
-using Clock = std::chrono::steady_clock;
+using gsq::driver::Clock;
+using gsq::driver::seconds_since;
 using GridChoice = gsq::Choice<gsq::GridPolicies, gsq::ByBits>;
 using GroupingChoice =
     gsq::Choice<gsq::TypeList<gsq::PerChannel, gsq::GroupSize<64>, gsq::GroupSize<128>, gsq::GroupSize<256>>, gsq::ByGroupSize>;
@@ -61,8 +62,6 @@ struct Options {
   bool byte_tokens = false, resume = false, quiet = false;
   int threads = 0;
 };
-
-double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 std::vector<std::string> split(const std::string& text) {
   std::vector<std::string> parts;
@@ -166,7 +165,7 @@ Options parse_options(int argc, char** argv) {
 }
 
 /// Calls visitor(gsq::Tag<Format>{}) with the linear format the options name: --format's K-quant
-/// layout, or --bits and --group's grid format (gsq/model/linear_format.hpp).
+/// layout, or --bits and --group's grid format (gsq/pipeline/linear_format.hpp).
 template <class Visitor>
 void visit_format(const Options& options, Visitor&& visitor) {
   if (options.k_quant)
@@ -398,12 +397,7 @@ MethodRun run_method(gsq::Method method, const Options& options, const Plan& pla
   gsq::ModelQuantizationConfig config = options.config;
   config.method = method;
   const nlohmann::json settings = run_settings(options, config, calibration.size());
-  // Rank 0 opens OUT.partial first; the others then join it.
-  std::optional<gsq::ResumableOutput> opened;
-  if (communicator.rank() == 0) opened.emplace(out, settings, options.resume, plan.inputs);
-  communicator.barrier();
-  if (communicator.rank() != 0) opened.emplace(out, settings, true, plan.inputs);
-  const gsq::ResumableOutput& output = *opened;
+  const gsq::ResumableOutput output(out, settings, options.resume, plan.inputs, communicator);
   const bool quiet = options.quiet || communicator.rank() != 0;
   if (!quiet) std::fprintf(stderr, "%s: quantizing %s into %s\n", gsq::method_name(method), options.model.c_str(), out.c_str());
 
@@ -423,20 +417,13 @@ MethodRun run_method(gsq::Method method, const Options& options, const Plan& pla
     packed = quantizer.quantize_layers(calibration, options.calib_window, output, finished, ProgressPrinter{quiet});
     bpp = Format::bits_per_parameter(model.config().hidden_size);
   });
-  if (communicator.rank() != 0) {
-    // Rank 0 names the directory it publishes into; every rank writes its share of the shards.
-    const std::vector<std::uint8_t> published = communicator.all_gather({}).front();
-    gsq::write_checkpoint(model, options.model, source, std::string(published.begin(), published.end()),
-                          gsq::default_shard_bytes, communicator);
-    return {};
-  }
   packed.set_metadata("method", gsq::method_name(method));
   const double quantize_seconds = seconds_since(start);
 
   nlohmann::json manifest = {{"producer", gsq::producer}, {"method", gsq::method_name(method)}, {"bits", gsq::driver::bits_label(options)},
                              {"group", gsq::driver::group_label(options)}, {"bpp", bpp}, {"settings", settings},
                              {"layers", layers}, {"quantize_seconds", quantize_seconds}};
-  if (!evaluation.empty()) {
+  if (!evaluation.empty() && communicator.rank() == 0) {
     const Clock::time_point eval_start = Clock::now();
     gsq::EvaluationOptions eval_options;
     eval_options.window = options.window;
@@ -445,8 +432,8 @@ MethodRun run_method(gsq::Method method, const Options& options, const Plan& pla
   }
 
   output.publish([&](const std::string& directory) {
-    communicator.all_gather(std::vector<std::uint8_t>(directory.begin(), directory.end()));
     gsq::write_checkpoint(model, options.model, source, directory, gsq::default_shard_bytes, communicator);
+    if (communicator.rank() != 0) return;  // the other ranks have written their share of the shards
     packed.write(directory + "/quantized.safetensors");
     if (!options.exports.empty()) {
       gsq::QuantizedModel quantized = gsq::QuantizedModel::open(directory, directory + "/quantized.safetensors");
@@ -459,6 +446,7 @@ MethodRun run_method(gsq::Method method, const Options& options, const Plan& pla
     }
     gsq::write_json_atomically(directory + "/manifest.json", manifest);
   });
+  if (communicator.rank() != 0) return {};
   return {manifest, bpp};
 }
 

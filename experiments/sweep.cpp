@@ -35,7 +35,8 @@
 
 namespace po = boost::program_options;
 namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
+using gsq::driver::Clock;
+using gsq::driver::seconds_since;
 
 namespace {
 
@@ -66,8 +67,6 @@ struct Options {
   bool summary = false;
   bool quiet = false;
 };
-
-double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 /// The hyper-parameters of `point` that the grid sweeps (more than one value), as flag=value.
 std::string swept_values(const gsq::SweepPoint& point, const gsq::SweepGrid& grid) {

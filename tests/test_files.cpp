@@ -22,11 +22,12 @@
 
 #include <nlohmann/json.hpp>
 
-#include <gsq/format/checkpoint.hpp>
+#include <gsq/format/packed.hpp>
 #include <gsq/io/atomic_file.hpp>
 #include <gsq/io/output_location.hpp>
 #include <gsq/io/regular_file.hpp>
 #include <gsq/io/safetensors.hpp>
+#include <gsq/policy/grid.hpp>
 
 #include "program_runner.hpp"
 
@@ -351,7 +352,7 @@ void flip_tensor_byte(const fs::path& path, const std::string& name) {
   write(path, content);
 }
 
-TEST_CASE("--resume refuses, naming it, an input or a completed layer that changed since the stopped run", "[files][drivers]") {
+TEST_CASE("resuming is refused, naming it, when an input or a completed layer changed since the stopped run", "[files][drivers]") {
   const ScratchDirectory scratch;
   const fs::path model = scratch.path / "model", out = scratch.path / "out";
   const std::string partial = out.string() + ".partial";

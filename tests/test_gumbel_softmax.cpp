@@ -50,7 +50,7 @@ bool on_grid(int level) {
 }
 
 /// Where logit k of element e lives: weights in tiles of 64, candidate-major within a tile
-/// (gsq/core/candidate_tiles.hpp). The test layer spans a whole tile and part of a second.
+/// (gsq/backend/candidate_tiles.hpp). The test layer spans a whole tile and part of a second.
 template <class Grid>
 std::size_t logit_index(std::size_t element, int k) {
   const std::size_t tile = element / 64, lane = element % 64;

@@ -22,7 +22,7 @@
 
 #include "gsq/backend/host.hpp"
 #include "gsq/experiment/synthetic_layer.hpp"
-#include "gsq/format/checkpoint.hpp"
+#include <gsq/format/packed.hpp>
 #include "gsq/core/train_k_quant.hpp"
 #include "gsq/format/k_quant.hpp"
 #include "gsq/format/quantized_tensor.hpp"

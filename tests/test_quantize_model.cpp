@@ -12,9 +12,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include <gsq/format/checkpoint.hpp>
+#include <gsq/export/dequantized_checkpoint.hpp>
+#include <gsq/format/packed.hpp>
 #include <gsq/model/evaluation.hpp>
-#include <gsq/model/sequential.hpp>
+#include <gsq/pipeline/sequential.hpp>
 
 namespace {
 

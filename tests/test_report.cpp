@@ -1,5 +1,5 @@
-// Tests of the JSON records of a model quantization run (gsq/model/report.hpp, and a layer's record
-// beside LayerResult in gsq/model/sequential.hpp): the keys that manifests, settings.json and the
+// Tests of the JSON records of a model quantization run (gsq/pipeline/report.hpp, and a layer's record
+// beside LayerResult in gsq/pipeline/sequential.hpp): the keys that manifests, settings.json and the
 // scripts reading them rely on, optional keys only when measured, and a layer record read back
 // as it was written (a resumed run reports completed layers from their files).
 #include <catch2/catch.hpp>
@@ -8,7 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include <gsq/model/report.hpp>
+#include <gsq/pipeline/report.hpp>
 
 TEST_CASE("report: an evaluation's record") {
   gsq::EvaluationResult result;

@@ -1,4 +1,4 @@
-// Tests of SequentialQuantizer::quantize_layers (gsq/model/sequential.hpp) on a tiny Llama: each
+// Tests of SequentialQuantizer::quantize_layers (gsq/pipeline/sequential.hpp) on a tiny Llama: each
 // completed layer is kept in the resumable output, and a run stopped after a layer and resumed
 // gives the packed file, the reports and the model an uninterrupted run gives.
 #include <catch2/catch.hpp>
@@ -8,14 +8,13 @@
 
 #include <cstdint>
 #include <filesystem>
-#include <optional>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include <gsq/io/resumable_output.hpp>
-#include <gsq/model/sequential.hpp>
+#include <gsq/pipeline/sequential.hpp>
 
 namespace fs = std::filesystem;
 using gsq::testing::ScratchDirectory;
@@ -142,13 +141,7 @@ MixtureRun quantize_mixture(const std::string& name, const gsq::ModelQuantizatio
                             const gsq::Communicator* communicator = &gsq::serial_communicator()) {
   gsq::LlamaModel model = gsq::LlamaModel::open(fixtures + name);
   TinyQuantizer quantizer(model, config, *communicator);
-  // Rank 0 opens the output first (and keeps it: a run that completes nothing removes what it
-  // created); the others join it.
-  std::optional<gsq::ResumableOutput> opened;
-  if (communicator->rank() == 0) opened.emplace(out, nlohmann::json{{"test", "mixture"}}, resume);
-  communicator->barrier();
-  if (communicator->rank() != 0) opened.emplace(out, nlohmann::json{{"test", "mixture"}}, true);
-  const gsq::ResumableOutput& output = *opened;
+  const gsq::ResumableOutput output(out, {{"test", "mixture"}}, resume, nlohmann::json::object(), *communicator);
   MixtureRun run;
   const gsq::SafetensorsWriter packed = quantizer.quantize_layers(
       tokens_below(model.config().vocab_size, 320), 40, output, [&](const gsq::LayerResult& result, const gsq::LayerProgress&) {

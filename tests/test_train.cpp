@@ -7,7 +7,7 @@
 #include <vector>
 
 #include <gsq/gsq.hpp>
-#include <gsq/model/linear_format.hpp>
+#include <gsq/pipeline/linear_format.hpp>
 
 namespace {
 

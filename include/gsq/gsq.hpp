@@ -10,7 +10,8 @@
 // CUDA programs (nvcc) add #include <gsq/backend/cuda.cuh> and name gsq::Cuda<float>.
 #pragma once
 
-// Common vocabulary: errors, the host matrix.
+// Common vocabulary: errors, element types and half conversions, the host matrix.
+#include "gsq/common/dtype.hpp"
 #include "gsq/common/error.hpp"
 #include "gsq/common/matrix.hpp"
 // Policies: what a quantizer is composed of.
@@ -21,7 +22,7 @@
 #include "gsq/policy/parametrisation.hpp"
 #include "gsq/policy/schedule.hpp"
 // The optimisation core: noise, the relaxation's functors, the quantizer, the loop.
-#include "gsq/core/candidate_tiles.hpp"
+#include "gsq/backend/candidate_tiles.hpp"
 #include "gsq/core/group_layout.hpp"
 #include "gsq/core/gumbel_softmax.hpp"
 #include "gsq/core/philox.hpp"

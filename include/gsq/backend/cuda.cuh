@@ -16,7 +16,7 @@
 #include <thrust/system/cuda/execution_policy.h>
 
 #include "gsq/backend/fwd.hpp"
-#include "gsq/core/candidate_tiles.hpp"
+#include "gsq/backend/candidate_tiles.hpp"
 #include "gsq/common/error.hpp"
 
 namespace gsq {
@@ -71,7 +71,7 @@ struct Cuda {
   }
 
   /// Calls functor(i, shift) for i in [0, count) with i's CandidateTiles shift
-  /// (gsq/core/candidate_tiles.hpp), one thread per element.
+  /// (gsq/backend/candidate_tiles.hpp), one thread per element.
   template <class Functor>
   static void for_each_tile(std::size_t count, const Functor& functor) {
     for_each_index(count, detail::WithTileShift<Functor>{functor});

@@ -30,7 +30,7 @@
 
 #include "gsq/backend/fwd.hpp"
 #include "gsq/common/error.hpp"
-#include "gsq/core/candidate_tiles.hpp"
+#include "gsq/backend/candidate_tiles.hpp"
 #include "gsq/detail/floating_point.hpp"
 
 namespace gsq {
@@ -61,7 +61,7 @@ struct Host {
   }
 
   /// Calls functor(i, shift) for i in [0, count), shift being the CandidateTiles shift of i's
-  /// tile (gsq/core/candidate_tiles.hpp): for functors over per-candidate arrays. A tile's calls
+  /// tile (gsq/backend/candidate_tiles.hpp): for functors over per-candidate arrays. A tile's calls
   /// are SIMD lanes with the shift constant, so their loads are contiguous vectors.
   template <class Functor>
   static void for_each_tile(std::size_t count, const Functor& functor) {

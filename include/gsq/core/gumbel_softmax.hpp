@@ -10,7 +10,7 @@
 // pass reads them and either overwrites them with dL/da_k or hands dL/da_k straight to the
 // optimizer, so the pair costs one buffer the size of the logits and the noise is drawn once per
 // step. Logits and everything laid out like them are in candidate tiles
-// (gsq/core/candidate_tiles.hpp): the functors over them take (element, tile shift) and run
+// (gsq/backend/candidate_tiles.hpp): the functors over them take (element, tile shift) and run
 // through Backend::for_each_tile.
 #pragma once
 
@@ -18,7 +18,7 @@
 #include <cstdint>
 
 #include "gsq/common/config.hpp"
-#include "gsq/core/candidate_tiles.hpp"
+#include "gsq/backend/candidate_tiles.hpp"
 #include "gsq/core/group_layout.hpp"
 #include "gsq/core/philox.hpp"
 #include "gsq/detail/fast_math.hpp"

@@ -24,7 +24,7 @@
 
 #include "gsq/backend/fwd.hpp"
 #include "gsq/common/error.hpp"
-#include "gsq/core/candidate_tiles.hpp"
+#include "gsq/backend/candidate_tiles.hpp"
 #include "gsq/core/group_layout.hpp"
 #include "gsq/core/gumbel_softmax.hpp"
 #include "gsq/format/quantized_tensor.hpp"
@@ -210,7 +210,7 @@ class Quantizer {
     return {grid_spec<Grid>(), rows_, cols_, layout_.group_width, codes(), std::vector<float>(scales.begin(), scales.end())};
   }
 
-  /// K per weight, in candidate tiles (gsq/core/candidate_tiles.hpp).
+  /// K per weight, in candidate tiles (gsq/backend/candidate_tiles.hpp).
   vector<Real>& logits() { return logits_; }
   const vector<Real>& logits() const { return logits_; }
   vector<Real>& parameters() { return parameters_; }
@@ -260,7 +260,7 @@ class Quantizer {
   long rows_, cols_;
   GroupLayout layout_;
   vector<std::int8_t> base_;  // starting codes: the centre of a shift grid
-  vector<Real> logits_;       // K per weight, in candidate tiles (gsq/core/candidate_tiles.hpp)
+  vector<Real> logits_;       // K per weight, in candidate tiles (gsq/backend/candidate_tiles.hpp)
   vector<Real> parameters_;   // Parametrisation::parameter_count per group
   vector<Real> code_;         // forward codes of the last forward pass
   vector<Real> logit_grad_;   // the last forward's probabilities, then the backward's dL/dlogits

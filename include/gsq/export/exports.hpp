@@ -13,8 +13,8 @@
 
 #include "gsq/common/error.hpp"
 #include "gsq/export/compressed_tensors.hpp"
-#include "gsq/export/gguf.hpp"
-#include "gsq/export/gptq.hpp"
+#include "gsq/export/gguf_model.hpp"
+#include "gsq/export/gptq_checkpoint.hpp"
 #include "gsq/export/quantized_model.hpp"
 
 namespace gsq {

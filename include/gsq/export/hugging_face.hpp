@@ -16,7 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "gsq/export/quantized_model.hpp"
-#include "gsq/format/checkpoint.hpp"
+#include "gsq/export/dequantized_checkpoint.hpp"
 #include "gsq/io/atomic_file.hpp"
 #include "gsq/io/safetensors.hpp"
 

@@ -2,7 +2,7 @@
 // (config.json, tokenizer files, the tensors that stay in full precision) and the quantized
 // linear layers by tensor name, in the paper's grid format (codes and fp16 scales) or in a
 // llama.cpp K-quant format. quantize_model's output directory is such a pair: model.safetensors
-// and quantized.safetensors (gsq/format/checkpoint.hpp).
+// and quantized.safetensors (gsq/format/packed.hpp).
 #pragma once
 
 #include <cstdint>
@@ -17,7 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "gsq/common/error.hpp"
-#include "gsq/format/checkpoint.hpp"
+#include "gsq/format/packed.hpp"
 #include "gsq/format/k_quant.hpp"
 #include "gsq/format/quantized_tensor.hpp"
 #include "gsq/io/safetensors.hpp"

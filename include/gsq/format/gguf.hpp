@@ -18,11 +18,11 @@
 #include <variant>
 #include <vector>
 
+#include "gsq/common/dtype.hpp"
 #include "gsq/common/error.hpp"
 #include "gsq/common/matrix.hpp"
 #include "gsq/format/quantized_tensor.hpp"
 #include "gsq/io/atomic_file.hpp"
-#include "gsq/io/safetensors.hpp"
 
 namespace gsq {
 

@@ -15,9 +15,9 @@
 #include <string>
 #include <vector>
 
+#include "gsq/common/dtype.hpp"
 #include "gsq/common/error.hpp"
 #include "gsq/common/matrix.hpp"
-#include "gsq/io/safetensors.hpp"
 
 namespace gsq {
 

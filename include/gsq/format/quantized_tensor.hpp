@@ -8,7 +8,7 @@
 
 #include "gsq/common/error.hpp"
 #include "gsq/common/matrix.hpp"
-#include "gsq/policy/grid.hpp"
+#include "gsq/format/grid_spec.hpp"
 
 namespace gsq {
 

@@ -29,10 +29,10 @@
 
 #include "gsq/backend/host.hpp"
 #include "gsq/common/error.hpp"
+#include "gsq/common/hessian_check.hpp"
 #include "gsq/common/matrix.hpp"
 #include "gsq/format/quantized_tensor.hpp"
 #include "gsq/init/scale_fit.hpp"
-#include "gsq/objective/hessian.hpp"
 #include "gsq/policy/grid.hpp"
 
 namespace gsq {

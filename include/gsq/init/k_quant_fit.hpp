@@ -20,10 +20,10 @@
 #include <utility>
 #include <vector>
 
+#include "gsq/common/dtype.hpp"
 #include "gsq/common/error.hpp"
 #include "gsq/common/matrix.hpp"
 #include "gsq/format/k_quant.hpp"
-#include "gsq/io/safetensors.hpp"
 
 namespace gsq {
 

@@ -17,6 +17,10 @@
 // A run that fails before it completes any unit removes the OUT.partial it created: it leaves
 // nothing behind, and a rerun with corrected settings just starts.
 //
+// Over several ranks (a Communicator; they share the file system) every rank opens the output
+// and publishes it alike: rank 0 opens OUT.partial first and the others join it; rank 0 makes the
+// directory the output is written into and every rank writes its share there.
+//
 //   gsq::ResumableOutput output("out/gsq2", settings, resume, inputs);
 //   if (!output.completed("layer-0")) output.store("layer-0", writer, fingerprint);
 //   else output.verify("layer-0", fingerprint, "layer 0's weights"), output.read("layer-0");
@@ -28,12 +32,15 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "gsq/common/error.hpp"
+#include "gsq/distributed/communicator.hpp"
 #include "gsq/io/atomic_file.hpp"
 #include "gsq/io/fingerprint.hpp"
 #include "gsq/io/safetensors.hpp"
@@ -48,22 +55,13 @@ class ResumableOutput {
   /// messages name the --resume flag of the drivers), so that no stopped run is silently redone,
   /// mixed with a run of other settings, or continued on other data.
   ResumableOutput(std::string destination, const nlohmann::json& settings, bool resume,
-                  const nlohmann::json& inputs = nlohmann::json::object())
-      : destination_(std::move(destination)), partial_(destination_ + ".partial") {
-    namespace fs = std::filesystem;
-    require_startable(destination_, resume);
-    if (fs::exists(partial_)) {
-      require_same_inputs(inputs);
-      // Compared as written: text that is not UTF-8 (a path of odd bytes) is stored replaced.
-      require(read_json(settings_path()) == as_written(settings),
-              "--resume: the settings differ from those of the stopped run in " + partial_ + " (compare with its settings.json)");
-      clear_dead_work();
-      return;
-    }
-    fs::create_directories(partial_);
-    created_ = true;
-    write_json_atomically(settings_path(), settings);
-    write_json_atomically(inputs_path(), inputs);
+                  const nlohmann::json& inputs = nlohmann::json::object(),
+                  const Communicator& communicator = serial_communicator())
+      : destination_(std::move(destination)), partial_(destination_ + ".partial"), communicator_(&communicator) {
+    // Rank 0 opens OUT.partial first; the others then join it.
+    if (communicator.rank() == 0) open(settings, resume, inputs);
+    communicator.barrier();
+    if (communicator.rank() != 0) open(settings, true, inputs);
   }
 
   ResumableOutput(const ResumableOutput&) = delete;
@@ -120,20 +118,44 @@ class ResumableOutput {
 
   SafetensorsFile read(const std::string& unit) const { return SafetensorsFile::open(unit_path(unit)); }
 
-  /// Publishes the output: `fill` writes it into a work directory beside the destination, which
-  /// then replaces the destination (gsq::replace_directory), and the completed units are deleted.
-  /// If `fill` throws, its directory is removed and the destination and the completed units stay
-  /// as they were.
+  /// Publishes the output: `fill` writes it into a work directory beside the destination (every
+  /// rank calls it with the same directory, to write its share), which then replaces the
+  /// destination (gsq::replace_directory), and the completed units are deleted. If `fill` throws,
+  /// its directory is removed and the destination and the completed units stay as they were.
   void publish(const std::function<void(const std::string& directory)>& fill) const {
-    WorkDirectory staged(destination_);
-    fill(staged.path());
-    replace_directory(staged.path(), destination_);
-    staged.dismiss();
+    std::optional<WorkDirectory> staged;
+    if (communicator_->rank() == 0) staged.emplace(destination_);
+    const std::string made = staged ? staged->path() : std::string();
+    const std::vector<std::uint8_t> named = communicator_->all_gather(std::vector<std::uint8_t>(made.begin(), made.end())).front();
+    const std::string directory(named.begin(), named.end());
+    fill(directory);
+    communicator_->barrier();  // every rank's share is written
+    if (!staged) return;
+    replace_directory(directory, destination_);
+    staged->dismiss();
     std::filesystem::remove_all(partial_);
     published_ = true;
   }
 
  private:
+  /// Opens OUT.partial on this rank: see the constructor.
+  void open(const nlohmann::json& settings, bool resume, const nlohmann::json& inputs) {
+    namespace fs = std::filesystem;
+    require_startable(destination_, resume);
+    if (fs::exists(partial_)) {
+      require_same_inputs(inputs);
+      // Compared as written: text that is not UTF-8 (a path of odd bytes) is stored replaced.
+      require(read_json(settings_path()) == as_written(settings),
+              "--resume: the settings differ from those of the stopped run in " + partial_ + " (compare with its settings.json)");
+      clear_dead_work();
+      return;
+    }
+    fs::create_directories(partial_);
+    created_ = true;
+    write_json_atomically(settings_path(), settings);
+    write_json_atomically(inputs_path(), inputs);
+  }
+
   std::string settings_path() const { return partial_ + "/settings.json"; }
   std::string inputs_path() const { return partial_ + "/inputs.json"; }
   std::string record_path(const std::string& unit) const { return partial_ + "/" + unit + ".json"; }
@@ -181,6 +203,7 @@ class ResumableOutput {
 
   std::string destination_;
   std::string partial_;
+  const Communicator* communicator_;
   bool created_ = false;
   // What the run has done with its output, for the destructor (store and publish are const: they
   // change files, not what the object describes).

@@ -3,6 +3,7 @@
 // llama.cpp K-quant layout, KQuantLinearFormat<Layout>. A format policy gives
 //   Tensor                                      its result type (one of QuantizedLinear's)
 //   Gsq                                         the quantizer GSQ trains in it
+//   Optimizer                                   the optimizer policy GSQ trains it with
 //   initial(weight, hessian, method, gptq)      RTN (for K-quants: the importance-weighted fit) or GPTQ
 //   quantizer(start, init), result(gsq, start)  GSQ's quantizer from a start, and its hard result
 //   store(tensor, name)                         the exact weights the files hold, checked
@@ -22,13 +23,16 @@
 #include "gsq/common/error.hpp"
 #include "gsq/core/quantizer.hpp"
 #include "gsq/core/train_k_quant.hpp"
-#include "gsq/format/packed.hpp"
 #include "gsq/format/k_quant.hpp"
+#include "gsq/format/packed.hpp"
 #include "gsq/init/gptq.hpp"
 #include "gsq/init/k_quant_fit.hpp"
 #include "gsq/init/k_quant_gptq.hpp"
 #include "gsq/init/rtn.hpp"
 #include "gsq/pipeline/method.hpp"
+#include "gsq/policy/estimator.hpp"
+#include "gsq/policy/optimizer.hpp"
+#include "gsq/policy/schedule.hpp"
 
 namespace gsq {
 
@@ -50,11 +54,14 @@ inline Matrix<float> store_result(QuantizedTensor& tensor, const std::string& na
   return weight;
 }
 
-/// The paper's format: codes on Grid, one fp16 scale per group of Grouping.
-template <class Grid, class Grouping>
+/// The paper's format: codes on Grid, one fp16 scale per group of Grouping; GSQ trains it with
+/// the Schedule, Estimator and Optimizer policies (the paper's by default), so that a program can
+/// run a whole model with policies of its own (docs/examples/whole_model_policies.cpp).
+template <class Grid, class Grouping, class Schedule = LinearAnneal, class Estimator = Relaxed, class Optimizer_ = Lion>
 struct GridFormat {
   using Tensor = QuantizedTensor;
-  using Gsq = Quantizer<Grid, Grouping>;
+  using Gsq = Quantizer<Grid, Grouping, Schedule, Estimator>;
+  using Optimizer = Optimizer_;
 
   static Tensor initial(const Matrix<float>& weight, const Matrix<float>& hessian, Method method, const GptqConfig& gptq_config) {
     const long width = Grouping::group_width(static_cast<int>(weight.cols));
@@ -89,6 +96,7 @@ template <class Layout>
 struct KQuantLinearFormat {
   using Tensor = KQuantTensor;
   using Gsq = KQuantQuantizer<Layout>;
+  using Optimizer = Lion;
 
   static Tensor initial(const Matrix<float>& weight, const Matrix<float>& hessian, Method method, const GptqConfig& gptq_config) {
     if (method == Method::rtn) {

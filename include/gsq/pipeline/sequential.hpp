@@ -35,6 +35,7 @@
 #include <nlohmann/json.hpp>
 
 #include "gsq/backend/host.hpp"
+#include "gsq/common/array_of.hpp"
 #include "gsq/common/error.hpp"
 #include "gsq/core/quantizer.hpp"
 #include "gsq/core/train.hpp"
@@ -448,7 +449,7 @@ class SequentialQuantizer {
     if (method == Method::gsq) {
       result.init_error = objective.relative_error(tensor.dequantize());
       Gsq quantizer = Format::quantizer(tensor, part_init(layer, part));
-      train(quantizer, objective, part_config(layer, part), [&](const StepReport& step) {
+      train<typename Format::Optimizer>(quantizer, objective, part_config(layer, part), [&](const StepReport& step) {
         if (progress) progress(layer, linear, step);
       });
       Tensor trained = Format::result(quantizer, tensor);
@@ -534,7 +535,7 @@ class SequentialQuantizer {
     Gsq gate = Format::quantizer(tensors[0], part_init(layer, first)),
         up = Format::quantizer(tensors[1], part_init(layer, {first.index + 1, first.stream})),
         down = Format::quantizer(tensors[2], part_init(layer, {first.index + 2, first.stream}));
-    train_jointly(objective, part_config(layer, first), [&](const StepReport& step) { if (progress) progress(layer, block.name, step); },
+    train_jointly<typename Format::Optimizer>(objective, part_config(layer, first), [&](const StepReport& step) { if (progress) progress(layer, block.name, step); },
                   gate, up, down);
     std::array<Tensor, 3> trained{Format::result(gate, tensors[0]), Format::result(up, tensors[1]), Format::result(down, tensors[2])};
     if (objective.relative_error(trained[0].dequantize(), trained[1].dequantize(), trained[2].dequantize()) <
@@ -561,14 +562,6 @@ class SequentialQuantizer {
   /// layer's output over `inputs` against `targets`, from their results so far (`started`, in
   /// that order); the better of the trained and the started layer goes into the model. Each
   /// linear's error is its Hessian error against its full-precision weight (`originals`).
-  /// {make(0), ..., make(N - 1)}, for element types without a default constructor.
-  template <std::size_t N, class Make>
-  static auto array_of(const Make& make) { return array_of(make, std::make_index_sequence<N>{}); }
-  template <class Make, std::size_t... I>
-  static auto array_of(const Make& make, std::index_sequence<I...>) {
-    return std::array<decltype(make(std::size_t{0})), sizeof...(I)>{make(I)...};
-  }
-
   void train_layer(long layer, const HiddenStates& inputs, const Matrix<float>& targets,
                    const std::array<Matrix<float>, LayerObjective::linear_count>& originals,
                    const std::array<const Matrix<float>*, LayerObjective::linear_count>& hessians,
@@ -588,7 +581,7 @@ class SequentialQuantizer {
     const auto quantizer = [&](std::size_t i) { return Format::quantizer(tensors[i], part_init(layer, {static_cast<long>(i), 0})); };
     std::array<Gsq, count> quantizers = array_of<count>(quantizer);
     std::apply([&](auto&... each) {
-      train_jointly(objective, part_config(layer, {0, 0}),
+      train_jointly<typename Format::Optimizer>(objective, part_config(layer, {0, 0}),
                     [&](const StepReport& step) { if (progress) progress(layer, "layer", step); }, each...);
     }, quantizers);
     std::array<Tensor, count> trained;

@@ -14,6 +14,7 @@
 #include <type_traits>
 
 #include "gsq/common/config.hpp"
+#include "gsq/format/grid_spec.hpp"
 
 namespace gsq {
 
@@ -86,22 +87,7 @@ struct Unsigned : std::conditional<(Bits <= 2), detail::FullGrid<0, (1 << Bits) 
 
 namespace gsq {
 
-/// A grid described at run time: what a quantized result records about its grid, so results,
-/// files and reports need no template parameter.
-struct GridSpec {
-  const char* name;
-  int min_level;
-  int max_level;
-  int code_bits;
-  double rtn_divisor;
-
-  int level_count() const { return max_level - min_level + 1; }
-  bool operator==(const GridSpec& other) const {
-    return min_level == other.min_level && max_level == other.max_level &&
-           code_bits == other.code_bits && rtn_divisor == other.rtn_divisor;
-  }
-};
-
+/// The run-time description (gsq/format/grid_spec.hpp) of grid policy `Grid`.
 template <class Grid>
 constexpr GridSpec grid_spec() {
   return {Grid::name, Grid::min_level, Grid::max_level, Grid::code_bits, Grid::rtn_divisor};

@@ -3,7 +3,6 @@
 // strictly; the labels of a run's format.
 #pragma once
 
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <exception>
@@ -13,15 +12,11 @@
 #include <boost/program_options/errors.hpp>
 
 #include <gsq/backend/host.hpp>
+#include <gsq/common/clock.hpp>
 #include <gsq/common/error.hpp>
 #include <gsq/io/atomic_file.hpp>
 
 namespace gsq::driver {
-
-using Clock = std::chrono::steady_clock;
-
-/// Seconds from `start` until now, for the drivers' tables and progress lines.
-inline double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 /// Runs `body` (returning the exit status), printing "<program>: error: <message>" for failures.
 template <class Body>

@@ -23,8 +23,8 @@
 #include <gsq/model/llama.hpp>
 
 namespace po = boost::program_options;
-using gsq::driver::Clock;
-using gsq::driver::seconds_since;
+using gsq::Clock;
+using gsq::seconds_since;
 
 namespace {
 

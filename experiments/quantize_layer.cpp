@@ -41,8 +41,8 @@
 #include "driver.hpp"
 
 namespace po = boost::program_options;
-using gsq::driver::Clock;
-using gsq::driver::seconds_since;
+using gsq::Clock;
+using gsq::seconds_since;
 
 namespace {
 

@@ -40,8 +40,8 @@ namespace {
 
 namespace fs = std::filesystem;
 namespace po = boost::program_options;
-using gsq::driver::Clock;
-using gsq::driver::seconds_since;
+using gsq::Clock;
+using gsq::seconds_since;
 using GridChoice = gsq::Choice<gsq::GridPolicies, gsq::ByBits>;
 using GroupingChoice =
     gsq::Choice<gsq::TypeList<gsq::PerChannel, gsq::GroupSize<64>, gsq::GroupSize<128>, gsq::GroupSize<256>>, gsq::ByGroupSize>;

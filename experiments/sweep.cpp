@@ -35,8 +35,8 @@
 
 namespace po = boost::program_options;
 namespace fs = std::filesystem;
-using gsq::driver::Clock;
-using gsq::driver::seconds_since;
+using gsq::Clock;
+using gsq::seconds_since;
 
 namespace {
 

@@ -136,6 +136,7 @@ struct SingleWeightObjective {
                             const std::array<Real*, 1>& gradients) {
     return objective.value_and_gradient(weights[0], gradients[0]);
   }
+  double relative_error(const std::array<Matrix<float>, 1>& weights) { return objective.relative_error(weights[0]); }
 };
 
 /// The noise seed of the index-th quantizer of a joint run: the run's seed for the first, so a

@@ -135,6 +135,9 @@ class SwiGluBlockObjective {
     return value;
   }
 
+  /// The same for {gate, up, down}, as joint objectives take them.
+  double relative_error(const std::array<Matrix<float>, 3>& weights) { return relative_error(weights[0], weights[1], weights[2]); }
+
   /// L over every calibration batch for host weights: the block's relative output error.
   double relative_error(const Matrix<float>& gate_weight, const Matrix<float>& up_weight, const Matrix<float>& down_weight) {
     const vector<Real> g = Backend::from_host(gate_weight.template cast<Real>().values),

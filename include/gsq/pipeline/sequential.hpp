@@ -21,7 +21,6 @@
 
 #include <algorithm>
 #include <array>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -29,6 +28,7 @@
 #include <map>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -36,6 +36,7 @@
 
 #include "gsq/backend/host.hpp"
 #include "gsq/common/array_of.hpp"
+#include "gsq/common/clock.hpp"
 #include "gsq/common/error.hpp"
 #include "gsq/core/quantizer.hpp"
 #include "gsq/core/train.hpp"
@@ -188,7 +189,7 @@ class SequentialQuantizer {
   /// layer-output objective's target runs on them) and become its outputs.
   LayerResult quantize_layer(long layer, HiddenStates& inputs, const TrainingProgress& progress = {},
                              HiddenStates* full_precision_inputs = nullptr) {
-    const auto start = std::chrono::steady_clock::now();
+    const auto start = Clock::now();
     LayerResult result;
     result.layer = layer;
     model_.load_layer(layer);
@@ -265,14 +266,14 @@ class SequentialQuantizer {
           &query_hessian, &query_hessian, &query_hessian, &hessians.at(linears[3].name), &gate_hessian, &gate_hessian, &down_hessian};
       LayerResult joint;
       share_units(layer, {1.0}, joint, [&](long, LayerResult& unit) {
-        train_layer(layer, inputs, targets, originals, linear_hessians, result.linears, unit, progress);
+        train_layer(layer, inputs, targets, std::move(originals), linear_hessians, result.linears, unit, progress);
       });
       std::move(joint.linears.begin(), joint.linears.end(), result.linears.begin());
       result.blocks.insert(result.blocks.end(), joint.blocks.begin(), joint.blocks.end());
     }
 
     inputs = model_.decoder_layer(layer, inputs);
-    result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    result.seconds = seconds_since(start);
     return result;
   }
 
@@ -298,7 +299,7 @@ class SequentialQuantizer {
       if (output.completed(unit_name(layer)))
         output.verify(unit_name(layer), layer_fingerprint(layer),
                       "decoder layer " + std::to_string(layer) + "'s weights in " + model_.checkpoint().source());
-    const auto start = std::chrono::steady_clock::now();
+    const auto start = Clock::now();
     for (long layer = 0; layer < model_.config().layers; ++layer) {
       const std::string unit = unit_name(layer);
       LayerProgress status{model_.config().layers, 0, output.completed(unit) ? output.unit_path(unit) : ""};
@@ -322,7 +323,7 @@ class SequentialQuantizer {
         hidden = model_.decoder_layer(layer, hidden);
       }
       for (const LinearResult& linear : result.linears) add_packed(packed, linear.name, linear.tensor);
-      status.elapsed_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      status.elapsed_seconds = seconds_since(start);
       if (finished) finished(result, status);
     }
     return packed;
@@ -421,10 +422,6 @@ class SequentialQuantizer {
     return config_.method != Method::gsq ? config_.method : layer_output() ? config_.gsq_init : Method::gptq;
   }
 
-  Tensor initial_result(const Matrix<float>& weight, const Matrix<float>& hessian, Method method) const {
-    return Format::initial(weight, hessian, method, config_.gptq);
-  }
-
   TrainConfig part_config(long layer, Part part) const {
     TrainConfig train = config_.train;
     train.seed = detail::part_seed(detail::stream_seed(config_.train.seed, part.stream), layer, part.index);
@@ -437,176 +434,163 @@ class SequentialQuantizer {
     return init;
   }
 
-  /// RTN, GPTQ, or GSQ on the Hessian objective for one linear layer; puts the result in the model.
+  /// The linears of one unit of work, quantized together: a linear alone, a SwiGLU block's gate,
+  /// up and down, or a dense layer's seven, in their objective's order.
+  template <std::size_t N>
+  struct LinearGroup {
+    std::array<std::string, N> linears;            // names in the layer ("mlp.gate_proj", ...)
+    std::array<Matrix<float>, N> weights;          // full precision
+    std::array<const Matrix<float>*, N> hessians;  // calibration H: each linear's error is measured on it
+    std::array<Tensor, N> starts;                  // RTN or GPTQ, or the group's results so far
+    std::array<double, N> seconds{};               // spent on the starts
+    Part first;                                    // linear i draws its noise at {first.index + i, first.stream}
+    bool stored_starts = false;                    // the starts are results as stored (scales rounded)
+  };
+
+  /// Group `linears` of decoder layer `layer`: their weights taken from the model, each started by
+  /// `method` on its weight and H (shown to the observer).
+  template <std::size_t N>
+  LinearGroup<N> start_group(long layer, const std::array<std::string, N>& linears,
+                             const std::array<const Matrix<float>*, N>& hessians, Method method, Part first) const {
+    LinearGroup<N> group{linears, {}, hessians, {}, {}, first};
+    for (std::size_t i = 0; i < N; ++i) {
+      const auto start = Clock::now();
+      group.weights[i] = model_.linear_weight(layer, linears[i]);
+      if (observer_) observer_(LlamaModel::tensor_name(layer, linears[i]), group.weights[i], *hessians[i]);
+      group.starts[i] = Format::initial(group.weights[i], *hessians[i], method, config_.gptq);
+      group.seconds[i] = seconds_since(start);
+    }
+    return group;
+  }
+
+  /// The one routine every unit of work goes through: quantizes `group` and puts it into the
+  /// model. With a `joint` objective (a pointer to one) over the group's weights (value_and_gradient over N weights,
+  /// relative_error of N host matrices), GSQ trains the group on it, and the trained result
+  /// replaces the starts only if the objective finds it better (a short run can end above its
+  /// start), judged in the starts' precision; `block`, if given, receives the objective's error
+  /// of the starts and of the result kept. Without one (nullptr), the starts are the result. Each
+  /// linear's error is its Hessian error as stored.
+  template <std::size_t N, class Joint>
+  std::array<LinearResult, N> quantize_group(long layer, LinearGroup<N>& group, Joint joint, const std::string& part,
+                                              BlockResult* block, const TrainingProgress& progress) {
+    const auto start = Clock::now();
+    std::array<LinearResult, N> results;
+    std::vector<HessianObjective<>> objectives;
+    for (std::size_t i = 0; i < N; ++i) {
+      results[i].name = LlamaModel::tensor_name(layer, group.linears[i]);
+      objectives.emplace_back(group.weights[i], *group.hessians[i]);
+    }
+    std::array<Tensor, N>& tensors = group.starts;
+    if constexpr (!std::is_null_pointer_v<Joint>) {
+      const std::array<Matrix<float>, N> started = array_of<N>([&](std::size_t i) { return tensors[i].dequantize(); });
+      for (std::size_t i = 0; i < N; ++i) results[i].init_error = objectives[i].relative_error(started[i]);
+      const double init_error = joint->relative_error(started);
+      std::array<Gsq, N> quantizers = array_of<N>([&](std::size_t i) {
+        return Format::quantizer(tensors[i], part_init(layer, {group.first.index + static_cast<long>(i), group.first.stream}));
+      });
+      std::apply([&](auto&... each) {
+        train_jointly<typename Format::Optimizer>(*joint, part_config(layer, group.first),
+                                                  [&](const StepReport& step) { if (progress) progress(layer, part, step); }, each...);
+      }, quantizers);
+      std::array<Tensor, N> trained = array_of<N>([&](std::size_t i) { return Format::result(quantizers[i], tensors[i]); });
+      const std::array<Matrix<float>, N> judged = array_of<N>([&](std::size_t i) {
+        return group.stored_starts ? Format::store(trained[i], results[i].name) : trained[i].dequantize();
+      });
+      if (joint->relative_error(judged) < init_error) tensors = std::move(trained);
+      if (block) block->init_error = init_error;
+    }
+    const std::array<Matrix<float>, N> stored = array_of<N>([&](std::size_t i) { return Format::store(tensors[i], results[i].name); });
+    if constexpr (!std::is_null_pointer_v<Joint>)
+      if (block) block->error = joint->relative_error(stored);
+    const double seconds = seconds_since(start) / static_cast<double>(N);
+    for (std::size_t i = 0; i < N; ++i) {
+      results[i].error = objectives[i].relative_error(stored[i]);
+      results[i].tensor = std::move(tensors[i]);
+      results[i].seconds = group.seconds[i] + seconds;
+      model_.set_linear_weight(layer, group.linears[i], stored[i]);
+    }
+    return results;
+  }
+
+  /// RTN, GPTQ, or GSQ on the Hessian objective for one linear layer.
   LinearResult quantize_linear(long layer, const std::string& linear, Part part, const Matrix<float>& hessian, Method method,
                                const TrainingProgress& progress) {
-    const auto start = std::chrono::steady_clock::now();
-    const Matrix<float> weight = model_.linear_weight(layer, linear);
-    if (observer_) observer_(LlamaModel::tensor_name(layer, linear), weight, hessian);
-    HessianObjective<> objective(weight, hessian);
-    LinearResult result{LlamaModel::tensor_name(layer, linear), {}};
-    Tensor tensor = initial_result(weight, hessian, method == Method::gsq ? config_.gsq_init : method);
-    if (method == Method::gsq) {
-      result.init_error = objective.relative_error(tensor.dequantize());
-      Gsq quantizer = Format::quantizer(tensor, part_init(layer, part));
-      train<typename Format::Optimizer>(quantizer, objective, part_config(layer, part), [&](const StepReport& step) {
-        if (progress) progress(layer, linear, step);
-      });
-      Tensor trained = Format::result(quantizer, tensor);
-      // The starting point is a candidate too: a short run can end above it.
-      if (objective.relative_error(trained.dequantize()) < result.init_error) tensor = std::move(trained);
-    }
-    const Matrix<float> stored = Format::store(tensor, result.name);
-    result.error = objective.relative_error(stored);
-    result.tensor = std::move(tensor);
-    model_.set_linear_weight(layer, linear, stored);
-    result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    LinearGroup<1> group = start_group<1>(layer, {linear}, {&hessian}, method == Method::gsq ? config_.gsq_init : method, part);
+    if (method != Method::gsq) return quantize_group(layer, group, nullptr, linear, nullptr, progress)[0];
+    HessianObjective<> objective(group.weights[0], hessian);
+    detail::SingleWeightObjective<HessianObjective<>> joint{objective};
+    return quantize_group(layer, group, &joint, linear, nullptr, progress)[0];
+  }
+
+  /// An expert with too few calibration tokens: RTN on its weights alone (H = `identity`), so
+  /// that it is quantized like every other; its error is measured there.
+  LinearResult quantize_without_data(long layer, const std::string& linear, const Matrix<float>& identity) {
+    LinearGroup<1> group = start_group<1>(layer, {linear}, {&identity}, Method::rtn, {0, 0});
+    LinearResult result = quantize_group(layer, group, nullptr, linear, nullptr, {})[0];
+    result.fallback = true;
     return result;
   }
 
-  /// An expert with too few calibration tokens: RTN on its weights alone (H = I), so that it is
-  /// quantized like every other; its error is measured there.
-  LinearResult quantize_without_data(long layer, const std::string& linear) {
-    const auto start = std::chrono::steady_clock::now();
-    const Matrix<float> weight = model_.linear_weight(layer, linear);
-    Matrix<float> identity(weight.cols, weight.cols);
-    for (long i = 0; i < weight.cols; ++i) identity(i, i) = 1;
-    if (observer_) observer_(LlamaModel::tensor_name(layer, linear), weight, identity);
-    LinearResult result{LlamaModel::tensor_name(layer, linear), {}};
-    Tensor tensor = initial_result(weight, identity, Method::rtn);
-    const Matrix<float> stored = Format::store(tensor, result.name);
-    result.error = HessianObjective<>(weight, identity).relative_error(stored);
-    result.tensor = std::move(tensor);
-    result.fallback = true;
-    model_.set_linear_weight(layer, linear, stored);
-    result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  static Matrix<float> identity(long size) {
+    Matrix<float> result(size, size);
+    for (long i = 0; i < size; ++i) result(i, i) = 1;
     return result;
   }
 
   /// Quantizes SwiGLU block `block` from its calibration inputs `inputs` (the rows of the MLP's
   /// input it is calibrated on, of `layer_tokens`; `down_inputs`: its down projection's inputs if
-  /// the forward pass recorded them): GSQ on the block objective, or each projection on its own;
-  /// a routed expert with too few tokens without data.
+  /// the forward pass recorded them): GSQ of gate, up and down trained jointly on the block's
+  /// output, in mini-batches the size the whole layer's calibration set is cut into; or each
+  /// projection on its own; a routed expert with too few tokens without data.
   void quantize_block(long layer, const SwiGluBlock& block, Part first, const Matrix<float>& inputs,
                       const Matrix<float>* down_inputs, long layer_tokens, LayerResult& result, const TrainingProgress& progress) {
     const std::size_t first_linear = result.linears.size();
     const double min_tokens = config_.expert_min_tokens * static_cast<double>(layer_tokens);
     if (block.expert >= 0 && (inputs.rows == 0 || static_cast<double>(inputs.rows) < min_tokens)) {
-      for (const std::string& linear : block.linears) result.linears.push_back(quantize_without_data(layer, linear));
+      const Matrix<float> input_identity = identity(model_.config().hidden_size), down_identity = identity(block.width);
+      for (std::size_t j = 0; j < 3; ++j)
+        result.linears.push_back(quantize_without_data(layer, block.linears[j], j == 2 ? down_identity : input_identity));
     } else {
       // H of gate/up's input and of down's, before any of the block is quantized.
       const Matrix<float> input_hessian = detail::input_hessian(inputs);
       const Matrix<float> down_hessian =
           detail::input_hessian(down_inputs ? *down_inputs : model_.swiglu_activations(layer, block, inputs));
-      if (config_.method == Method::gsq && config_.objective == GsqObjective::block)
-        train_block(layer, block, first, inputs, {&input_hessian, &input_hessian, &down_hessian}, layer_tokens, result, progress);
-      else  // each on its own; the layer-output objective's start
+      if (config_.method == Method::gsq && config_.objective == GsqObjective::block) {
+        LinearGroup<3> group = start_group<3>(layer, block.linears, {&input_hessian, &input_hessian, &down_hessian}, config_.gsq_init, first);
+        const long batch_tokens = std::min(inputs.rows, std::max(1L, layer_tokens / config_.block_batches));
+        SwiGluBlockObjective<> objective(group.weights[0], group.weights[1], group.weights[2], inputs, batch_tokens);
+        BlockResult trained{block.name, inputs.rows};
+        for (LinearResult& linear : quantize_group(layer, group, &objective, block.name, &trained, progress))
+          result.linears.push_back(std::move(linear));
+        result.blocks.push_back(trained);
+      } else {  // each on its own; the layer-output objective's start
         for (long j = 0; j < 3; ++j)
           result.linears.push_back(quantize_linear(layer, block.linears[static_cast<std::size_t>(j)], {first.index + j, first.stream},
                                                    j == 2 ? down_hessian : input_hessian,
                                                    layer_output() ? config_.gsq_init : config_.method, progress));
+      }
     }
     if (block.expert >= 0)
       for (std::size_t i = first_linear; i < result.linears.size(); ++i) result.linears[i].tokens = inputs.rows;
   }
 
-  /// GSQ of gate, up and down trained jointly on the SwiGLU block's output over `inputs`, in
-  /// mini-batches the size the whole layer's calibration set is cut into.
-  void train_block(long layer, const SwiGluBlock& block, Part first, const Matrix<float>& inputs,
-                   const std::array<const Matrix<float>*, 3>& hessians, long layer_tokens, LayerResult& result,
-                   const TrainingProgress& progress) {
-    const auto start = std::chrono::steady_clock::now();
-    std::array<Matrix<float>, 3> weights;
-    std::array<LinearResult, 3> linears;
-    std::array<Tensor, 3> tensors;
-    std::vector<HessianObjective<>> objectives;
-    for (std::size_t i = 0; i < 3; ++i) {
-      weights[i] = model_.linear_weight(layer, block.linears[i]);
-      objectives.emplace_back(weights[i], *hessians[i]);
-      if (observer_) observer_(LlamaModel::tensor_name(layer, block.linears[i]), weights[i], *hessians[i]);
-      linears[i].name = LlamaModel::tensor_name(layer, block.linears[i]);
-      tensors[i] = initial_result(weights[i], *hessians[i], config_.gsq_init);
-      linears[i].init_error = objectives[i].relative_error(tensors[i].dequantize());
-    }
-    const long batch_tokens = std::min(inputs.rows, std::max(1L, layer_tokens / config_.block_batches));
-    SwiGluBlockObjective<> objective(weights[0], weights[1], weights[2], inputs, batch_tokens);
-    BlockResult block_result{block.name, inputs.rows};
-    block_result.init_error = objective.relative_error(tensors[0].dequantize(), tensors[1].dequantize(), tensors[2].dequantize());
-    Gsq gate = Format::quantizer(tensors[0], part_init(layer, first)),
-        up = Format::quantizer(tensors[1], part_init(layer, {first.index + 1, first.stream})),
-        down = Format::quantizer(tensors[2], part_init(layer, {first.index + 2, first.stream}));
-    train_jointly<typename Format::Optimizer>(objective, part_config(layer, first), [&](const StepReport& step) { if (progress) progress(layer, block.name, step); },
-                  gate, up, down);
-    std::array<Tensor, 3> trained{Format::result(gate, tensors[0]), Format::result(up, tensors[1]), Format::result(down, tensors[2])};
-    if (objective.relative_error(trained[0].dequantize(), trained[1].dequantize(), trained[2].dequantize()) <
-        block_result.init_error)
-      tensors = std::move(trained);
-
-    std::array<Matrix<float>, 3> stored;
-    for (std::size_t i = 0; i < 3; ++i) {
-      stored[i] = Format::store(tensors[i], linears[i].name);
-      linears[i].error = objectives[i].relative_error(stored[i]);
-      linears[i].tensor = std::move(tensors[i]);
-      model_.set_linear_weight(layer, block.linears[i], stored[i]);
-    }
-    block_result.error = objective.relative_error(stored[0], stored[1], stored[2]);
-    result.blocks.push_back(block_result);
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    for (LinearResult& linear : linears) {
-      linear.seconds = seconds / 3;
-      result.linears.push_back(std::move(linear));
-    }
-  }
-
   /// GSQ of a dense layer's seven linears (q, k, v, o, gate, up, down) trained jointly on the
   /// layer's output over `inputs` against `targets`, from their results so far (`started`, in
-  /// that order); the better of the trained and the started layer goes into the model. Each
-  /// linear's error is its Hessian error against its full-precision weight (`originals`).
+  /// that order); each linear's error is its Hessian error against its full-precision weight
+  /// (`originals`).
   void train_layer(long layer, const HiddenStates& inputs, const Matrix<float>& targets,
-                   const std::array<Matrix<float>, LayerObjective::linear_count>& originals,
+                   std::array<Matrix<float>, LayerObjective::linear_count> originals,
                    const std::array<const Matrix<float>*, LayerObjective::linear_count>& hessians,
                    const std::vector<LinearResult>& started, LayerResult& result, const TrainingProgress& progress) {
     constexpr std::size_t count = LayerObjective::linear_count;
-    const auto start = std::chrono::steady_clock::now();
-    const std::array<std::string, count> names = LayerObjective::linear_names();
+    LinearGroup<count> group{LayerObjective::linear_names(), std::move(originals), hessians,
+                             array_of<count>([&](std::size_t i) { return std::get<Tensor>(started[i].tensor); }),
+                             array_of<count>([&](std::size_t i) { return started[i].seconds; }), {0, 0}, true};
     LayerObjective objective(model_, layer, inputs, targets, std::max(1L, inputs.sequences() / config_.block_batches));
-    std::array<Tensor, count> tensors;
-    std::array<Matrix<float>, count> stored;
-    for (std::size_t i = 0; i < count; ++i) {
-      tensors[i] = std::get<Tensor>(started[i].tensor);
-      stored[i] = model_.linear_weight(layer, names[i]);
-    }
-    BlockResult layer_result{"layer", inputs.values.rows};
-    layer_result.init_error = objective.relative_error(stored);
-    const auto quantizer = [&](std::size_t i) { return Format::quantizer(tensors[i], part_init(layer, {static_cast<long>(i), 0})); };
-    std::array<Gsq, count> quantizers = array_of<count>(quantizer);
-    std::apply([&](auto&... each) {
-      train_jointly<typename Format::Optimizer>(objective, part_config(layer, {0, 0}),
-                    [&](const StepReport& step) { if (progress) progress(layer, "layer", step); }, each...);
-    }, quantizers);
-    std::array<Tensor, count> trained;
-    std::array<Matrix<float>, count> trained_stored;
-    for (std::size_t i = 0; i < count; ++i) {
-      trained[i] = Format::result(quantizers[i], tensors[i]);
-      trained_stored[i] = Format::store(trained[i], started[i].name);
-    }
-    layer_result.error = objective.relative_error(trained_stored);
-    if (layer_result.error < layer_result.init_error) {
-      tensors = std::move(trained);
-      stored = std::move(trained_stored);
-    } else {
-      layer_result.error = layer_result.init_error;  // the starting point is a candidate too
-    }
-    result.blocks.push_back(layer_result);
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    for (std::size_t i = 0; i < count; ++i) {
-      LinearResult linear{started[i].name, std::move(tensors[i])};
-      linear.error = HessianObjective<>(originals[i], *hessians[i]).relative_error(stored[i]);
-      linear.init_error = started[i].error;
-      linear.seconds = started[i].seconds + seconds / static_cast<double>(count);
-      model_.set_linear_weight(layer, names[i], stored[i]);
+    BlockResult trained{"layer", inputs.values.rows};
+    for (LinearResult& linear : quantize_group(layer, group, &objective, "layer", &trained, progress))
       result.linears.push_back(std::move(linear));
-    }
+    result.blocks.push_back(trained);
   }
 
   LlamaModel& model_;

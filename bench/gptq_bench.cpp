@@ -15,7 +15,7 @@
 
 #include "timing.hpp"
 #include <gsq/backend/host.hpp>
-#include <gsq/experiment/synthetic_layer.hpp>
+#include <gsq/objective/synthetic_layer.hpp>
 #include <gsq/init/gptq.hpp>
 #include <gsq/init/rtn.hpp>
 #include <gsq/objective/hessian.hpp>

@@ -25,7 +25,7 @@
 #include <nlohmann/json.hpp>
 
 #include "timing.hpp"
-#include <gsq/experiment/dispatch.hpp>
+#include <gsq/policy/dispatch.hpp>
 #include <gsq/gsq.hpp>
 
 namespace {

@@ -10,7 +10,7 @@
 //   quantize_layer --help                           every flag, with its default
 //
 // The run-time policy names (--bits, --group, --estimator, --schedule, --optimizer) select
-// compile-time policies through gsq/experiment/dispatch.hpp. Where the layer comes from (load_layer) and
+// compile-time policies through gsq/policy/dispatch.hpp. Where the layer comes from (load_layer) and
 // which methods run on it (run_methods) are separate.
 #include <algorithm>
 #include <chrono>
@@ -29,7 +29,7 @@
 #include <nlohmann/json.hpp>
 
 #include <gsq/core/train_k_quant.hpp>
-#include <gsq/experiment/dispatch.hpp>
+#include <gsq/policy/dispatch.hpp>
 #include <gsq/format/packed.hpp>
 #include <gsq/format/k_quant.hpp>
 #include <gsq/gsq.hpp>

@@ -22,7 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "driver.hpp"
-#include <gsq/experiment/dispatch.hpp>
+#include <gsq/policy/dispatch.hpp>
 #include <gsq/export/dequantized_checkpoint.hpp>
 #include <gsq/export/exports.hpp>
 #include <gsq/gsq.hpp>
@@ -289,7 +289,7 @@ Plan plan_run(const Options& options) {
       plan.outs.push_back(gsq::claim_output({"--out", plan.parent + "/" + gsq::method_name(method)}, gsq::OutputKind::directory, inputs));
   }
   for (const std::string& out : plan.outs) {
-    gsq::ResumableOutput::require_startable(out, options.resume);
+    gsq::ResumableOutput::require_startable(out, {options.resume, "--resume"});
     apart.push_back({"--out", out, true});
   }
   if (!options.json.empty()) {
@@ -397,7 +397,7 @@ MethodRun run_method(gsq::Method method, const Options& options, const Plan& pla
   gsq::ModelQuantizationConfig config = options.config;
   config.method = method;
   const nlohmann::json settings = run_settings(options, config, calibration.size());
-  const gsq::ResumableOutput output(out, settings, options.resume, plan.inputs, communicator);
+  const gsq::ResumableOutput output(out, settings, {options.resume, "--resume"}, plan.inputs, communicator);
   const bool quiet = options.quiet || communicator.rank() != 0;
   if (!quiet) std::fprintf(stderr, "%s: quantizing %s into %s\n", gsq::method_name(method), options.model.c_str(), out.c_str());
 

@@ -9,7 +9,7 @@
 // Every combination of the hyper-parameter values runs with every chosen variant on every layer;
 // each run appends one record to PREFIX.csv and PREFIX.jsonl as it completes, and a rerun with
 // the same --out skips the runs already recorded (docs/sweeps.md). The reusable parts (variants,
-// value lists, records, the result store, the summary) are in gsq/experiment/sweep.hpp.
+// value lists, records, the result store, the summary) are in sweep_store.hpp beside it.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -28,8 +28,8 @@
 #include <boost/program_options.hpp>
 
 #include "driver.hpp"
-#include <gsq/experiment/dispatch.hpp>
-#include <gsq/experiment/sweep.hpp>
+#include <gsq/policy/dispatch.hpp>
+#include "sweep_store.hpp"
 #include <gsq/gsq.hpp>
 #include <gsq/init/gptq.hpp>
 

@@ -12,7 +12,7 @@
 #include "gsq/backend/cuda.cuh"
 #include "gsq/core/quantizer.hpp"
 #include "gsq/core/train.hpp"
-#include "gsq/experiment/synthetic_layer.hpp"
+#include "gsq/objective/synthetic_layer.hpp"
 #include "gsq/init/rtn.hpp"
 #include "gsq/objective/hessian.hpp"
 #include "gsq/policy/estimator.hpp"

@@ -1,4 +1,4 @@
-// Tests of gsq/experiment/dispatch.hpp: run-time keys select the right compile-time policy, and unknown
+// Tests of gsq/policy/dispatch.hpp: run-time keys select the right compile-time policy, and unknown
 // keys fail with a message that names the setting, the key and the valid spellings.
 #include <catch2/catch.hpp>
 
@@ -6,7 +6,7 @@
 #include <type_traits>
 #include <vector>
 
-#include <gsq/experiment/dispatch.hpp>
+#include <gsq/policy/dispatch.hpp>
 
 namespace {
 

@@ -131,7 +131,7 @@ TEST_CASE("exports refuse what their format cannot hold, naming it", "[exports]"
       GSQ_SOURCE_DIR "/data/llama-bytes-3m", gsq::grid_spec<gsq::Int<3>>(), [](long) { return 128L; });
   CHECK_NOTHROW(gsq::require_exportable(gsq::parse_exports("compressed-tensors,gptq"), planned));
   CHECK_THROWS_WITH(gsq::require_exportable(gsq::parse_exports("gguf"), planned),
-                    Catch::StartsWith("--export gguf: GGUF holds gsq's codes exactly"));
+                    Catch::StartsWith("cannot export gguf: GGUF holds gsq's codes exactly"));
   // A checkpoint without tokenizer.json cannot become a GGUF.
   const gsq::QuantizedModel no_tokenizer = gsq::QuantizedModel::planned(
       GSQ_SOURCE_DIR "/tests/data/tiny-llama3", gsq::grid_spec<gsq::Int<4>>(), [](long cols) { return cols; });

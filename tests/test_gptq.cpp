@@ -9,7 +9,7 @@
 
 #include "gsq/backend/host.hpp"
 #include "gsq/core/quantizer.hpp"
-#include "gsq/experiment/synthetic_layer.hpp"
+#include "gsq/objective/synthetic_layer.hpp"
 #include "gsq/init/gptq.hpp"
 #include "gsq/init/rtn.hpp"
 #include "gsq/objective/hessian.hpp"

@@ -12,7 +12,7 @@
 
 #include <gsq/backend/host.hpp>
 #include <gsq/core/train_k_quant.hpp>
-#include <gsq/experiment/synthetic_layer.hpp>
+#include <gsq/objective/synthetic_layer.hpp>
 #include <gsq/init/k_quant_fit.hpp>
 #include <gsq/init/k_quant_gptq.hpp>
 #include <gsq/objective/hessian.hpp>

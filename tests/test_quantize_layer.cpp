@@ -21,7 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "gsq/backend/host.hpp"
-#include "gsq/experiment/synthetic_layer.hpp"
+#include "gsq/objective/synthetic_layer.hpp"
 #include <gsq/format/packed.hpp>
 #include "gsq/core/train_k_quant.hpp"
 #include "gsq/format/k_quant.hpp"

@@ -63,16 +63,17 @@ TEST_CASE("resumable output: completed units are kept and read back") {
   CHECK(file.matrix("x").values == std::vector<float>{2.5f});
 }
 
-TEST_CASE("resumable output: a stopped run is continued only with --resume and the same settings") {
+TEST_CASE("resumable output: a stopped run is continued only with resume on and the same settings, named as the caller names it") {
   const ScratchDirectory scratch;
   const std::string out = scratch.file("out");
   gsq::ResumableOutput(out, settings, false).store("layer-0", unit_holding(1));
 
   CHECK_THROWS_WITH(gsq::ResumableOutput(out, settings, false),
-                    Contains("stopped part-way (" + out + ".partial exists): add --resume"));
+                    Contains("stopped part-way (" + out + ".partial exists): continue it with resume,"));
+  CHECK_THROWS_WITH(gsq::ResumableOutput(out, settings, {false, "--resume"}), Contains("continue it with --resume,"));
   nlohmann::json other = settings;
   other["steps"] = 31;
-  CHECK_THROWS_WITH(gsq::ResumableOutput(out, other, true), Contains("--resume: the settings differ"));
+  CHECK_THROWS_WITH(gsq::ResumableOutput(out, other, {true, "--resume"}), Contains("--resume: the settings differ"));
   // Neither refusal touched what the stopped run completed.
   CHECK(read_file(out + ".partial/settings.json") == settings.dump(2) + "\n");
   CHECK(gsq::ResumableOutput(out, settings, true).completed("layer-0"));

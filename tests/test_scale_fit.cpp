@@ -5,7 +5,7 @@
 #include <limits>
 #include <vector>
 
-#include "gsq/experiment/synthetic_layer.hpp"
+#include "gsq/objective/synthetic_layer.hpp"
 #include "gsq/init/rtn.hpp"
 #include "gsq/init/scale_fit.hpp"
 

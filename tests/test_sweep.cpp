@@ -1,4 +1,4 @@
-// Tests of gsq/experiment/sweep.hpp (value lists, variant selection, records, the result store, the
+// Tests of experiments/sweep_store.hpp (value lists, variant selection, records, the result store, the
 // summary) and of the sweep driver (experiments/sweep.cpp) run as a program.
 #include <catch2/catch.hpp>
 
@@ -21,7 +21,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include <gsq/experiment/sweep.hpp>
+#include "../experiments/sweep_store.hpp"
 #include <gsq/gsq.hpp>
 
 namespace fs = std::filesystem;
@@ -88,7 +88,7 @@ gsq::SweepRecord make_record(const std::string& variant, long seed, const std::s
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
-// gsq/experiment/sweep.hpp
+// experiments/sweep_store.hpp
 
 TEST_CASE("parse_axis reads lists and inclusive ranges") {
   CHECK(gsq::parse_axis<long>("--steps", "100:700:200") == std::vector<long>{100, 300, 500, 700});

@@ -41,4 +41,4 @@
 #include "gsq/io/safetensors.hpp"
 // Backends and experiment tooling.
 #include "gsq/backend/host.hpp"
-#include "gsq/experiment/synthetic_layer.hpp"
+#include "gsq/objective/synthetic_layer.hpp"

@@ -17,7 +17,7 @@ FLOORS = [
     {"backend"},
     {"model", "core", "init"},
     {"objective"},
-    {"pipeline", "export", "experiment"},
+    {"pipeline", "export"},
 ]
 FLOOR_OF = {folder: level for level, folders in enumerate(FLOORS) for folder in folders}
 

@@ -55,7 +55,7 @@ inline std::vector<ExportFormat> parse_exports(const std::string& list) {
 inline void require_exportable(const std::vector<ExportFormat>& formats, const QuantizedModel& model) {
   for (const ExportFormat& format : formats) {
     const std::string why = format.unsupported(model);
-    require(why.empty(), std::string("--export ") + format.name + ": " + why);
+    require(why.empty(), std::string("cannot export ") + format.name + ": " + why);
   }
 }
 

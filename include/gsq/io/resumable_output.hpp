@@ -47,19 +47,28 @@
 
 namespace gsq {
 
+/// Whether a run continues a stopped one, and what the user calls that setting, for messages:
+/// a driver passes its flag ({options.resume, "--resume"}), a program may pass just the bool.
+struct Resume {
+  bool on = false;
+  std::string name = "resume";
+  Resume(bool on_, std::string name_ = "resume") : on(on_), name(std::move(name_)) {}  // NOLINT: a bool is a Resume
+};
+
 class ResumableOutput {
  public:
   /// Opens `destination`.partial for a run with `settings` that read the files `inputs` (a name
   /// for messages -> file_fingerprint, plus "path"). If it exists, an earlier run stopped
-  /// part-way: it is reopened only with `resume`, the same settings and unchanged inputs (the
-  /// messages name the --resume flag of the drivers), so that no stopped run is silently redone,
-  /// mixed with a run of other settings, or continued on other data.
-  ResumableOutput(std::string destination, const nlohmann::json& settings, bool resume,
+  /// part-way: it is reopened only with `resume` on, the same settings and unchanged inputs (the
+  /// messages call the setting by resume.name), so that no stopped run is silently redone, mixed
+  /// with a run of other settings, or continued on other data.
+  ResumableOutput(std::string destination, const nlohmann::json& settings, Resume resume,
                   const nlohmann::json& inputs = nlohmann::json::object(),
                   const Communicator& communicator = serial_communicator())
-      : destination_(std::move(destination)), partial_(destination_ + ".partial"), communicator_(&communicator) {
+      : destination_(std::move(destination)), partial_(destination_ + ".partial"), resume_(std::move(resume.name)),
+        communicator_(&communicator) {
     // Rank 0 opens OUT.partial first; the others then join it.
-    if (communicator.rank() == 0) open(settings, resume, inputs);
+    if (communicator.rank() == 0) open(settings, resume.on, inputs);
     communicator.barrier();
     if (communicator.rank() != 0) open(settings, true, inputs);
   }
@@ -75,10 +84,10 @@ class ResumableOutput {
 
   /// Throws gsq::Error if a run into `destination` stopped part-way and `resume` is not set:
   /// drivers call it before any work, the constructor again.
-  static void require_startable(const std::string& destination, bool resume) {
+  static void require_startable(const std::string& destination, const Resume& resume) {
     const std::string partial = destination + ".partial";
-    require(resume || !std::filesystem::exists(partial),
-            "a run into this output stopped part-way (" + partial + " exists): add --resume to continue it, or delete that directory");
+    require(resume.on || !std::filesystem::exists(partial), "a run into this output stopped part-way (" + partial +
+                                                                " exists): continue it with " + resume.name + ", or delete that directory");
   }
 
   /// The file that holds completed unit `unit`.
@@ -109,10 +118,10 @@ class ResumableOutput {
   void verify(const std::string& unit, const std::string& inputs, const std::string& what) const {
     const nlohmann::json record = read_json(record_path(unit));
     require(record.is_object() && record.value("hash", std::string()) == file_fingerprint(unit_path(unit))["hash"],
-            "--resume: " + unit_path(unit) + " is damaged (it is not what the stopped run stored): delete it and its " +
+            resume_ + ": " + unit_path(unit) + " is damaged (it is not what the stopped run stored): delete it and its " +
                 record_path(unit) + " to redo it");
     require(record.value("inputs", std::string()) == inputs,
-            "--resume: " + what + " changed since the stopped run in " + partial_ + " made " + unit +
+            resume_ + ": " + what + " changed since the stopped run in " + partial_ + " made " + unit +
                 " from it; start afresh (delete " + partial_ + ") or restore the input");
   }
 
@@ -141,12 +150,12 @@ class ResumableOutput {
   /// Opens OUT.partial on this rank: see the constructor.
   void open(const nlohmann::json& settings, bool resume, const nlohmann::json& inputs) {
     namespace fs = std::filesystem;
-    require_startable(destination_, resume);
+    require_startable(destination_, {resume, resume_});
     if (fs::exists(partial_)) {
       require_same_inputs(inputs);
       // Compared as written: text that is not UTF-8 (a path of odd bytes) is stored replaced.
       require(read_json(settings_path()) == as_written(settings),
-              "--resume: the settings differ from those of the stopped run in " + partial_ + " (compare with its settings.json)");
+              resume_ + ": the settings differ from those of the stopped run in " + partial_ + " (compare with its settings.json)");
       clear_dead_work();
       return;
     }
@@ -170,11 +179,11 @@ class ResumableOutput {
     const nlohmann::json current = as_written(inputs);
     for (const auto& [name, now] : current.items()) {
       const std::string path = now.value("path", name);
-      require(recorded.contains(name), "--resume: the stopped run in " + partial_ + " did not record " + name + " (" + path +
+      require(recorded.contains(name), resume_ + ": the stopped run in " + partial_ + " did not record " + name + " (" + path +
                                            "); start afresh (delete " + partial_ + ")");
       const nlohmann::json& then = recorded[name];
       require(then.value("size", -1LL) == now.value("size", -2LL) && then.value("hash", "") == now.value("hash", ""),
-              "--resume: " + name + " " + path + " changed since the stopped run in " + partial_ + " read it (" +
+              resume_ + ": " + name + " " + path + " changed since the stopped run in " + partial_ + " read it (" +
                   (then.value("size", -1LL) != now.value("size", -2LL)
                        ? "its size was " + std::to_string(then.value("size", -1LL)) + " bytes, now " +
                              std::to_string(now.value("size", -2LL))
@@ -203,6 +212,7 @@ class ResumableOutput {
 
   std::string destination_;
   std::string partial_;
+  std::string resume_;  // what the user calls the resume setting
   const Communicator* communicator_;
   bool created_ = false;
   // What the run has done with its output, for the destructor (store and publish are const: they

@@ -1,4 +1,4 @@
-// gsq/experiment/synthetic_layer.hpp -- a synthetic LLM-like linear layer for experiments, tests and
+// gsq/objective/synthetic_layer.hpp -- a synthetic LLM-like linear layer for experiments, tests and
 // benchmarks, reproducible on any platform (all randomness from Philox).
 //
 // Weights: heavy-tailed (Student-t, 4 degrees of freedom) with per-row scales spread

@@ -1,4 +1,4 @@
-// gsq/experiment/dispatch.hpp -- from run-time names to compile-time policies.
+// gsq/policy/dispatch.hpp -- from run-time names to compile-time policies.
 //
 // Drivers read policy names from the command line ("--estimator ste") but the quantizer takes
 // policies as template arguments. A TypeList names the policies a program compiles in; a Choice

@@ -1,4 +1,4 @@
-// gsq/experiment/sweep.hpp -- the reusable parts of a hyper-parameter sweep (experiments/sweep.cpp):
+// experiments/sweep_store.hpp -- the sweep driver's parts (experiments/sweep.cpp), kept apart to be tested:
 //
 //   SweepVariant<Grid, Estimator, Schedule>   a named quantizer variant ("relaxed-linear-int2");
 //                                             VariantProduct lists every combination of three
@@ -43,10 +43,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "gsq/common/error.hpp"
-#include "gsq/core/train.hpp"
-#include "gsq/experiment/dispatch.hpp"
-#include "gsq/io/regular_file.hpp"
+#include <gsq/common/error.hpp>
+#include <gsq/core/train.hpp>
+#include <gsq/io/regular_file.hpp>
+#include <gsq/policy/dispatch.hpp>
 
 namespace gsq {
 

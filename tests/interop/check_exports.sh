@@ -10,7 +10,9 @@
 #   - gguf-py reads each GGUF: metadata, tokenizer, every tensor exact (check_gguf_model.py);
 #   - the classic mistakes are caught: a GPTQ export read with the v2 zero convention, and a GGUF
 #     whose q/k rows were left in Hugging Face's order, must both fail those checks (tamper.py);
-#   - a combination no engine format holds is refused before any work.
+#   - a combination no engine format holds is refused before any work;
+#   - evaluate_model --reference's KL divergence and the other statistics equal those torch
+#     computes from transformers' logits of the quantized and the original model (check_kl.py).
 # Usage: tests/interop/check_exports.sh BUILD_DIR
 set -euo pipefail
 build=$(cd "$1" && pwd)
@@ -44,6 +46,16 @@ for run in "4 128 compressed-tensors,gptq,gguf" "3 128 compressed-tensors,gptq" 
     [ "$export" = gguf ] && path="$out/model.gguf" && check "--bits $bits --group $group, gguf-py" "$python" tests/interop/check_gguf_model.py "$path" "$out"
     check "--bits $bits --group $group, $export, transformers" "$python" tests/interop/check_transformers.py "$path" "$text" "$out/manifest.json"
   done
+done
+
+# evaluate_model --reference: the KL divergence, same top token, Δp and perplexity ratio of a
+# quantized model against the original, on both scoring rules, as transformers and torch compute them.
+for rule in "" "--second-half"; do
+  # shellcheck disable=SC2086  # the rule's flag, or none
+  "$build/evaluate_model" --model "$work/int2-g128" --reference "$model" --eval "$text" --byte-tokens $rule \
+      --json "$work/kl$rule.json" --quiet > /dev/null
+  # shellcheck disable=SC2086
+  check "evaluate_model --reference $rule, transformers" "$python" tests/interop/check_kl.py "$work/int2-g128" "$model" "$text" "$work/kl$rule.json" $rule
 done
 
 for run in "q2_k gsq" "q3_k gptq" "q4_k gptq"; do

@@ -3,8 +3,9 @@
 //
 // The rule (data/llama-bytes-3m/README.md): cut the stream into non-overlapping windows of
 // `window` tokens, dropping the incomplete tail; run each window's first window - 1 tokens as a
-// fresh sequence (positions from 0) and score the prediction at every position against the next
-// token: window - 1 predictions per window.
+// fresh sequence (positions from 0) and score the prediction at every position from
+// `first_scored` on (0 by default; llama-perplexity scores from window / 2) against the next
+// token: window - 1 - first_scored predictions per window.
 //
 //   std::vector<gsq::TokenId> tokens = gsq::read_byte_tokens("data/llama-bytes-3m/eval.txt");
 //   gsq::EvaluationResult result = gsq::evaluate(model, tokens, gsq::EvaluationOptions{});
@@ -161,6 +162,7 @@ inline std::vector<TokenId> read_byte_tokens(const std::string& path) {
 
 struct EvaluationOptions {
   long window = 256;         // tokens per window; window - 1 predictions each
+  long first_scored = 0;     // the first position of a window whose prediction is scored (llama-perplexity: window / 2)
   long max_windows = 0;      // evaluate only the first windows (0: all)
   long windows_per_batch = 0;  // windows per forward call (0: about 32k tokens, memory permitting)
   /// Called after each batch with the windows done and the windows in all.
@@ -172,6 +174,7 @@ struct EvaluationResult {
   long predictions = 0;
   long windows = 0;
   long window = 0;
+  long first_scored = 0;
 
   double mean_nll() const { return total_nll / static_cast<double>(predictions); }
   double perplexity() const { return std::exp(mean_nll()); }
@@ -183,6 +186,7 @@ struct EvaluationResult {
 inline void to_json(nlohmann::json& json, const EvaluationResult& result) {
   json = {{"nll", result.mean_nll()}, {"ppl", result.perplexity()}, {"bits_per_token", result.bits_per_token()},
           {"tokens", result.predictions}, {"windows", result.windows}, {"window", result.window}};
+  if (result.first_scored > 0) json["first_scored"] = result.first_scored;
 }
 
 /// The windows a stream of `tokens` tokens holds (the incomplete tail dropped).
@@ -212,49 +216,83 @@ inline double evaluation_bytes(const LlamaConfig& config, long window) {
   return config.forward_bytes(default_windows_per_batch(config, window) * inputs, inputs);
 }
 
+/// The windows of a token stream an evaluation scores (the rule at the top of this file), and
+/// where each scored prediction lands: prediction (w, t) is window w's prediction at position t
+/// (first_scored <= t < window - 1) of token t + 1.
+struct EvaluationWindows {
+  long window = 0;
+  long first_scored = 0;
+  long count = 0;  // windows
+
+  long inputs() const { return window - 1; }
+  long scored() const { return window - 1 - first_scored; }  // per window
+  long predictions() const { return count * scored(); }
+  long prediction_index(long w, long t) const { return w * scored() + t - first_scored; }
+  TokenId next_token(const std::vector<TokenId>& tokens, long w, long t) const {
+    return tokens[static_cast<std::size_t>(w * window + t + 1)];
+  }
+};
+
+/// The windows `options` score in `tokens`, checked (the window, the first scored position,
+/// enough tokens, every evaluated id below `vocabulary`).
+inline EvaluationWindows evaluation_windows(const std::vector<TokenId>& tokens, long vocabulary, const EvaluationOptions& options) {
+  require(options.window >= 2, "the evaluation window must be at least 2 tokens, got " + std::to_string(options.window));
+  require(options.first_scored >= 0 && options.first_scored < options.window - 1,
+          "the first scored position must lie in [0, window - 1) = [0, " + std::to_string(options.window - 1) + "), got " +
+              std::to_string(options.first_scored));
+  require(options.max_windows >= 0 && options.windows_per_batch >= 0,
+          "max_windows and windows_per_batch must not be negative");
+  EvaluationWindows windows{options.window, options.first_scored, count_windows(static_cast<long>(tokens.size()), options.window)};
+  require(windows.count > 0, "the token stream has " + std::to_string(tokens.size()) +
+                                 " tokens, fewer than one evaluation window of " + std::to_string(options.window));
+  if (options.max_windows > 0) windows.count = std::min(windows.count, options.max_windows);
+  require_token_ids_below(tokens.data(), static_cast<std::size_t>(windows.count * windows.window), vocabulary);
+  return windows;
+}
+
+/// Runs `model` over `windows` of `tokens` in batches of windows: visit(first window, windows in
+/// the batch, the batch's input tokens, its logits), logits row w * inputs() + t being window
+/// first + w at position t. options.on_progress hears of each batch.
+template <class Visit>
+void for_each_window_batch(const LlamaModel& model, const std::vector<TokenId>& tokens, const EvaluationWindows& windows,
+                           const EvaluationOptions& options, Visit&& visit) {
+  const long batch = options.windows_per_batch > 0 ? options.windows_per_batch : default_windows_per_batch(model.config(), windows.window);
+  for (long first = 0; first < windows.count; first += batch) {
+    const long count = std::min(batch, windows.count - first);
+    std::vector<TokenId> inputs;
+    inputs.reserve(static_cast<std::size_t>(count * windows.inputs()));
+    for (long w = first; w < first + count; ++w)
+      inputs.insert(inputs.end(), tokens.begin() + w * windows.window, tokens.begin() + w * windows.window + windows.inputs());
+    visit(first, count, inputs, model.forward(inputs, windows.inputs()));
+    if (options.on_progress) options.on_progress(first + count, windows.count);
+  }
+}
+
 /// Evaluates `model` on `tokens` by the rule at the top of this file. The result does not
 /// depend on the thread count (the window NLLs are summed in a fixed order); the batch size
 /// changes it only by float rounding (the products block differently).
 inline EvaluationResult evaluate(const LlamaModel& model, const std::vector<TokenId>& tokens,
                                  const EvaluationOptions& options) {
-  require(options.window >= 2, "the evaluation window must be at least 2 tokens, got " + std::to_string(options.window));
-  require(options.max_windows >= 0 && options.windows_per_batch >= 0,
-          "max_windows and windows_per_batch must not be negative");
-  const long window = options.window, inputs = window - 1;
-  long windows = count_windows(static_cast<long>(tokens.size()), window);
-  require(windows > 0, "the token stream has " + std::to_string(tokens.size()) +
-                           " tokens, fewer than one evaluation window of " + std::to_string(window));
-  if (options.max_windows > 0) windows = std::min(windows, options.max_windows);
   const long vocabulary = model.config().vocab_size;
-  require_token_ids_below(tokens.data(), static_cast<std::size_t>(windows * window), vocabulary);
-
-  const long batch = options.windows_per_batch > 0 ? options.windows_per_batch : default_windows_per_batch(model.config(), window);
-
-  std::vector<double> window_nll(static_cast<std::size_t>(windows), 0.0);
-  for (long first = 0; first < windows; first += batch) {
-    const long count = std::min(batch, windows - first);
-    std::vector<TokenId> batch_inputs;
-    batch_inputs.reserve(static_cast<std::size_t>(count * inputs));
-    for (long w = first; w < first + count; ++w)
-      batch_inputs.insert(batch_inputs.end(), tokens.begin() + w * window, tokens.begin() + w * window + inputs);
-    const Matrix<float> logits = model.forward(batch_inputs, inputs);
+  const EvaluationWindows windows = evaluation_windows(tokens, vocabulary, options);
+  std::vector<double> window_nll(static_cast<std::size_t>(windows.count), 0.0);
+  for_each_window_batch(model, tokens, windows, options, [&](long first, long count, const std::vector<TokenId>&,
+                                                          const Matrix<float>& logits) {
 #pragma omp parallel for
     for (long w = 0; w < count; ++w) {
       double sum = 0;
-      for (long t = 0; t < inputs; ++t) {
-        const TokenId target = tokens[static_cast<std::size_t>((first + w) * window + t + 1)];
-        sum += token_nll(logits.data() + (w * inputs + t) * vocabulary, vocabulary, target);
-      }
+      for (long t = windows.first_scored; t < windows.inputs(); ++t)
+        sum += token_nll(logits.data() + (w * windows.inputs() + t) * vocabulary, vocabulary, windows.next_token(tokens, first + w, t));
       window_nll[static_cast<std::size_t>(first + w)] = sum;
     }
-    if (options.on_progress) options.on_progress(first + count, windows);
-  }
+  });
 
   EvaluationResult result;
   for (const double nll : window_nll) result.total_nll += nll;
-  result.predictions = windows * inputs;
-  result.windows = windows;
-  result.window = window;
+  result.predictions = windows.predictions();
+  result.windows = windows.count;
+  result.window = windows.window;
+  result.first_scored = windows.first_scored;
   return result;
 }
 

@@ -21,28 +21,11 @@
 #include "gsq/common/dtype.hpp"
 #include "gsq/common/error.hpp"
 #include "gsq/common/matrix.hpp"
+#include "gsq/format/ggml_types.hpp"
 #include "gsq/format/quantized_tensor.hpp"
 #include "gsq/io/atomic_file.hpp"
 
 namespace gsq {
-
-/// The ggml tensor types gsq writes (their numbers are ggml's).
-enum class GgmlType : std::uint32_t { F32 = 0, F16 = 1, Q4_0 = 2, Q2_K = 10, Q3_K = 11, Q4_K = 12, BF16 = 30, TQ2_0 = 35 };
-
-/// Bytes of `count` elements (a multiple of the type's block) of `type`.
-inline std::size_t ggml_bytes(GgmlType type, std::size_t count) {
-  switch (type) {
-    case GgmlType::F32: return 4 * count;
-    case GgmlType::F16:
-    case GgmlType::BF16: return 2 * count;
-    case GgmlType::Q4_0: return count / 32 * 18;   // fp16 d, 16 bytes of nibbles
-    case GgmlType::TQ2_0: return count / 256 * 66;  // 64 bytes of 2-bit values, fp16 d
-    case GgmlType::Q2_K: return count / 256 * 84;   // gsq/format/k_quant.hpp
-    case GgmlType::Q3_K: return count / 256 * 110;
-    case GgmlType::Q4_K: return count / 256 * 144;
-  }
-  throw Error("unknown ggml type");
-}
 
 /// The weights in F32 or F16, row-major.
 inline std::vector<std::uint8_t> encode_float(const Matrix<float>& weight, GgmlType type) {

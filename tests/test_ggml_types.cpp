@@ -1,0 +1,65 @@
+// Tests of gsq/format/ggml_types.hpp: every ggml type gsq reads dequantizes as gguf-py, llama.cpp's
+// Python package, dequantizes it (known-answer vectors made by tests/data/make_ggml_blocks.py:
+// random blocks with ordinary fp16 scales), and the blocks gsq writes (Q4_0, TQ2_0) read back as
+// the weights they encode.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <gsq/format/ggml_types.hpp>
+#include <gsq/format/gguf.hpp>
+#include <gsq/policy/grid.hpp>
+#include <gsq/io/safetensors.hpp>
+
+using Catch::Matchers::Contains;
+
+TEST_CASE("each ggml type dequantizes as gguf-py dequantizes it") {
+  const gsq::SafetensorsFile vectors = gsq::SafetensorsFile::open(GSQ_SOURCE_DIR "/tests/data/ggml_blocks.safetensors");
+  long checked = 0;
+  for (const gsq::GgmlTypeInfo& info : gsq::ggml_types()) {
+    if (info.type == gsq::GgmlType::F32) continue;  // below
+    const std::string name = info.name;
+    INFO(name);
+    REQUIRE(vectors.contains(name + ".bytes"));
+    const gsq::ByteView bytes = vectors.raw_bytes(name + ".bytes");
+    const std::vector<float> expected = vectors.float_values(name + ".values");
+    REQUIRE(gsq::ggml_bytes(info.type, expected.size()) == bytes.size);
+    const std::vector<float> values = gsq::dequantize_ggml(info.type, bytes.data, expected.size(), name);
+    long differing = 0;
+    for (std::size_t i = 0; i < values.size(); ++i)
+      if (values[i] != expected[i]) ++differing;
+    CHECK(differing == 0);
+    ++checked;
+  }
+  CHECK(checked == 14);
+}
+
+TEST_CASE("F32 reads its little-endian floats; an unknown type and a partial block are refused") {
+  const std::vector<float> values = {1.5f, -2.25f, 3e-8f, 65504.0f};
+  gsq::Matrix<float> row(1, 4);
+  row.values = values;
+  const std::vector<std::uint8_t> bytes = gsq::encode_float(row, gsq::GgmlType::F32);
+  CHECK(gsq::dequantize_ggml(gsq::GgmlType::F32, bytes.data(), 4, "x") == values);
+  CHECK(gsq::find_ggml_type(16) == nullptr);  // IQ2_XXS
+  CHECK(gsq::find_ggml_type(14)->name == std::string("Q6_K"));
+  const std::vector<std::uint8_t> block(18, 0);
+  CHECK_THROWS_WITH(gsq::dequantize_ggml(gsq::GgmlType::Q4_0, block.data(), 16, "blk.0.attn_q.weight"),
+                    Contains("blk.0.attn_q.weight: 16 elements are not whole Q4_0 blocks of 32"));
+}
+
+TEST_CASE("the Q4_0 and TQ2_0 blocks gsq writes read back as the weights they encode") {
+  gsq::QuantizedTensor int4{gsq::grid_spec<gsq::Int<4>>(), 2, 64, 32, {}, {}};
+  for (long i = 0; i < 128; ++i) int4.codes.push_back(static_cast<std::int8_t>(i % 16 - 8));
+  int4.scales = {0.5f, -0.25f, 0.125f, 2.0f};
+  const std::vector<std::uint8_t> q4 = gsq::encode_q4_0(int4);
+  CHECK(gsq::dequantize_ggml(gsq::GgmlType::Q4_0, q4.data(), 128, "q4") == int4.dequantize().values);
+
+  gsq::QuantizedTensor int2{gsq::grid_spec<gsq::Int<2>>(), 1, 256, 256, {}, {}};
+  for (long i = 0; i < 256; ++i) int2.codes.push_back(static_cast<std::int8_t>((i * 7) % 4 - 2));
+  int2.scales = {0.75f};
+  const std::vector<std::uint8_t> tq2 = gsq::encode_tq2_0(int2);
+  CHECK(gsq::dequantize_ggml(gsq::GgmlType::TQ2_0, tq2.data(), 256, "tq2") == int2.dequantize().values);
+}

@@ -25,6 +25,7 @@
 #include <gsq/io/safetensors.hpp>
 #include <gsq/model/comparison.hpp>
 #include <gsq/model/evaluation.hpp>
+#include <gsq/model/gguf_checkpoint.hpp>
 #include <gsq/model/llama.hpp>
 
 namespace po = boost::program_options;
@@ -57,7 +58,8 @@ std::optional<Options> parse_options(int argc, char** argv) {
   flags.add_options()
       ("model", po::value(&options.model)->required(),
        "checkpoint directory: config.json plus model.safetensors or a sharded model.safetensors.index.json "
-       "(LlamaForCausalLM, MistralForCausalLM or Qwen2ForCausalLM)")
+       "(the architectures quantize_model reads), or a llama.cpp GGUF file (FILE.gguf, architecture llama; any of "
+       "the types F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K to Q6_K, TQ1_0, TQ2_0), read as its Hugging Face twin")
       ("eval", po::value(&options.eval),
        "token stream to evaluate on: raw little-endian uint32 ids, a NumPy .npy array (<u4, <i4, <u2 or <i8), "
        "or with --byte-tokens a text file (not needed with a saved --reference, which holds its tokens)")
@@ -72,7 +74,7 @@ std::optional<Options> parse_options(int argc, char** argv) {
       ("max-windows", po::value(&options.evaluation.max_windows)->default_value(0),
        "evaluate only the first N windows (0: all)")
       ("reference", po::value(&options.reference),
-       "compare with a reference: the full-precision checkpoint directory (run beside --model; exact), or a file "
+       "compare with a reference: the full-precision checkpoint directory or GGUF (run beside --model; exact), or a file "
        "--save-reference wrote (its windows and tokens; exact but for the KL divergence, a lower bound). Prints the "
        "KL divergence KL(P_ref || P_model) per prediction (mean, percentiles), the same-top-token rate, the change "
        "of the next token's probability and the perplexity ratio, each mean with its standard error, as "
@@ -187,13 +189,11 @@ int main(int argc, char** argv) {
       options->evaluation.window = kept->window;
       options->evaluation.first_scored = kept->first_scored;
     }
-    const gsq::LlamaConfig model_config = gsq::LlamaConfig::load(options->model + "/config.json");
-    gsq::require_memory((options->reference.empty() || saved ? 1 : 2) * gsq::evaluation_bytes(model_config, options->evaluation.window),
-                        "an evaluation window of " + std::to_string(options->evaluation.window) + " tokens (--window)");
-    model_config.require_within_positions(options->evaluation.window, "--window: evaluation windows of");
-
     const Clock::time_point loading = Clock::now();
-    const gsq::LlamaModel model = gsq::LlamaModel::open(options->model);  // streamed, layer by layer
+    const gsq::LlamaModel model = gsq::open_model(options->model);  // a directory streamed layer by layer, or a GGUF
+    gsq::require_memory((options->reference.empty() || saved ? 1 : 2) * gsq::evaluation_bytes(model.config(), options->evaluation.window),
+                        "an evaluation window of " + std::to_string(options->evaluation.window) + " tokens (--window)");
+    model.config().require_within_positions(options->evaluation.window, "--window: evaluation windows of");
     std::vector<gsq::TokenId> tokens;
     if (!options->eval.empty())
       tokens = options->byte_tokens ? gsq::read_byte_tokens(options->eval) : gsq::read_token_file(options->eval);
@@ -223,7 +223,7 @@ int main(int argc, char** argv) {
       if (kept) {
         compared = gsq::compare(model, *kept, options->evaluation);
       } else {
-        const gsq::LlamaModel reference = gsq::LlamaModel::open(options->reference);
+        const gsq::LlamaModel reference = gsq::open_model(options->reference);
         gsq::SavedReference keep;
         keep.k = std::min(options->top_k, reference.config().vocab_size);
         keep.source = options->reference;

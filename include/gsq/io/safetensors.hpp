@@ -164,8 +164,8 @@ inline nlohmann::json parse_json_strictly(const char* first, const char* last, c
 /// Owns a read-only memory mapping of a whole file.
 class MappedFile {
  public:
-  explicit MappedFile(const std::string& path) {
-    const int descriptor = open_regular_file(path, "safetensors file");
+  explicit MappedFile(const std::string& path, const std::string& what = "safetensors file") {
+    const int descriptor = open_regular_file(path, what);
     struct stat status {};
     ::fstat(descriptor, &status);
     size_ = static_cast<std::size_t>(status.st_size);
@@ -173,7 +173,7 @@ class MappedFile {
       void* mapping = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, descriptor, 0);
       const int map_errno = errno;
       ::close(descriptor);
-      require(mapping != MAP_FAILED, "cannot map safetensors file '" + path + "': " + std::strerror(map_errno));
+      require(mapping != MAP_FAILED, "cannot map " + what + " '" + path + "': " + std::strerror(map_errno));
       bytes_ = static_cast<const std::uint8_t*>(mapping);
     } else {
       ::close(descriptor);
@@ -481,6 +481,15 @@ class Checkpoint {
     Checkpoint checkpoint;
     checkpoint.source_ = path;
     checkpoint.add_shard(SafetensorsFile::open(path));
+    return checkpoint;
+  }
+
+  /// A checkpoint of one safetensors file already open (one held in memory: a model converted from
+  /// another format); `source` names it.
+  static Checkpoint of_file(SafetensorsFile file, std::string source) {
+    Checkpoint checkpoint;
+    checkpoint.source_ = std::move(source);
+    checkpoint.add_shard(std::move(file));
     return checkpoint;
   }
 

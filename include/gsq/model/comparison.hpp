@@ -36,6 +36,7 @@
 #include "gsq/common/matrix.hpp"
 #include "gsq/io/safetensors.hpp"
 #include "gsq/model/evaluation.hpp"
+#include "gsq/model/gguf_checkpoint.hpp"
 #include "gsq/model/llama.hpp"
 
 namespace gsq {
@@ -169,8 +170,10 @@ struct SavedReference {
   }
 };
 
-/// Whether `path` names a saved reference (a file) rather than a checkpoint (a directory).
-inline bool is_saved_reference(const std::string& path) { return !path.empty() && std::filesystem::is_regular_file(path); }
+/// Whether `path` names a saved reference (a file) rather than a model (a checkpoint directory or a GGUF file).
+inline bool is_saved_reference(const std::string& path) {
+  return !path.empty() && std::filesystem::is_regular_file(path) && !is_gguf_path(path);
+}
 
 /// Compares `model` with `reference` (the same vocabulary) on `tokens` by evaluation.hpp's rule,
 /// both run on every window. With `keep` (its k set, 1 <= k <= the vocabulary), the same pass

@@ -23,11 +23,11 @@ echo "| model | bits/weight | bits/byte | KL mean (nats) | KL p99 | same top | R
 echo "|---|---|---|---|---|---|---|"
 for out in "$work"/int2/{rtn,gptq,gsq} "$work"/int3/{rtn,gptq,gsq} "$work"/int4/{rtn,gptq,gsq} "$work"/q2_k "$work"/q3_k "$work"/q4_k; do
   "$build/evaluate_model" --model "$out" --reference "$model" --eval "$model/eval.txt" --byte-tokens --quiet \
-      --json "$out/comparison.json" > /dev/null
+      --json "$out-comparison.json" > /dev/null
   python3 - "$out" <<'PYTHON'
 import json, sys
 out = sys.argv[1]
-manifest, record = (json.load(open(f"{out}/{name}.json")) for name in ("manifest", "comparison"))
+manifest, record = json.load(open(f"{out}/manifest.json")), json.load(open(f"{out}-comparison.json"))
 c = record["comparison"]
 name = out.split("compare-quants/")[-1] if "compare-quants/" in out else out
 print(f"| {name} | {manifest['bpp']:.3f} | {record['bits_per_token']:.5f} | {c['kl']['mean']:.5f} ± {c['kl']['error']:.5f} "
@@ -37,7 +37,7 @@ PYTHON
 done
 
 # The reference's cost: one evaluation alone, then with the reference run beside it (medians of 3).
-seconds() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['seconds'])" "$1"; }
+seconds() { python3 -c "import json,sys; print(f\"{json.load(open(sys.argv[1]))['seconds']:.2f}\")" "$1"; }
 median() { sort -g | sed -n 2p; }
 alone=$(for _ in 1 2 3; do "$build/evaluate_model" --model "$work/int2/gsq" --eval "$model/eval.txt" --byte-tokens --quiet \
     --json "$work/alone.json" > /dev/null; seconds "$work/alone.json"; done | median)

@@ -80,13 +80,13 @@ std::optional<Options> parse_options(int argc, char** argv) {
        "of the next token's probability and the perplexity ratio, each mean with its standard error, as "
        "llama-perplexity --kl-divergence does")
       ("save-reference", po::value(&options.save_reference),
-       "with --reference DIR: also keep the reference's --top-k most probable tokens of every prediction in FILE "
+       "with --reference DIR (or a GGUF): also keep the reference's --top-k most probable tokens of every prediction in FILE "
        "(safetensors, about 8 * k bytes per prediction), to compare other models without running the reference")
       ("top-k", po::value(&options.top_k)->default_value(options.top_k),
        "tokens per prediction --save-reference keeps")
       ("json", po::value(&options.json_path),
        "also write the results to FILE as a JSON object: nll, ppl, bits_per_token, tokens (predictions), windows, "
-       "window, seconds")
+       "window, seconds; with --reference, \"comparison\" holds every statistic (docs/evaluation.md)")
       ("threads", po::value(&options.threads)->default_value(options.threads), "host threads (0: OpenMP's default)")
       ("quiet", po::bool_switch(&options.quiet), "no progress lines on stderr")
       ("help", "print this help and exit");
@@ -94,7 +94,7 @@ std::optional<Options> parse_options(int argc, char** argv) {
   po::variables_map values;
   po::store(po::command_line_parser(argc, argv).options(flags).run(), values);
   if (values.count("help")) {
-    std::cout << "Usage: " << program_name << " --model DIR --eval FILE [--reference DIR|FILE] [options]\n\n"
+    std::cout << "Usage: " << program_name << " --model DIR|FILE.gguf --eval FILE [--reference DIR|FILE] [options]\n\n"
               << "Evaluates a Llama-family checkpoint on a token stream and prints the mean negative\n"
               << "log-likelihood per predicted token (nats), the perplexity, the bits per token (bits per\n"
               << "byte with --byte-tokens), the number of predictions and the evaluation time; with\n"

@@ -3,6 +3,10 @@
 # scripts/llama_cpp_perplexity.sh builds llama-perplexity from llama-cpp-python's source package
 # and scores the first 32 KiB of eval.txt (128 windows); its figure must agree with transformers' on the same file under the same
 # rule to 1e-3 relative (llama.cpp rounds activations to 8 bits for its quantized products).
+# llama-quantize requantizes the 4-bit file to Q8_0, Q5_1, Q6_K and Q5_K_S, and gsq reads those
+# GGUF files (evaluate_model --model FILE.gguf) to llama-perplexity's figure; and gsq's KL
+# divergence from the original model (evaluate_model --reference) agrees with llama-perplexity
+# --kl-divergence on the same files.
 # And ggml's own decoder (its to_float, through bench/ggml/llama_cpp_k_quants.cpp) reads gsq's
 # Q2_K, Q3_K and Q4_K blocks of a layer to exactly gsq's weights.
 # Usage: tests/interop/check_llama_cpp.sh BUILD_DIR
@@ -40,6 +44,61 @@ for run in "--bits 4 --group 128" "--bits 2 --group 256" "--format q2_k"; do
     echo "FAIL: $run: llama.cpp '$llama' and transformers '$transformers' disagree"
     failures=$((failures + 1))
   fi
+done
+# GGUF files llama.cpp itself writes, in types gsq never writes: llama-quantize requantizes the
+# 4-bit file, and gsq's evaluate_model --model FILE.gguf (second halves scored, as llama.cpp
+# scores them) must give llama-perplexity's figure on each to 1e-3 relative.
+scripts/build_llama_cpp.sh "$build" llama-quantize > /dev/null
+for type in Q8_0 Q5_1 Q6_K Q5_K_S; do
+  file="$work/requantized-$type.gguf"
+  if ! "$build/llama.cpp/build/bin/llama-quantize" --allow-requantize "$work/bits4group128/model.gguf" "$file" "$type" > "$work/quantize.log" 2>&1; then
+    tail -20 "$work/quantize.log"; echo "FAIL: llama-quantize $type"; failures=$((failures + 1)); continue
+  fi
+  llama=$(scripts/llama_cpp_perplexity.sh "$file" "$text" "$build" | sed -n 's/^llama.cpp.*, \([0-9.]*\) bits per token.*/\1/p')
+  gsq=$("$build/evaluate_model" --model "$file" --eval "$text" --byte-tokens --second-half --quiet --json "$work/$type.json" > /dev/null &&
+        python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['bits_per_token'])" "$work/$type.json")
+  if python3 -c "import sys; a, b = float('$llama'), float('$gsq'); sys.exit(abs(a - b) / b > 1e-3)"; then
+    echo "ok:   llama-quantize $type: llama.cpp $llama, gsq reading the GGUF $gsq bits per token"
+  else
+    echo "FAIL: llama-quantize $type: llama.cpp '$llama' and gsq '$gsq' disagree"
+    failures=$((failures + 1))
+  fi
+done
+# The KL divergence from the original: llama-perplexity --kl-divergence against the original model
+# (an F32 GGUF written by gguf-py, tests/interop/f32_gguf.py) and gsq's evaluate_model --reference
+# on the same files and text, second halves scored. On the F32 twin of a quantized model (its
+# weights exactly, so llama.cpp multiplies in float) mean KL must agree to 1e-3 relative and the
+# same-top rate to 0.1 points; on the quantized GGUF itself llama.cpp rounds activations to 8 bits
+# in its products, which adds a little divergence of its own: 10% there.
+perplexity="$build/llama.cpp/build/bin/llama-perplexity"
+f32_gguf() { "$build/interop-venv/bin/python" tests/interop/f32_gguf.py "$1" "$2" "$3" 2> /dev/null; }
+base="$work/original-f32.gguf"
+f32_gguf "$work/bits4group128/model.gguf" "$model" "$base"
+"$perplexity" -m "$base" -f "$text" --ctx-size 256 --batch-size 256 -t "$(nproc)" --kl-divergence-base "$work/base.kld" > "$work/base.log" 2>&1 ||
+  { tail -20 "$work/base.log"; echo "FAIL: llama-perplexity --kl-divergence-base"; exit 1; }
+compare_kl() {  # compare_kl GGUF RELATIVE_TOLERANCE TOP_POINTS
+  for attempt in 1 2 3 4 5 6 7 8; do  # the last log lines can be lost (scripts/llama_cpp_perplexity.sh)
+    "$perplexity" -m "$1" --ctx-size 256 --batch-size 256 -t "$(nproc)" --kl-divergence-base "$work/base.kld" \
+        --kl-divergence > "$work/kl.log" 2>&1 || true
+    grep -q "^Same top p" "$work/kl.log" && break
+  done
+  llama_kl=$(sed -n 's/^Mean    KLD: *\([0-9.e-]*\).*/\1/p' "$work/kl.log")
+  llama_top=$(sed -n 's/^Same top p: *\([0-9.]*\).*/\1/p' "$work/kl.log")
+  "$build/evaluate_model" --model "$1" --reference "$base" --eval "$text" --byte-tokens --second-half --quiet \
+      --json "$work/kl.json" > /dev/null
+  read -r gsq_kl gsq_top <<< "$(python3 -c "import json, sys; c = json.load(open(sys.argv[1]))['comparison']; \
+print(c['kl']['mean'], 100 * c['same_top']['value'])" "$work/kl.json")"
+  if python3 -c "import sys; sys.exit(not (abs($llama_kl - $gsq_kl) <= $2 * $gsq_kl and abs($llama_top - $gsq_top) <= $3))" 2> /dev/null; then
+    echo "ok:   KL divergence of $(basename "$1"): llama.cpp $llama_kl, gsq $gsq_kl nats; same top $llama_top%, gsq $gsq_top%"
+  else
+    echo "FAIL: KL divergence of $(basename "$1"): llama.cpp '$llama_kl' nats, same top '$llama_top'%; gsq $gsq_kl, $gsq_top%"
+    failures=$((failures + 1))
+  fi
+}
+for run in bits4group128 bits2group256; do
+  f32_gguf "$work/$run/model.gguf" "$work/$run" "$work/$run-f32.gguf"  # the run's checkpoint holds its weights in F32
+  compare_kl "$work/$run-f32.gguf" 1e-3 0.1
+  compare_kl "$work/$run/model.gguf" 0.1 0.5
 done
 layer="$work/synthetic.safetensors"
 "$build/quantize_layer" --rows 64 --cols 512 --save-layer "$layer" --method rtn --quiet > /dev/null

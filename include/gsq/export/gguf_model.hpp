@@ -23,6 +23,7 @@
 #include "gsq/export/quantized_model.hpp"
 #include "gsq/format/gguf.hpp"
 #include "gsq/io/regular_file.hpp"
+#include "gsq/model/gguf_checkpoint.hpp"
 #include "gsq/model/rotary.hpp"
 
 namespace gsq {
@@ -52,26 +53,6 @@ inline nlohmann::json bpe_tokenizer(const std::string& directory) {
               tokenizer["model"].value("type", "") == "BPE" && tokenizer["model"].contains("vocab"),
           path + ": the GGUF export writes BPE tokenizers (model.type \"BPE\" with a vocab)");
   return tokenizer;
-}
-
-/// llama.cpp's name for checkpoint tensor `name`, or empty for one it does not load.
-inline std::string gguf_tensor_name(const std::string& name) {
-  if (name == "model.embed_tokens.weight") return "token_embd.weight";
-  if (name == "model.norm.weight") return "output_norm.weight";
-  if (name == "lm_head.weight") return "output.weight";
-  const std::string prefix = "model.layers.";
-  if (name.compare(0, prefix.size(), prefix) != 0) return {};
-  const std::size_t dot = name.find('.', prefix.size());
-  if (dot == std::string::npos) return {};
-  const std::string layer = name.substr(prefix.size(), dot - prefix.size()), rest = name.substr(dot + 1);
-  static const std::map<std::string, std::string> parts = {
-      {"input_layernorm.weight", "attn_norm.weight"},  {"post_attention_layernorm.weight", "ffn_norm.weight"},
-      {"self_attn.q_proj.weight", "attn_q.weight"},    {"self_attn.k_proj.weight", "attn_k.weight"},
-      {"self_attn.v_proj.weight", "attn_v.weight"},    {"self_attn.o_proj.weight", "attn_output.weight"},
-      {"mlp.gate_proj.weight", "ffn_gate.weight"},     {"mlp.up_proj.weight", "ffn_up.weight"},
-      {"mlp.down_proj.weight", "ffn_down.weight"}};
-  const auto part = parts.find(rest);
-  return part == parts.end() ? std::string() : "blk." + layer + "." + part->second;
 }
 
 /// Copies row `from` of `source` into row `to` of `target`: `per_row` values a row.
@@ -223,7 +204,7 @@ inline void write_gguf(const QuantizedModel& model, const std::string& path) {
   detail::set_gguf_tokenizer(writer, model, tokenizer);
 
   for (const std::string& name : model.checkpoint.tensor_names()) {
-    const std::string gguf_name = detail::gguf_tensor_name(name);
+    const std::string gguf_name = detail::llama_cpp_tensor_name(name);
     if (gguf_name.empty()) {
       require(name.find("rotary_emb.inv_freq") != std::string::npos,
               "GGUF export: tensor '" + name + "' has no place in llama.cpp's Llama");

@@ -34,26 +34,51 @@ struct GgufCheckpoint {
 
 namespace detail {
 
-/// Hugging Face's name of llama.cpp tensor `name` in a Llama, or empty for one it has no place for.
-inline std::string hugging_face_tensor_name(const std::string& name) {
-  static const std::map<std::string, std::string> whole = {{"token_embd.weight", "model.embed_tokens.weight"},
-                                                           {"output_norm.weight", "model.norm.weight"},
-                                                           {"output.weight", "lm_head.weight"}};
-  if (const auto found = whole.find(name); found != whole.end()) return found->second;
-  static const std::map<std::string, std::string> parts = {
+/// The tensors of a Llama by their llama.cpp and Hugging Face names: the whole model's, then a
+/// decoder layer's (after "blk.N." and "model.layers.N.").
+struct TensorNamePair {
+  const char* llama_cpp;
+  const char* hugging_face;
+};
+inline const std::vector<TensorNamePair>& llama_model_tensor_names() {
+  static const std::vector<TensorNamePair> names = {
+      {"token_embd.weight", "model.embed_tokens.weight"}, {"output_norm.weight", "model.norm.weight"}, {"output.weight", "lm_head.weight"}};
+  return names;
+}
+inline const std::vector<TensorNamePair>& llama_layer_tensor_names() {
+  static const std::vector<TensorNamePair> names = {
       {"attn_norm.weight", "input_layernorm.weight"},  {"ffn_norm.weight", "post_attention_layernorm.weight"},
       {"attn_q.weight", "self_attn.q_proj.weight"},    {"attn_k.weight", "self_attn.k_proj.weight"},
       {"attn_v.weight", "self_attn.v_proj.weight"},    {"attn_output.weight", "self_attn.o_proj.weight"},
       {"ffn_gate.weight", "mlp.gate_proj.weight"},     {"ffn_up.weight", "mlp.up_proj.weight"},
       {"ffn_down.weight", "mlp.down_proj.weight"}};
-  const std::string prefix = "blk.";
-  if (name.compare(0, prefix.size(), prefix) != 0) return {};
-  const std::size_t dot = name.find('.', prefix.size());
+  return names;
+}
+
+/// `name` in the other naming: from one side's prefix and names (`from`) to the other's (`to`), or
+/// empty for a tensor a Llama has no place for.
+inline std::string renamed_tensor(const std::string& name, const char* TensorNamePair::*from, const char* TensorNamePair::*to,
+                                  const std::string& from_prefix, const std::string& to_prefix) {
+  for (const TensorNamePair& pair : llama_model_tensor_names())
+    if (name == pair.*from) return pair.*to;
+  if (name.compare(0, from_prefix.size(), from_prefix) != 0) return {};
+  const std::size_t dot = name.find('.', from_prefix.size());
   if (dot == std::string::npos) return {};
-  const std::string layer = name.substr(prefix.size(), dot - prefix.size());
-  const auto part = parts.find(name.substr(dot + 1));
-  if (part == parts.end() || layer.empty() || layer.find_first_not_of("0123456789") != std::string::npos) return {};
-  return "model.layers." + layer + "." + part->second;
+  const std::string layer = name.substr(from_prefix.size(), dot - from_prefix.size()), rest = name.substr(dot + 1);
+  if (layer.empty() || layer.find_first_not_of("0123456789") != std::string::npos) return {};
+  for (const TensorNamePair& pair : llama_layer_tensor_names())
+    if (rest == pair.*from) return to_prefix + layer + "." + pair.*to;
+  return {};
+}
+
+/// Hugging Face's name of llama.cpp tensor `name` in a Llama, or empty.
+inline std::string hugging_face_tensor_name(const std::string& name) {
+  return renamed_tensor(name, &TensorNamePair::llama_cpp, &TensorNamePair::hugging_face, "blk.", "model.layers.");
+}
+
+/// llama.cpp's name of checkpoint tensor `name` in a Llama, or empty for one it does not load.
+inline std::string llama_cpp_tensor_name(const std::string& name) {
+  return renamed_tensor(name, &TensorNamePair::hugging_face, &TensorNamePair::llama_cpp, "model.layers.", "blk.");
 }
 
 /// Rows of `values` (rows x cols) from llama.cpp's rotary order back to Hugging Face's, for

@@ -29,6 +29,7 @@
 #include <gsq/io/fingerprint.hpp>
 #include <gsq/io/output_location.hpp>
 #include <gsq/io/resumable_output.hpp>
+#include <gsq/model/comparison.hpp>
 #include <gsq/model/evaluation.hpp>
 #include <gsq/pipeline/report.hpp>
 #include <gsq/pipeline/sequential.hpp>
@@ -106,7 +107,10 @@ Options parse_options(int argc, char** argv) {
       ("calib", po::value(&options.calib)->required(), "calibration tokens: a token-id file (uint32 or .npy), or text with --byte-tokens")
       ("calib-tokens", po::value(&options.calib_tokens)->default_value(8192), "calibration tokens used (0: all)")
       ("calib-window", po::value(&options.calib_window)->default_value(256), "tokens per calibration sequence")
-      ("eval", po::value(&options.eval), "evaluation tokens (same formats as --calib); omitted: no evaluation")
+      ("eval", po::value(&options.eval),
+       "evaluation tokens (same formats as --calib); each quantized model is scored on them beside the original: bits "
+       "per token, and its KL divergence from the original and same-top-token rate (the manifest's \"comparison\" holds "
+       "every statistic of evaluate_model --reference); omitted: no evaluation")
       ("window", po::value(&options.window)->default_value(256), "evaluation window: window-1 predictions each")
       ("byte-tokens", po::bool_switch(&options.byte_tokens), "read --calib and --eval as bytes (byte-level models)")
       ("seed", po::value(&seed)->default_value("0"), "seed of the logit initialisation and the Gumbel noise (0 to 2^64 - 1)")
@@ -257,7 +261,7 @@ Plan plan_run(const Options& options) {
                           std::to_string(window) + " (--calib-tokens, --calib-window)");
   if (!options.eval.empty()) {
     plan.evaluation = read_checked_tokens("--eval", options.eval, options.byte_tokens, model.vocab_size);
-    gsq::require_memory(gsq::evaluation_bytes(model, options.window),
+    gsq::require_memory(2 * gsq::evaluation_bytes(model, options.window),  // each quantized model beside the original
                         "an evaluation window of " + std::to_string(options.window) + " tokens (--window)");
   }
 
@@ -423,12 +427,14 @@ MethodRun run_method(gsq::Method method, const Options& options, const Plan& pla
   nlohmann::json manifest = {{"producer", gsq::producer}, {"method", gsq::method_name(method)}, {"bits", gsq::driver::bits_label(options)},
                              {"group", gsq::driver::group_label(options)}, {"bpp", bpp}, {"settings", settings},
                              {"layers", layers}, {"quantize_seconds", quantize_seconds}};
-  if (!evaluation.empty() && communicator.rank() == 0) {
+  if (!evaluation.empty() && communicator.rank() == 0) {  // judged beside the original (gsq/model/comparison.hpp)
     const Clock::time_point eval_start = Clock::now();
     gsq::EvaluationOptions eval_options;
     eval_options.window = options.window;
-    manifest["evaluation"] = gsq::evaluate(model, evaluation, eval_options);
+    const gsq::Comparison compared = gsq::compare(model, gsq::LlamaModel::open(options.model), evaluation, eval_options);
+    manifest["evaluation"] = gsq::evaluation_of(compared);
     manifest["evaluation"]["seconds"] = seconds_since(eval_start);
+    manifest["comparison"] = gsq::summarize(compared);
   }
 
   output.publish([&](const std::string& directory) {
@@ -450,12 +456,22 @@ MethodRun run_method(gsq::Method method, const Options& options, const Plan& pla
   return {manifest, bpp};
 }
 
+/// One row of the table: a method's size, its evaluation, and its divergence from the original
+/// (mean KL in nats, the rate of predictions whose top token is the original's), if evaluated.
 void print_row(const std::string& method, const std::string& bits, const std::string& group, double bpp,
-               const nlohmann::json& evaluation, double seconds) {
-  const bool evaluated = evaluation.is_object();
-  std::printf("%-8s %-8s %-12s %7.3f %12s %10s %9.1f\n", method.c_str(), bits.c_str(), group.c_str(), bpp,
-              evaluated ? std::to_string(evaluation["bits_per_token"].get<double>()).substr(0, 7).c_str() : "-",
-              evaluated ? std::to_string(evaluation["ppl"].get<double>()).substr(0, 7).c_str() : "-", seconds);
+               const nlohmann::json& evaluation, const nlohmann::json& comparison, double seconds) {
+  const auto shown = [](const nlohmann::json& value, const char* format, double scale) {
+    if (!value.is_number()) return std::string("-");
+    char text[32];
+    std::snprintf(text, sizeof text, format, scale * value.get<double>());
+    return std::string(text);
+  };
+  const bool compared = comparison.is_object();
+  std::printf("%-8s %-8s %-12s %7.3f %12s %10s %9s %9s %9.1f\n", method.c_str(), bits.c_str(), group.c_str(), bpp,
+              shown(evaluation.is_object() ? evaluation["bits_per_token"] : nlohmann::json(), "%.5f", 1).c_str(),
+              shown(evaluation.is_object() ? evaluation["ppl"] : nlohmann::json(), "%.5f", 1).c_str(),
+              shown(compared ? comparison["kl"]["mean"] : nlohmann::json(), "%.5f", 1).c_str(),
+              shown(compared ? comparison["same_top"]["value"] : nlohmann::json(), "%.2f%%", 100).c_str(), seconds);
 }
 
 int run(const Options& options, const gsq::Communicator& communicator) {
@@ -494,13 +510,13 @@ int run(const Options& options, const gsq::Communicator& communicator) {
 
   std::printf("model %s: %zu calibration tokens, %zu evaluation tokens (window %ld)\n", options.model.c_str(),
               calibration.size(), evaluation.size(), options.window);
-  std::printf("%-8s %-8s %-12s %7s %12s %10s %9s\n", "method", "bits", "group", "bpp",
-              options.byte_tokens ? "bits/byte" : "bits/token", "ppl", "seconds");
-  if (!evaluation.empty()) print_row("original", "16", "-", 16, baseline, baseline_seconds);
+  std::printf("%-8s %-8s %-12s %7s %12s %10s %9s %9s %9s\n", "method", "bits", "group", "bpp",
+              options.byte_tokens ? "bits/byte" : "bits/token", "ppl", "KL", "same top", "seconds");
+  if (!evaluation.empty()) print_row("original", "16", "-", 16, baseline, nlohmann::json(), baseline_seconds);
   for (std::size_t i = 0; i < runs.size(); ++i) {
     const nlohmann::json& run = runs[i];
     print_row(run["method"], run["bits"], run["group"], bpps[i], run.contains("evaluation") ? run["evaluation"] : nlohmann::json(),
-              run["quantize_seconds"].get<double>());
+              run.contains("comparison") ? run["comparison"] : nlohmann::json(), run["quantize_seconds"].get<double>());
   }
   if (!plan.json.empty())
     gsq::write_json_atomically(plan.json, {{"producer", gsq::producer}, {"baseline", baseline}, {"runs", runs}});

@@ -14,6 +14,7 @@
 
 #include <gsq/export/dequantized_checkpoint.hpp>
 #include <gsq/format/packed.hpp>
+#include <gsq/model/comparison.hpp>
 #include <gsq/model/evaluation.hpp>
 #include <gsq/pipeline/sequential.hpp>
 
@@ -105,6 +106,11 @@ TEST_CASE("quantize_model: the written checkpoint reloads exactly, and the packe
   const gsq::EvaluationResult result = gsq::evaluate(reloaded, gsq::read_byte_tokens(model_dir + "/eval.txt"), options);
   const nlohmann::json report = read_json(json);
   CHECK(report["runs"][0]["evaluation"]["bits_per_token"].get<double>() == Approx(result.bits_per_token()).epsilon(1e-12));
+  // And its divergence from the original is that of the files it wrote.
+  const nlohmann::json compared = gsq::summarize(gsq::compare(reloaded, original, gsq::read_byte_tokens(model_dir + "/eval.txt"), options));
+  CHECK(report["runs"][0]["comparison"]["kl"]["mean"].get<double>() == Approx(compared["kl"]["mean"].get<double>()).epsilon(1e-12));
+  CHECK(report["runs"][0]["comparison"]["same_top"] == compared["same_top"]);
+  CHECK(compared["kl"]["mean"].get<double>() > 0);
   CHECK(report["runs"][0]["bpp"].get<double>() == Approx(3.25));
   CHECK(report["baseline"]["bits_per_token"].get<double>() == Approx(2.35097372204944).epsilon(5e-3));
   CHECK(fs::exists(out / "config.json"));

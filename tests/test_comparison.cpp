@@ -43,6 +43,17 @@ std::vector<long double> probabilities(const std::vector<float>& logits) {
   return p;
 }
 
+/// The bundled model's evaluation text, as byte tokens.
+std::vector<gsq::TokenId> bundled_text() { return gsq::read_byte_tokens(bundled + "/eval.txt"); }
+
+/// The first `windows` windows of `window` tokens, every prediction scored.
+gsq::EvaluationOptions first_windows(long window, long windows) {
+  gsq::EvaluationOptions options;
+  options.window = window;
+  options.max_windows = windows;
+  return options;
+}
+
 long double direct_kl(const std::vector<long double>& p, const std::vector<long double>& q) {
   long double kl = 0;
   for (std::size_t i = 0; i < p.size(); ++i) kl += p[i] * std::log(p[i] / q[i]);
@@ -157,10 +168,8 @@ TEST_CASE("the summary's means, standard errors, quantiles and rates follow thei
 
 TEST_CASE("a model compared with itself shows no divergence, the same top token everywhere and its own evaluation") {
   const gsq::LlamaModel model = gsq::LlamaModel::load(bundled);
-  const std::vector<gsq::TokenId> tokens = gsq::read_byte_tokens(bundled + "/eval.txt");
-  gsq::EvaluationOptions options;
-  options.window = 64;
-  options.max_windows = 6;
+  const std::vector<gsq::TokenId> tokens = bundled_text();
+  const gsq::EvaluationOptions options = first_windows(64, 6);
   const gsq::Comparison comparison = gsq::compare(model, model, tokens, options);
   REQUIRE(comparison.predictions.size() == 6 * 63);
   const nlohmann::json summary = gsq::summarize(comparison);
@@ -172,10 +181,8 @@ TEST_CASE("a model compared with itself shows no divergence, the same top token 
 
 TEST_CASE("with llama-perplexity's rule only the second half of each window is scored") {
   const gsq::LlamaModel model = gsq::LlamaModel::load(bundled);
-  const std::vector<gsq::TokenId> tokens = gsq::read_byte_tokens(bundled + "/eval.txt");
-  gsq::EvaluationOptions options;
-  options.window = 32;
-  options.max_windows = 3;
+  const std::vector<gsq::TokenId> tokens = bundled_text();
+  gsq::EvaluationOptions options = first_windows(32, 3);
   options.first_scored = 16;
   options.windows_per_batch = 1;  // as below: the same products, the same rounding
   const gsq::EvaluationResult result = gsq::evaluate(model, tokens, options);
@@ -197,10 +204,8 @@ TEST_CASE("a perturbed model compared exactly and through a saved top-k referenc
   gsq::Matrix<float> weight = perturbed.linear_weight(1, "mlp.down_proj");
   for (std::size_t i = 0; i < weight.values.size(); i += 3) weight.values[i] *= 1.5f;
   perturbed.set_linear_weight(1, "mlp.down_proj", weight);
-  const std::vector<gsq::TokenId> tokens = gsq::read_byte_tokens(bundled + "/eval.txt");
-  gsq::EvaluationOptions options;
-  options.window = 64;
-  options.max_windows = 8;
+  const std::vector<gsq::TokenId> tokens = bundled_text();
+  gsq::EvaluationOptions options = first_windows(64, 8);
   options.first_scored = 32;
 
   gsq::SavedReference kept;
@@ -236,10 +241,8 @@ TEST_CASE("a perturbed model compared exactly and through a saved top-k referenc
 TEST_CASE("malformed or mismatched references are refused, naming the problem") {
   const ScratchDirectory scratch;
   const gsq::LlamaModel model = gsq::LlamaModel::load(bundled);
-  const std::vector<gsq::TokenId> tokens = gsq::read_byte_tokens(bundled + "/eval.txt");
-  gsq::EvaluationOptions options;
-  options.window = 16;
-  options.max_windows = 2;
+  const std::vector<gsq::TokenId> tokens = bundled_text();
+  const gsq::EvaluationOptions options = first_windows(16, 2);
   gsq::SavedReference kept;
   kept.k = 4;
   gsq::compare(model, model, tokens, options, &kept);

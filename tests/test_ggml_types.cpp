@@ -45,6 +45,11 @@ TEST_CASE("F32 reads its little-endian floats; an unknown type and a partial blo
   CHECK(gsq::dequantize_ggml(gsq::GgmlType::F32, bytes.data(), 4, "x") == values);
   CHECK(gsq::find_ggml_type(16) == nullptr);  // IQ2_XXS
   CHECK(gsq::find_ggml_type(14)->name == std::string("Q6_K"));
+  CHECK(gsq::ggml_type_name(16) == "IQ2_XXS");
+  CHECK(gsq::ggml_type_name(29) == "IQ1_M");
+  CHECK(gsq::ggml_type_name(15) == "Q8_K");
+  CHECK(gsq::ggml_type_name(14) == "Q6_K");
+  CHECK(gsq::ggml_type_name(12345) == "type 12345");
   const std::vector<std::uint8_t> block(18, 0);
   CHECK_THROWS_WITH(gsq::dequantize_ggml(gsq::GgmlType::Q4_0, block.data(), 16, "blk.0.attn_q.weight"),
                     Contains("blk.0.attn_q.weight: 16 elements are not whole Q4_0 blocks of 32"));

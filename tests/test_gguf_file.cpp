@@ -105,7 +105,7 @@ TEST_CASE("malformed GGUF files are refused, naming the problem") {
   const std::string name = "q4";
   const auto at = std::search(bytes.begin(), bytes.end(), name.begin(), name.end()) - bytes.begin();
   bytes[static_cast<std::size_t>(at) + 2 + 4 + 16] = 16;
-  refused(bytes, "tensor 'q4' has ggml type 16, which gsq does not read");
+  refused(bytes, "tensor 'q4' is IQ2_XXS (ggml type 16), which gsq does not read");
 }
 
 TEST_CASE("quantize_model's GGUF export reads back as the checkpoint beside it") {

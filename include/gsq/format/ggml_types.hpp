@@ -50,6 +50,16 @@ inline const GgmlTypeInfo* find_ggml_type(std::uint32_t number) {
   return nullptr;
 }
 
+/// ggml's name of type number `number`, read by gsq or not ("IQ2_XXS"), for messages.
+inline std::string ggml_type_name(std::uint32_t number) {
+  if (const GgmlTypeInfo* info = find_ggml_type(number)) return info->name;
+  static const char* const unread[] = {"Q8_1", nullptr, nullptr, nullptr, nullptr, nullptr, "Q8_K", "IQ2_XXS", "IQ2_XS", "IQ3_XXS",
+                                       "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS", "I8", "I16", "I32", "I64", "F64", "IQ1_M"};
+  const std::uint32_t first = 9;  // Q8_1; then 15 Q8_K, 16 IQ2_XXS ... 29 IQ1_M
+  if (number >= first && number - first < sizeof unread / sizeof unread[0] && unread[number - first]) return unread[number - first];
+  return "type " + std::to_string(number);
+}
+
 inline const GgmlTypeInfo& ggml_type_info(GgmlType type) {
   const GgmlTypeInfo* info = find_ggml_type(static_cast<std::uint32_t>(type));
   require(info != nullptr, "unknown ggml type " + std::to_string(static_cast<std::uint32_t>(type)));

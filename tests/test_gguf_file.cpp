@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include <gsq/format/gguf.hpp>
 #include <gsq/format/gguf_file.hpp>
 #include <gsq/model/evaluation.hpp>
@@ -129,6 +131,20 @@ TEST_CASE("quantize_model's GGUF export reads back as the checkpoint beside it")
   const std::vector<gsq::TokenId> tokens = gsq::read_byte_tokens(model + "/eval.txt");
   const std::vector<gsq::TokenId> window(tokens.begin(), tokens.begin() + 64);
   CHECK(from_gguf.forward(window, 64).values == twin.forward(window, 64).values);
+
+  // evaluate_model scores the GGUF as its twin, and finds no divergence between them.
+  const auto evaluated = [&](const std::string& path, const std::string& name) {
+    const gsq::testing::Outcome outcome = gsq::testing::run_program(
+        "evaluate_model", "--model '" + path + "' --reference '" + out + "' --eval '" + model + "/eval.txt' --byte-tokens "
+                          "--max-windows 8 --quiet --json '" + scratch.file(name) + "'");
+    INFO(outcome.err);
+    REQUIRE(outcome.status == 0);
+    return nlohmann::json::parse(gsq::testing::read_file(scratch.file(name)));
+  };
+  const nlohmann::json gguf = evaluated(out + "/model.gguf", "gguf.json"), safetensors = evaluated(out, "twin.json");
+  CHECK(gguf["nll"].get<double>() == Approx(safetensors["nll"].get<double>()).epsilon(1e-12));
+  CHECK(gguf["comparison"]["kl"]["max"].get<double>() < 1e-9);
+  CHECK(gguf["comparison"]["same_top"]["value"] == 1.0);
 }
 
 TEST_CASE("a GGUF of another architecture is refused by name") {

@@ -222,8 +222,13 @@ class SafetensorsFile {
   /// Copies `size` bytes of a safetensors file held in memory; `label` names it in errors.
   static SafetensorsFile from_bytes(const void* bytes, std::size_t size, const std::string& label = "<memory>") {
     const auto* first = static_cast<const std::uint8_t*>(bytes);
-    auto copy = std::make_shared<const std::vector<std::uint8_t>>(first, first + size);
-    return SafetensorsFile(label, copy, copy->data(), copy->size());
+    return from_bytes(std::vector<std::uint8_t>(first, first + size), label);
+  }
+
+  /// Takes a safetensors file's bytes (moved in, not copied: a model converted in memory).
+  static SafetensorsFile from_bytes(std::vector<std::uint8_t> bytes, const std::string& label = "<memory>") {
+    auto held = std::make_shared<const std::vector<std::uint8_t>>(std::move(bytes));
+    return SafetensorsFile(label, held, held->data(), held->size());
   }
 
   /// The path (or label) the file was opened with.

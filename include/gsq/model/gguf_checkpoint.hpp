@@ -8,7 +8,8 @@
 //
 // Read so far: general.architecture "llama" (Llama, Mistral and SmolLM files), rotary scaling
 // none or linear. Other architectures and a llama3-scaled rope (rope_freqs) are refused by name.
-// The tensors are held in memory as 32-bit floats (4 bytes a weight).
+// The tensors are held in memory as 32-bit floats (4 bytes a weight; 8 while they are converted,
+// checked against the machine's memory first).
 #pragma once
 
 #include <algorithm>
@@ -20,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "gsq/common/error.hpp"
+#include "gsq/common/memory.hpp"
 #include "gsq/format/gguf_file.hpp"
 #include "gsq/io/safetensors.hpp"
 #include "gsq/model/config.hpp"
@@ -152,6 +154,9 @@ inline GgufCheckpoint read_gguf_checkpoint(const std::string& path) {
     config["rope_scaling"] = {{"type", "linear"}, {"factor", detail::gguf_number(file, "llama.rope.scaling.factor", 1.0)}};
   }
 
+  double elements = 0;
+  for (const GgufTensor& tensor : file.tensors()) elements += static_cast<double>(tensor.elements());
+  require_memory(8 * elements, "reading " + path + " as 32-bit floats (" + std::to_string(static_cast<long>(elements)) + " weights)");
   SafetensorsWriter writer;
   for (const GgufTensor& tensor : file.tensors()) {
     const std::string name = detail::hugging_face_tensor_name(tensor.name);
@@ -165,8 +170,7 @@ inline GgufCheckpoint read_gguf_checkpoint(const std::string& path) {
     }
     writer.add(name, tensor.shape, values);
   }
-  const std::vector<std::uint8_t> bytes = writer.to_bytes();
-  result.checkpoint = Checkpoint::of_file(SafetensorsFile::from_bytes(bytes.data(), bytes.size(), path), path);
+  result.checkpoint = Checkpoint::of_file(SafetensorsFile::from_bytes(writer.to_bytes(), path), path);
   return result;
 }
 

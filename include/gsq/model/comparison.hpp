@@ -51,24 +51,6 @@ struct PredictionComparison {
   bool same_top = false;     // both rank the same token first (the lowest id among equals)
 };
 
-namespace detail {
-
-/// log sum_i exp(logits[i]) in double, and the first index of the largest logit.
-struct LogNormaliser {
-  double log_sum = 0;
-  long top = 0;
-};
-
-inline LogNormaliser log_normaliser(const float* logits, long vocabulary) {
-  const long top = static_cast<long>(std::max_element(logits, logits + vocabulary) - logits);
-  const double largest = logits[top];
-  double sum = 0;
-  for (long i = 0; i < vocabulary; ++i) sum += std::exp(static_cast<double>(logits[i]) - largest);
-  return {largest + std::log(sum), top};
-}
-
-}  // namespace detail
-
 /// The comparison of one prediction from both models' logits (whole vocabulary; exact).
 inline PredictionComparison compare_prediction(const float* logits, const float* reference_logits, long vocabulary,
                                                TokenId next) {
@@ -402,7 +384,13 @@ inline SafetensorsWriter reference_file(const SavedReference& reference) {
 
 /// Reads what reference_file wrote, checking that its parts agree.
 inline SavedReference read_reference(const std::string& path) {
-  const SafetensorsFile file = SafetensorsFile::open(path);
+  const SafetensorsFile file = [&] {
+    try {
+      return SafetensorsFile::open(path);
+    } catch (const Error& error) {
+      throw Error(path + " is not a reference saved by gsq (evaluate_model --save-reference): " + error.what());
+    }
+  }();
   const auto field = [&](const std::string& key) {
     const auto found = file.metadata().find(key);
     require(found != file.metadata().end(), path + ": no \"" + key + "\" metadata: not a reference saved by gsq (evaluate_model --save-reference)");

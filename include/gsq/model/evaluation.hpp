@@ -192,12 +192,27 @@ inline void to_json(nlohmann::json& json, const EvaluationResult& result) {
 /// The windows a stream of `tokens` tokens holds (the incomplete tail dropped).
 inline long count_windows(long tokens, long window) { return window > 0 ? tokens / window : 0; }
 
-/// -log softmax(logits)[target], in double (log-sum-exp with the largest logit factored out).
-inline double token_nll(const float* logits, long vocabulary, TokenId target) {
-  const double largest = *std::max_element(logits, logits + vocabulary);
+namespace detail {
+
+/// log sum_i exp(logits[i]) in double, and the first index of the largest logit.
+struct LogNormaliser {
+  double log_sum = 0;
+  long top = 0;
+};
+
+inline LogNormaliser log_normaliser(const float* logits, long vocabulary) {
+  const long top = static_cast<long>(std::max_element(logits, logits + vocabulary) - logits);
+  const double largest = logits[top];
   double sum = 0;
   for (long i = 0; i < vocabulary; ++i) sum += std::exp(static_cast<double>(logits[i]) - largest);
-  return largest + std::log(sum) - static_cast<double>(logits[target]);
+  return {largest + std::log(sum), top};
+}
+
+}  // namespace detail
+
+/// -log softmax(logits)[target], in double (log-sum-exp with the largest logit factored out).
+inline double token_nll(const float* logits, long vocabulary, TokenId target) {
+  return detail::log_normaliser(logits, vocabulary).log_sum - static_cast<double>(logits[target]);
 }
 
 /// Windows per forward call when EvaluationOptions::windows_per_batch is 0: about 32k tokens,

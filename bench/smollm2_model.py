@@ -54,6 +54,9 @@ def write_tokens(tokenizer, out):
     evaluation = evaluation[: len(evaluation) // WINDOW * WINDOW]
     np.array(calib, dtype="<u4").tofile(out / "calib.u32")
     np.array(evaluation, dtype="<u4").tofile(out / "eval.u32")
+    # The texts too: gsq tokenizes them itself (--calib/--eval FILE.txt; bench/smollm2_tokenizer.sh).
+    (out / "calib.txt").write_text(calib_text, encoding="utf-8")
+    (out / "eval.txt").write_text(eval_text, encoding="utf-8")
 
 
 def main():

@@ -27,6 +27,7 @@
 #include <gsq/model/evaluation.hpp>
 #include <gsq/model/gguf_checkpoint.hpp>
 #include <gsq/model/llama.hpp>
+#include <gsq/text/tokenizer.hpp>
 
 namespace po = boost::program_options;
 using gsq::Clock;
@@ -39,6 +40,7 @@ constexpr const char* program_name = "evaluate_model";
 struct Options {
   std::string model;
   std::string eval;
+  std::string tokenizer;
   bool byte_tokens = false;
   gsq::EvaluationOptions evaluation;
   bool second_half = false;
@@ -58,11 +60,16 @@ std::optional<Options> parse_options(int argc, char** argv) {
   flags.add_options()
       ("model", po::value(&options.model)->required(),
        "checkpoint directory: config.json plus model.safetensors or a sharded model.safetensors.index.json "
-       "(the architectures quantize_model reads), or a llama.cpp GGUF file (FILE.gguf, architecture llama; any of "
+       "(the architectures quantize_model reads), or a llama.cpp GGUF file (FILE.gguf of architecture llama, qwen2, qwen3, "
+       "qwen2moe, qwen3moe or deepseek2; any of "
        "the types F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K to Q6_K, TQ1_0, TQ2_0), read as its Hugging Face twin")
       ("eval", po::value(&options.eval),
-       "token stream to evaluate on: raw little-endian uint32 ids, a NumPy .npy array (<u4, <i4, <u2 or <i8), "
-       "or with --byte-tokens a text file (not needed with a saved --reference, which holds its tokens)")
+       "what to evaluate on: a UTF-8 text file named *.txt, tokenized by the model's own tokenizer.json as transformers "
+       "does (see --tokenizer), or token ids: raw little-endian uint32, a NumPy .npy array (<u4, <i4, <u2 or <i8); "
+       "with --byte-tokens any file read as bytes (not needed with a saved --reference, which holds its tokens)")
+      ("tokenizer", po::value(&options.tokenizer),
+       "the tokenizer.json (or a directory holding one) that tokenizes an --eval *.txt (default: --model's own; "
+       "needed for a GGUF --model)")
       ("byte-tokens", po::bool_switch(&options.byte_tokens),
        "read --eval as bytes, each byte one token id (for byte-level models)")
       ("window", po::value(&options.evaluation.window)->default_value(options.evaluation.window),
@@ -196,7 +203,7 @@ int main(int argc, char** argv) {
     model.config().require_within_positions(options->evaluation.window, "--window: evaluation windows of");
     std::vector<gsq::TokenId> tokens;
     if (!options->eval.empty())
-      tokens = options->byte_tokens ? gsq::read_byte_tokens(options->eval) : gsq::read_token_file(options->eval);
+      tokens = gsq::TokenSource(options->tokenizer.empty() ? options->model : options->tokenizer, options->byte_tokens).read(options->eval);
     if (kept) {
       gsq::require(options->eval.empty() || (tokens.size() >= kept->tokens.size() &&
                                              std::equal(kept->tokens.begin(), kept->tokens.end(), tokens.begin())),

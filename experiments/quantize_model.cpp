@@ -31,8 +31,10 @@
 #include <gsq/io/resumable_output.hpp>
 #include <gsq/model/comparison.hpp>
 #include <gsq/model/evaluation.hpp>
+#include <gsq/model/layer_divergence.hpp>
 #include <gsq/pipeline/report.hpp>
 #include <gsq/pipeline/sequential.hpp>
+#include <gsq/text/tokenizer.hpp>
 #ifdef GSQ_WITH_MPI
 #include <gsq/distributed/mpi_communicator.hpp>
 #endif
@@ -59,7 +61,8 @@ struct Options {
   GroupingChoice grouping{"--group", "128"};
   const gsq::KQuantFormat* k_quant = nullptr;  // --format: a llama.cpp K-quant layout instead of the grid
   gsq::ModelQuantizationConfig config;
-  long calib_tokens = 0, calib_window = 0, window = 0, stop_after = 0;
+  long calib_tokens = 0, calib_window = 0, window = 0, stop_after = 0, layer_kl_windows = 0;
+  std::string tokenizer;
   bool byte_tokens = false, resume = false, quiet = false;
   int threads = 0;
 };
@@ -104,7 +107,9 @@ Options parse_options(int argc, char** argv) {
       ("scale-search", po::value(&scale_search)->default_value("weighted"), "scale fit of RTN and GPTQ: maxabs, mse or weighted (diag(H)-weighted search; wins on the layers measured, docs/quantize_layer.md)")
       ("percdamp", po::value(&options.config.gptq.percdamp)->default_value(0.01), "GPTQ damping, a fraction of mean(diag H)")
       ("act-order", po::bool_switch(&options.config.gptq.act_order), "GPTQ processes columns by decreasing diag(H)")
-      ("calib", po::value(&options.calib)->required(), "calibration tokens: a token-id file (uint32 or .npy), or text with --byte-tokens")
+      ("calib", po::value(&options.calib)->required(), "calibration data: a UTF-8 text file named *.txt, tokenized by the "
+                                                       "model's own tokenizer.json as transformers does (see --tokenizer), or token ids "
+                                                       "(raw uint32 or .npy); with --byte-tokens, any file read as bytes")
       ("calib-tokens", po::value(&options.calib_tokens)->default_value(8192), "calibration tokens used (0: all)")
       ("calib-window", po::value(&options.calib_window)->default_value(256), "tokens per calibration sequence")
       ("eval", po::value(&options.eval),
@@ -112,7 +117,13 @@ Options parse_options(int argc, char** argv) {
        "per token, and its KL divergence from the original and same-top-token rate (the manifest's \"comparison\" holds "
        "every statistic of evaluate_model --reference); omitted: no evaluation")
       ("window", po::value(&options.window)->default_value(256), "evaluation window: window-1 predictions each")
-      ("byte-tokens", po::bool_switch(&options.byte_tokens), "read --calib and --eval as bytes (byte-level models)")
+      ("layer-kl-windows", po::value(&options.layer_kl_windows)->default_value(4),
+       "with --eval: on its first windows, each decoder layer's own share of the divergence, the original model run with "
+       "only that layer quantized (KL, same top token; progress lines and the manifest's \"layer_divergence\"); 0: off")
+      ("tokenizer", po::value(&options.tokenizer), "the tokenizer.json (or a directory holding one) that tokenizes a --calib "
+                                                    "or --eval *.txt (default: --model's own)")
+      ("byte-tokens", po::bool_switch(&options.byte_tokens), "read --calib and --eval as bytes, each byte one token (byte-level "
+                                                             "models; tables then say bits/byte)")
       ("seed", po::value(&seed)->default_value("0"), "seed of the logit initialisation and the Gumbel noise (0 to 2^64 - 1)")
       ("threads", po::value(&options.threads)->default_value(0), "threads (0: all cores); results do not depend on it")
       ("export", po::value(&exports), "also write each method's model for other engines, inside its output: a comma list of "
@@ -164,6 +175,7 @@ Options parse_options(int argc, char** argv) {
   gsq::require(options.calib_tokens >= 0 && options.calib_window >= 2 && options.window >= 2,
                "--calib-tokens must not be negative, --calib-window and --window at least 2");
   gsq::require(options.stop_after >= 0, "--stop-after must not be negative");
+  gsq::require(options.layer_kl_windows >= 0, "--layer-kl-windows must not be negative");
   options.config.validate();
   return options;
 }
@@ -182,10 +194,6 @@ void visit_format(const Options& options, Visitor&& visitor) {
     }, options.grid, options.grouping);
 }
 
-
-std::vector<gsq::TokenId> read_tokens(const std::string& path, bool byte_tokens) {
-  return byte_tokens ? gsq::read_byte_tokens(path) : gsq::read_token_file(path);
-}
 
 /// What a run reads, checked, and where it writes, claimed: all before any work or any file.
 struct Plan {
@@ -208,6 +216,10 @@ nlohmann::json input_fingerprints(const Options& options) {
     const std::string path = options.model + "/" + file;
     if (fs::exists(path)) add(std::string("--model's ") + file, path, gsq::file_fingerprint(path));
   }
+  if (!options.tokenizer.empty()) {
+    const std::string tokenizer = gsq::tokenizer_file(options.tokenizer);
+    add("--tokenizer", tokenizer, gsq::file_fingerprint(tokenizer));
+  }
   add("--calib", options.calib, gsq::file_fingerprint(options.calib));
   if (!options.eval.empty()) add("--eval", options.eval, gsq::file_fingerprint(options.eval));
   add("--model's tensors outside the decoder layers in", options.model,
@@ -216,15 +228,17 @@ nlohmann::json input_fingerprints(const Options& options) {
   return inputs;
 }
 
-std::vector<gsq::TokenId> read_checked_tokens(const std::string& flag, const std::string& path, bool byte_tokens,
+std::vector<gsq::TokenId> read_checked_tokens(const std::string& flag, const std::string& path, const gsq::TokenSource& source,
                                               long vocabulary) {
-  std::vector<gsq::TokenId> tokens = read_tokens(path, byte_tokens);
   try {
+    std::vector<gsq::TokenId> tokens = source.read(path);
     gsq::require_token_ids_below(tokens.data(), tokens.size(), vocabulary);
+    return tokens;
+  } catch (const gsq::SystemError&) {
+    throw;
   } catch (const gsq::Error& error) {
     throw gsq::Error(flag + " " + path + ": " + error.what());
   }
-  return tokens;
 }
 
 Plan plan_run(const Options& options) {
@@ -245,7 +259,8 @@ Plan plan_run(const Options& options) {
   gsq::require(options.calib_tokens == 0 || options.calib_tokens >= options.calib_window,
                "--calib-tokens " + std::to_string(options.calib_tokens) + " is less than one calibration sequence (--calib-window " +
                    std::to_string(options.calib_window) + "): calibration uses whole sequences");
-  plan.calibration = read_checked_tokens("--calib", options.calib, options.byte_tokens, model.vocab_size);
+  const gsq::TokenSource tokens(options.tokenizer.empty() ? options.model : options.tokenizer, options.byte_tokens);
+  plan.calibration = read_checked_tokens("--calib", options.calib, tokens, model.vocab_size);
   const std::size_t available = plan.calibration.size();
   if (options.calib_tokens > 0 && static_cast<long>(available) > options.calib_tokens)
     plan.calibration.resize(static_cast<std::size_t>(options.calib_tokens));
@@ -260,9 +275,11 @@ Plan plan_run(const Options& options) {
                       "calibrating on " + std::to_string(plan.calibration.size()) + " tokens in windows of " +
                           std::to_string(window) + " (--calib-tokens, --calib-window)");
   if (!options.eval.empty()) {
-    plan.evaluation = read_checked_tokens("--eval", options.eval, options.byte_tokens, model.vocab_size);
+    plan.evaluation = read_checked_tokens("--eval", options.eval, tokens, model.vocab_size);
     gsq::require_memory(2 * gsq::evaluation_bytes(model, options.window),  // each quantized model beside the original
                         "an evaluation window of " + std::to_string(options.window) + " tokens (--window)");
+    gsq::require_memory(gsq::layer_divergence_bytes(model, options.window, options.layer_kl_windows),
+                        "each layer's divergence on " + std::to_string(options.layer_kl_windows) + " windows (--layer-kl-windows)");
   }
 
   if (options.k_quant && !options.exports.empty()) {  // what each export can hold, before any work
@@ -435,6 +452,15 @@ MethodRun run_method(gsq::Method method, const Options& options, const Plan& pla
     manifest["evaluation"] = gsq::evaluation_of(compared);
     manifest["evaluation"]["seconds"] = seconds_since(eval_start);
     manifest["comparison"] = gsq::summarize(compared);
+    if (options.layer_kl_windows > 0) {  // where the divergence comes from: each layer quantized alone
+      eval_options.max_windows = options.layer_kl_windows;
+      manifest["layer_divergence"] = gsq::layer_divergences(
+          gsq::LlamaModel::open(options.model), model, evaluation, eval_options, [&](const gsq::LayerDivergence& layer) {
+            if (!quiet)
+              std::fprintf(stderr, "%s: layer %ld quantized alone: KL %.6f +- %.6f, same top %.2f%%\n", gsq::method_name(method),
+                           layer.layer, layer.kl, layer.kl_error, 100 * layer.same_top);
+          });
+    }
   }
 
   output.publish([&](const std::string& directory) {

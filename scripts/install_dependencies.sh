@@ -4,7 +4,7 @@
 # too, and Thrust/CUB come from it; otherwise Thrust comes from libthrust-dev.
 set -euo pipefail
 packages=(cmake make g++ libeigen3-dev libboost-program-options-dev catch2 nlohmann-json3-dev libthrust-dev
-          clang libclang-rt-14-dev python3-matplotlib openmpi-bin libopenmpi-dev)
+          clang libclang-rt-14-dev python3-matplotlib openmpi-bin libopenmpi-dev libpcre2-dev libicu-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

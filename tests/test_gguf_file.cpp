@@ -1,13 +1,18 @@
 // Tests of gsq/format/gguf_file.hpp and gsq/model/gguf_checkpoint.hpp: a GGUF file read back as it
 // was written (metadata of every type, tensors of several ggml types), malformed files refused
 // by name, and quantize_model's GGUF export read as the checkpoint beside it: the same weights,
-// q/k rows back in Hugging Face's order, the same logits.
+// q/k rows back in Hugging Face's order, the same logits. Small GGUF files of the other families,
+// laid out as llama.cpp's converter lays them out, read with their experts split, DeepSeek's
+// kv_b_proj rebuilt and llama3's rope_freqs applied; missing, misshapen and stray tensors refused
+// by name. (tests/interop/check_gguf_fixtures.sh runs llama.cpp's converter itself.)
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -18,6 +23,7 @@
 #include <gsq/model/evaluation.hpp>
 #include <gsq/model/gguf_checkpoint.hpp>
 #include <gsq/model/llama.hpp>
+#include <gsq/model/rotary.hpp>
 #include <gsq/policy/grid.hpp>
 
 #include "program_runner.hpp"
@@ -147,11 +153,246 @@ TEST_CASE("quantize_model's GGUF export reads back as the checkpoint beside it")
   CHECK(gguf["comparison"]["same_top"]["value"] == 1.0);
 }
 
-TEST_CASE("a GGUF of another architecture is refused by name") {
+TEST_CASE("a GGUF of an architecture gsq does not read is refused by name") {
   const ScratchDirectory scratch;
   gsq::GgufWriter writer;
-  writer.set("general.architecture", std::string("qwen2moe"));
+  writer.set("general.architecture", std::string("gemma3"));
   const std::string path = scratch.file("other.gguf");
   writer.write(path);
-  CHECK_THROWS_WITH(gsq::read_gguf_checkpoint(path), Contains("general.architecture is \"qwen2moe\"; gsq reads GGUF files of architecture \"llama\""));
+  CHECK_THROWS_WITH(gsq::read_gguf_checkpoint(path),
+                    Contains("general.architecture is \"gemma3\"; gsq reads GGUF files of architecture llama, qwen2, qwen3, "
+                             "qwen2moe, qwen3moe, deepseek2"));
+}
+
+namespace {
+
+using Shape = std::vector<std::int64_t>;
+
+/// A small synthetic GGUF: metadata set by the caller, F32 tensors of the given shapes, each
+/// holding distinct values (tensor k, element i: k + i / 4096) unless given its own.
+struct SyntheticGguf {
+  gsq::GgufWriter metadata;
+  std::vector<std::pair<std::string, Shape>> tensors;
+  std::map<std::string, std::vector<float>> given;
+
+  static std::vector<float> values(std::size_t tensor, std::int64_t count) {
+    std::vector<float> result(static_cast<std::size_t>(count));
+    for (std::size_t i = 0; i < result.size(); ++i) result[i] = static_cast<float>(tensor) + static_cast<float>(i) / 4096;
+    return result;
+  }
+  static std::int64_t elements(const Shape& shape) {
+    std::int64_t count = 1;
+    for (const std::int64_t size : shape) count *= size;
+    return count;
+  }
+  /// Tensor `name`'s values as written.
+  std::vector<float> of(const std::string& name) const {
+    if (given.count(name)) return given.at(name);
+    for (std::size_t k = 0; k < tensors.size(); ++k)
+      if (tensors[k].first == name) return values(k, elements(tensors[k].second));
+    FAIL("no tensor " << name);
+    return {};
+  }
+  void erase(const std::string& name) {
+    tensors.erase(std::remove_if(tensors.begin(), tensors.end(), [&](const auto& tensor) { return tensor.first == name; }),
+                  tensors.end());
+  }
+  std::string write(const ScratchDirectory& scratch, const std::string& name) const {
+    gsq::GgufWriter writer = metadata;
+    for (std::size_t k = 0; k < tensors.size(); ++k) {
+      gsq::Matrix<float> flat(1, elements(tensors[k].second));
+      flat.values = of(tensors[k].first);
+      writer.add_tensor(tensors[k].first, tensors[k].second, gsq::GgmlType::F32, gsq::encode_float(flat, gsq::GgmlType::F32));
+    }
+    const std::string path = scratch.file(name);
+    writer.write(path);
+    return path;
+  }
+};
+
+/// The metadata and tensors every architecture shares: hidden 8, 2 query heads of 4, 1 key/value
+/// head, vocabulary 5, one decoder layer.
+SyntheticGguf common_gguf(const std::string& architecture) {
+  SyntheticGguf gguf;
+  gsq::GgufWriter& meta = gguf.metadata;
+  meta.set("general.architecture", architecture);
+  for (const auto& [key, value] : std::vector<std::pair<std::string, std::uint32_t>>{
+           {"block_count", 1}, {"embedding_length", 8}, {"feed_forward_length", 6}, {"attention.head_count", 2},
+           {"attention.head_count_kv", 1}, {"context_length", 64}})
+    meta.set(architecture + "." + key, value);
+  meta.set(architecture + ".attention.layer_norm_rms_epsilon", 1e-6f);
+  gguf.tensors = {{"token_embd.weight", {5, 8}}, {"output_norm.weight", {8}}, {"output.weight", {5, 8}},
+                  {"blk.0.attn_norm.weight", {8}}, {"blk.0.ffn_norm.weight", {8}}, {"blk.0.attn_output.weight", {8, 8}}};
+  return gguf;
+}
+
+/// A Mixtral as llama.cpp converts it: architecture llama with 3 experts (2 used) of width 6,
+/// stacked into ffn_{gate,up,down}_exps (experts x out x in).
+SyntheticGguf mixtral_gguf() {
+  SyntheticGguf gguf = common_gguf("llama");
+  gguf.metadata.set("llama.expert_count", std::uint32_t{3});
+  gguf.metadata.set("llama.expert_used_count", std::uint32_t{2});
+  gguf.tensors.insert(gguf.tensors.end(), {{"blk.0.attn_q.weight", {8, 8}}, {"blk.0.attn_k.weight", {4, 8}},
+                                           {"blk.0.attn_v.weight", {4, 8}}, {"blk.0.ffn_gate_inp.weight", {3, 8}},
+                                           {"blk.0.ffn_gate_exps.weight", {3, 6, 8}}, {"blk.0.ffn_up_exps.weight", {3, 6, 8}},
+                                           {"blk.0.ffn_down_exps.weight", {3, 8, 6}}});
+  return gguf;
+}
+
+std::vector<float> rows_of(const std::vector<float>& values, long first, long count, long cols) {
+  return std::vector<float>(values.begin() + first * cols, values.begin() + (first + count) * cols);
+}
+
+}  // namespace
+
+TEST_CASE("a llama GGUF with experts reads as a Mixtral: stacked experts split, q/k rows back in Hugging Face's order") {
+  const ScratchDirectory scratch;
+  const SyntheticGguf gguf = mixtral_gguf();
+  const gsq::GgufCheckpoint read = gsq::read_gguf_checkpoint(gguf.write(scratch, "mixtral.gguf"));
+  CHECK(read.config["architectures"] == nlohmann::json({"MixtralForCausalLM"}));
+  CHECK(read.config["num_local_experts"] == 3);
+  const gsq::Checkpoint& checkpoint = read.checkpoint;
+  const std::string layer = "model.layers.0.block_sparse_moe.";
+  CHECK(checkpoint.float_tensor(layer + "gate.weight").values == gguf.of("blk.0.ffn_gate_inp.weight"));
+  for (long expert = 0; expert < 3; ++expert) {
+    const std::string name = layer + "experts." + std::to_string(expert);
+    CHECK(checkpoint.info(name + ".w2.weight").shape == Shape{8, 6});
+    CHECK(checkpoint.float_tensor(name + ".w1.weight").values == rows_of(gguf.of("blk.0.ffn_gate_exps.weight"), 6 * expert, 6, 8));
+    CHECK(checkpoint.float_tensor(name + ".w3.weight").values == rows_of(gguf.of("blk.0.ffn_up_exps.weight"), 6 * expert, 6, 8));
+    CHECK(checkpoint.float_tensor(name + ".w2.weight").values == rows_of(gguf.of("blk.0.ffn_down_exps.weight"), 8 * expert, 8, 6));
+  }
+  // Head 0 of k (one head of 4): llama.cpp's rows 0, 1, 2, 3 are Hugging Face's 0, 2, 1, 3.
+  const std::vector<float> key = gguf.of("blk.0.attn_k.weight"), unpermuted = checkpoint.float_tensor("model.layers.0.self_attn.k_proj.weight").values;
+  CHECK(rows_of(unpermuted, 1, 1, 8) == rows_of(key, 2, 1, 8));
+  CHECK(rows_of(unpermuted, 2, 1, 8) == rows_of(key, 1, 1, 8));
+  const gsq::LlamaModel model = gsq::open_model(scratch.file("mixtral.gguf"));
+  CHECK(model.config().mixture.experts == 3);
+  CHECK(model.forward({1, 2, 3, 4}, 4).values.size() == 4 * 5);
+}
+
+TEST_CASE("a GGUF missing a tensor, with a stacked expert tensor of the wrong shape or a tensor the model has no place for, is refused by name") {
+  const ScratchDirectory scratch;
+  SyntheticGguf missing = mixtral_gguf();
+  missing.erase("blk.0.ffn_gate_inp.weight");
+  CHECK_THROWS_WITH(gsq::read_gguf_checkpoint(missing.write(scratch, "missing.gguf")), Contains("no tensor 'blk.0.ffn_gate_inp.weight'"));
+  SyntheticGguf wrong = mixtral_gguf();
+  wrong.erase("blk.0.ffn_up_exps.weight");
+  wrong.tensors.push_back({"blk.0.ffn_up_exps.weight", {3, 5, 8}});
+  CHECK_THROWS_WITH(gsq::read_gguf_checkpoint(wrong.write(scratch, "wrong.gguf")),
+                    Contains("tensor 'blk.0.ffn_up_exps.weight' has shape [3, 5, 8], not [3, 6, 8]"));
+  SyntheticGguf stray = mixtral_gguf();
+  stray.tensors.push_back({"blk.0.attn_q_norm.weight", {4}});
+  CHECK_THROWS_WITH(gsq::read_gguf_checkpoint(stray.write(scratch, "stray.gguf")),
+                    Contains("tensor 'blk.0.attn_q_norm.weight' has no place in the llama model this file's metadata describes"));
+}
+
+TEST_CASE("a qwen2moe GGUF reads with its biases, shared expert and its gate, q/k rows as stored") {
+  const ScratchDirectory scratch;
+  SyntheticGguf gguf = common_gguf("qwen2moe");
+  for (const auto& [key, value] : std::vector<std::pair<std::string, std::uint32_t>>{
+           {"expert_count", 2}, {"expert_used_count", 1}, {"expert_feed_forward_length", 4}, {"expert_shared_feed_forward_length", 6}})
+    gguf.metadata.set("qwen2moe." + key, value);
+  gguf.tensors.insert(gguf.tensors.end(), {{"blk.0.attn_q.weight", {8, 8}}, {"blk.0.attn_k.weight", {4, 8}},
+                                           {"blk.0.attn_v.weight", {4, 8}}, {"blk.0.attn_q.bias", {8}}, {"blk.0.attn_k.bias", {4}},
+                                           {"blk.0.attn_v.bias", {4}}, {"blk.0.ffn_gate_inp.weight", {2, 8}},
+                                           {"blk.0.ffn_gate_exps.weight", {2, 4, 8}}, {"blk.0.ffn_up_exps.weight", {2, 4, 8}},
+                                           {"blk.0.ffn_down_exps.weight", {2, 8, 4}}, {"blk.0.ffn_gate_shexp.weight", {6, 8}},
+                                           {"blk.0.ffn_up_shexp.weight", {6, 8}}, {"blk.0.ffn_down_shexp.weight", {8, 6}},
+                                           {"blk.0.ffn_gate_inp_shexp.weight", {1, 8}}});
+  const gsq::GgufCheckpoint read = gsq::read_gguf_checkpoint(gguf.write(scratch, "qwen2moe.gguf"));
+  const gsq::LlamaConfig config = read.model_config();
+  CHECK(config.architecture == "Qwen2MoeForCausalLM");
+  CHECK(config.qkv_bias);
+  CHECK_FALSE(config.mixture.normalize_top_k);  // llama.cpp's qwen2moe graph does not renormalise
+  CHECK(config.mixture.gated_shared_expert);
+  const gsq::Checkpoint& checkpoint = read.checkpoint;
+  CHECK(checkpoint.float_tensor("model.layers.0.self_attn.q_proj.weight").values == gguf.of("blk.0.attn_q.weight"));
+  CHECK(checkpoint.float_tensor("model.layers.0.self_attn.k_proj.bias").values == gguf.of("blk.0.attn_k.bias"));
+  CHECK(checkpoint.float_tensor("model.layers.0.mlp.shared_expert.down_proj.weight").values == gguf.of("blk.0.ffn_down_shexp.weight"));
+  CHECK(checkpoint.float_tensor("model.layers.0.mlp.shared_expert_gate.weight").values == gguf.of("blk.0.ffn_gate_inp_shexp.weight"));
+  CHECK(checkpoint.float_tensor("model.layers.0.mlp.experts.1.up_proj.weight").values ==
+        rows_of(gguf.of("blk.0.ffn_up_exps.weight"), 4, 4, 8));
+  CHECK(gsq::open_model(scratch.file("qwen2moe.gguf")).forward({0, 4}, 2).values.size() == 2 * 5);
+}
+
+TEST_CASE("a deepseek2 GGUF reads with kv_b_proj rebuilt from its two halves, and softmax routing is refused") {
+  const ScratchDirectory scratch;
+  // Latent attention: q_lora_rank 4, kv_lora_rank 4, a head's nope 2 + rope 2 dimensions, values 3.
+  SyntheticGguf gguf = common_gguf("deepseek2");
+  for (const auto& [key, value] : std::vector<std::pair<std::string, std::uint32_t>>{
+           {"attention.q_lora_rank", 4}, {"attention.kv_lora_rank", 4}, {"attention.key_length_mla", 4},
+           {"attention.value_length_mla", 3}, {"rope.dimension_count", 2}, {"expert_count", 4}, {"expert_used_count", 2},
+           {"expert_feed_forward_length", 2}, {"expert_shared_count", 1}, {"expert_gating_func", 2}, {"leading_dense_block_count", 0}})
+    gguf.metadata.set("deepseek2." + key, value);
+  gguf.erase("blk.0.attn_output.weight");
+  gguf.tensors.insert(gguf.tensors.end(), {{"blk.0.attn_output.weight", {8, 6}}, {"blk.0.attn_q_a.weight", {4, 8}},
+                                           {"blk.0.attn_q_a_norm.weight", {4}}, {"blk.0.attn_q_b.weight", {8, 4}},
+                                           {"blk.0.attn_kv_a_mqa.weight", {6, 8}}, {"blk.0.attn_kv_a_norm.weight", {4}},
+                                           {"blk.0.attn_k_b.weight", {2, 4, 2}}, {"blk.0.attn_v_b.weight", {2, 3, 4}},
+                                           {"blk.0.ffn_gate_inp.weight", {4, 8}}, {"blk.0.exp_probs_b.bias", {4}},
+                                           {"blk.0.ffn_gate_exps.weight", {4, 2, 8}}, {"blk.0.ffn_up_exps.weight", {4, 2, 8}},
+                                           {"blk.0.ffn_down_exps.weight", {4, 8, 2}}, {"blk.0.ffn_gate_shexp.weight", {2, 8}},
+                                           {"blk.0.ffn_up_shexp.weight", {2, 8}}, {"blk.0.ffn_down_shexp.weight", {8, 2}}});
+  const gsq::GgufCheckpoint read = gsq::read_gguf_checkpoint(gguf.write(scratch, "deepseek.gguf"));
+  const gsq::LlamaConfig config = read.model_config();
+  CHECK(config.architecture == "DeepseekV3ForCausalLM");
+  CHECK(config.latent.nope_dim == 2);
+  CHECK(config.latent.interleaved_rope);
+  // kv_b_proj: per head, the nope rows (attn_k_b[h] transposed), then the value rows (attn_v_b[h]).
+  const std::vector<float> merged = read.checkpoint.float_tensor("model.layers.0.self_attn.kv_b_proj.weight").values;
+  const std::vector<float> keys = gguf.of("blk.0.attn_k_b.weight"), values = gguf.of("blk.0.attn_v_b.weight");
+  REQUIRE(merged.size() == 2 * 5 * 4);
+  for (long head = 0; head < 2; ++head)
+    for (long col = 0; col < 4; ++col) {
+      for (long row = 0; row < 2; ++row) CHECK(merged[(head * 5 + row) * 4 + col] == keys[(head * 4 + col) * 2 + row]);
+      for (long row = 0; row < 3; ++row) CHECK(merged[(head * 5 + 2 + row) * 4 + col] == values[(head * 3 + row) * 4 + col]);
+    }
+  CHECK(read.checkpoint.float_tensor("model.layers.0.mlp.gate.e_score_correction_bias").values == gguf.of("blk.0.exp_probs_b.bias"));
+  CHECK(gsq::open_model(scratch.file("deepseek.gguf")).forward({0, 1, 2}, 3).values.size() == 3 * 5);
+
+  gguf.metadata.set("deepseek2.expert_gating_func", std::uint32_t{1});
+  CHECK_THROWS_WITH(gsq::read_gguf_checkpoint(gguf.write(scratch, "softmax.gguf")),
+                    Contains("deepseek2.expert_gating_func is 1; gsq runs DeepSeek-V3's sigmoid routing (2)"));
+}
+
+TEST_CASE("a llama3-scaled rope, kept by llama.cpp only as rope_freqs, is applied as those factors") {
+  // The factors as llama.cpp's converter computes them (in float) for tests/data/tiny-llama3's
+  // rope; each frequency divided by its factor must be Hugging Face's llama3-scaled frequency.
+  const gsq::LlamaConfig llama3 = gsq::LlamaConfig::load(GSQ_SOURCE_DIR "/tests/data/tiny-llama3/config.json");
+  const gsq::RotaryConfig& rope = llama3.rotary;
+  const auto context = static_cast<float>(rope.original_max_position_embeddings), factor = static_cast<float>(rope.factor),
+             low = static_cast<float>(rope.low_freq_factor), high = static_cast<float>(rope.high_freq_factor);
+  const long dim = llama3.rotary_dim, half = dim / 2;
+  std::vector<float> factors;
+  for (long i = 0; i < half; ++i) {
+    const float wavelength = 2 * static_cast<float>(std::acos(-1.0)) *
+                             std::pow(static_cast<float>(rope.theta), static_cast<float>(2 * i) / static_cast<float>(dim));
+    const float smooth = (context / wavelength - low) / (high - low);
+    factors.push_back(wavelength < context / high  ? 1.0f
+                      : wavelength > context / low ? factor
+                                                   : 1 / ((1 - smooth) / factor + smooth));
+  }
+  REQUIRE(std::count(factors.begin(), factors.end(), 1.0f) < half);  // the fixture's rope is scaled
+
+  const ScratchDirectory scratch;
+  SyntheticGguf gguf = common_gguf("llama");  // one head of tiny-llama3's width
+  gguf.metadata.set("llama.rope.freq_base", static_cast<float>(rope.theta));
+  gguf.metadata.set("llama.attention.head_count", std::uint32_t{1});
+  gguf.metadata.set("llama.attention.key_length", static_cast<std::uint32_t>(dim));
+  gguf.erase("blk.0.attn_output.weight");
+  gguf.tensors.insert(gguf.tensors.end(), {{"rope_freqs.weight", {half}}, {"blk.0.attn_q.weight", {dim, 8}},
+                                           {"blk.0.attn_k.weight", {dim, 8}}, {"blk.0.attn_v.weight", {dim, 8}},
+                                           {"blk.0.attn_output.weight", {8, dim}}, {"blk.0.ffn_gate.weight", {6, 8}},
+                                           {"blk.0.ffn_up.weight", {6, 8}}, {"blk.0.ffn_down.weight", {8, 6}}});
+  gguf.given["rope_freqs.weight"] = factors;
+  const gsq::GgufCheckpoint read = gsq::read_gguf_checkpoint(gguf.write(scratch, "llama3.gguf"));
+  CHECK_FALSE(read.config.contains("rope_scaling"));
+  CHECK(read.rope_frequency_factors == factors);
+  const std::vector<float> from_gguf = gsq::rotary_inverse_frequencies(read.model_config()),
+                           hugging_face = gsq::rotary_inverse_frequencies(llama3);
+  REQUIRE(from_gguf.size() == hugging_face.size());
+  for (std::size_t i = 0; i < from_gguf.size(); ++i) CHECK(from_gguf[i] == Approx(hugging_face[i]).epsilon(1e-6));
+
+  gguf.given["rope_freqs.weight"][1] = 0;
+  CHECK_THROWS_WITH(gsq::read_gguf_checkpoint(gguf.write(scratch, "zero.gguf")), Contains("rope_freqs.weight holds 0"));
 }

@@ -271,3 +271,26 @@ TEST_CASE("write_checkpoint: Hugging Face's sharded layout for a sharded or larg
                         again.string());
   CHECK(read_json(again / "model.safetensors.index.json") == index);
 }
+
+TEST_CASE("quantize_model reads text files through the model's own tokenizer.json") {
+  // The bundled model's tokenizer maps each byte to its own id, so text through it must give
+  // the bytes of a --byte-tokens run: the same checkpoint and the same evaluation.
+  const fs::path bytes = scratch("text_bytes"), text = scratch("text_tokenizer"), log = scratch("text_log");
+  const fs::path eval = scratch("text_eval.txt");
+  std::ofstream(eval, std::ios::binary) << slurp(model_dir + "/eval.txt").substr(0, 4096);
+  const std::string run = " --method rtn --calib-tokens 1024 --window 128 --eval " + eval.string();
+  REQUIRE(quantize_model("--out " + bytes.string() + run, log) == 0);
+  REQUIRE(run_quantize_model("--model " + model_dir + " --calib " + model_dir + "/calib.txt --out " + text.string() + run, log) == 0);
+  CHECK(slurp(text / "model.safetensors") == slurp(bytes / "model.safetensors"));
+  CHECK(read_json(text / "manifest.json")["evaluation"]["nll"] == read_json(bytes / "manifest.json")["evaluation"]["nll"]);
+
+  // A model without a tokenizer.json: refused by name before any output exists.
+  const fs::path refused = scratch("text_refused");
+  REQUIRE(run_quantize_model("--model " GSQ_SOURCE_DIR "/tests/data/tiny-llama3 --calib " + model_dir + "/calib.txt --group 0 --out " +
+                                 refused.string(),
+                             log) == 2);
+  CHECK_THAT(slurp(log), Catch::Matchers::Contains("--calib") && Catch::Matchers::Contains("tokenizer.json"));
+  CHECK(!fs::exists(refused));
+  CHECK(!fs::exists(refused.string() + ".partial"));
+  fs::remove_all(bytes), fs::remove_all(text), fs::remove(eval);
+}

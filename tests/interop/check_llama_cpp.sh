@@ -8,7 +8,9 @@
 # divergence from the original model (evaluate_model --reference) agrees with llama-perplexity
 # --kl-divergence on the same files.
 # And ggml's own decoder (its to_float, through bench/ggml/llama_cpp_k_quants.cpp) reads gsq's
-# Q2_K, Q3_K and Q4_K blocks of a layer to exactly gsq's weights.
+# Q2_K, Q3_K and Q4_K blocks of a layer to exactly gsq's weights. And llama.cpp's converter writes
+# each tiny fixture of tests/data (llama3, Mixtral, Qwen2, Qwen3, their MoE variants, DeepSeek-V3)
+# as a GGUF that gsq scores as the checkpoint it came from (check_gguf_fixtures.sh).
 # Usage: tests/interop/check_llama_cpp.sh BUILD_DIR
 set -euo pipefail
 build=$(cd "$1" && pwd)
@@ -64,6 +66,9 @@ for type in Q8_0 Q5_1 Q6_K Q5_K_S; do
     failures=$((failures + 1))
   fi
 done
+# GGUF files of every architecture gsq reads, as llama.cpp's converter writes them: gsq's
+# evaluation of each equals that of the checkpoint it was converted from (1e-6 relative).
+tests/interop/check_gguf_fixtures.sh "$build" || failures=$((failures + 1))
 # The KL divergence from the original: llama-perplexity --kl-divergence against the original model
 # (an F32 GGUF written by gguf-py, tests/interop/f32_gguf.py) and gsq's evaluate_model --reference
 # on the same files and text, second halves scored. On the F32 twin of a quantized model (its

@@ -12,7 +12,7 @@ FLOORS = [
     {"detail"},
     {"distributed"},
     {"io"},
-    {"format"},
+    {"format", "text"},
     {"policy"},
     {"backend"},
     {"model", "core", "init"},

@@ -41,6 +41,9 @@ struct RotaryConfig {
   double beta_slow = 1.0;
   bool truncate = true;          // yarn: the correction range rounded outwards to whole dimensions
   double attention_factor = 1.0;  // multiplies cos and sin (yarn)
+  // Frequency i further divided by factor i: llama.cpp's rope_freqs, the one form in which a GGUF
+  // keeps a llama3-scaled rope (gsq/model/gguf_checkpoint.hpp); empty: none. No config.json says it.
+  std::vector<float> frequency_factors;
 };
 
 /// DeepSeek-V3's multi-head latent attention: queries through a rank-`query_rank` bottleneck

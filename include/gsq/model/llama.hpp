@@ -41,6 +41,7 @@
 #include "gsq/common/error.hpp"
 #include "gsq/common/matrix.hpp"
 #include "gsq/common/memory.hpp"
+#include "gsq/common/token_id.hpp"
 #include "gsq/io/safetensors.hpp"
 #include "gsq/model/attention.hpp"
 #include "gsq/model/config.hpp"
@@ -49,9 +50,6 @@
 #include "gsq/model/routing.hpp"
 
 namespace gsq {
-
-/// A token id as models and token streams hold it.
-using TokenId = std::uint32_t;
 
 /// Throws gsq::Error unless each of the `count` ids is below `vocabulary_size`, naming the
 /// position of the first that is not.

@@ -1,6 +1,7 @@
 // gsq/model/rotary.hpp -- rotary position embeddings in Hugging Face's convention: the inverse
-// frequencies with the config's scaling (linear, Llama 3.1, YaRN), and the rotation of each head's
-// rotary dimensions by its token's position, with its transpose for the backward pass.
+// frequencies with the config's scaling (linear, Llama 3.1, YaRN; a GGUF's per-frequency
+// factors), and the rotation of each head's rotary dimensions by its token's position, with its
+// transpose for the backward pass.
 //
 //   [first, second] <- [x cos - y sin, y cos + x sin]   (the rotation; cos and sin carry YaRN's factor)
 //   [dx, dy]        <- [df cos + ds sin, ds cos - df sin] (its transpose)
@@ -11,18 +12,23 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 #include <vector>
 
+#include "gsq/common/error.hpp"
 #include "gsq/common/matrix.hpp"
 #include "gsq/model/config.hpp"
 
 namespace gsq {
 
-/// Hugging Face's rotary inverse frequencies theta^(-2i/rotary_dim), with the config's scaling.
+/// Hugging Face's rotary inverse frequencies theta^(-2i/rotary_dim), with the config's scaling
+/// (and then its frequency factors, as llama.cpp divides by them).
 inline std::vector<float> rotary_inverse_frequencies(const LlamaConfig& config) {
   const RotaryConfig& rotary = config.rotary;
   const long dim = config.rotary_dim, half = dim / 2;
   std::vector<float> frequencies(static_cast<std::size_t>(half));
+  require(rotary.frequency_factors.empty() || rotary.frequency_factors.size() == frequencies.size(),
+          std::to_string(rotary.frequency_factors.size()) + " rotary frequency factors for " + std::to_string(half) + " frequencies");
   const double pi = std::acos(-1.0);
   // YaRN keeps the frequencies that turn more than beta_fast times over the original context,
   // interpolates those turning fewer than beta_slow times, and ramps linearly in between.
@@ -55,6 +61,7 @@ inline std::vector<float> rotary_inverse_frequencies(const LlamaConfig& config) 
       const double kept = 1 - std::clamp((static_cast<double>(i) - ramp_low) / (ramp_high - ramp_low), 0.0, 1.0);
       frequency = frequency / rotary.factor * (1 - kept) + frequency * kept;
     }
+    if (!rotary.frequency_factors.empty()) frequency /= rotary.frequency_factors[static_cast<std::size_t>(i)];
     frequencies[static_cast<std::size_t>(i)] = static_cast<float>(frequency);
   }
   return frequencies;

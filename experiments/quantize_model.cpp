@@ -63,7 +63,7 @@ struct Options {
   gsq::ModelQuantizationConfig config;
   long calib_tokens = 0, calib_window = 0, window = 0, stop_after = 0, layer_kl_windows = 0;
   std::string tokenizer;
-  bool byte_tokens = false, resume = false, quiet = false;
+  bool byte_tokens = false, resume = false, quiet = false, expert_kl = false;
   int threads = 0;
 };
 
@@ -120,6 +120,9 @@ Options parse_options(int argc, char** argv) {
       ("layer-kl-windows", po::value(&options.layer_kl_windows)->default_value(4),
        "with --eval: on its first windows, each decoder layer's own share of the divergence, the original model run with "
        "only that layer quantized (KL, same top token; progress lines and the manifest's \"layer_divergence\"); 0: off")
+      ("expert-kl", po::bool_switch(&options.expert_kl),
+       "with --layer-kl-windows, also each routed expert's own share (\"expert_divergence\"): a forward pass from its layer up "
+       "per expert, and the mixture layers held in memory as floats meanwhile")
       ("tokenizer", po::value(&options.tokenizer), "the tokenizer.json (or a directory holding one) that tokenizes a --calib "
                                                     "or --eval *.txt (default: --model's own)")
       ("byte-tokens", po::bool_switch(&options.byte_tokens), "read --calib and --eval as bytes, each byte one token (byte-level "
@@ -176,6 +179,8 @@ Options parse_options(int argc, char** argv) {
                "--calib-tokens must not be negative, --calib-window and --window at least 2");
   gsq::require(options.stop_after >= 0, "--stop-after must not be negative");
   gsq::require(options.layer_kl_windows >= 0, "--layer-kl-windows must not be negative");
+  gsq::require(!options.expert_kl || (options.layer_kl_windows > 0 && !options.eval.empty()),
+               "--expert-kl measures on the --layer-kl-windows first windows of --eval: give --eval and --layer-kl-windows above 0");
   options.config.validate();
   return options;
 }
@@ -460,6 +465,15 @@ MethodRun run_method(gsq::Method method, const Options& options, const Plan& pla
               std::fprintf(stderr, "%s: layer %ld quantized alone: KL %.6f +- %.6f, same top %.2f%%\n", gsq::method_name(method),
                            layer.layer, layer.kl, layer.kl_error, 100 * layer.same_top);
           });
+      if (options.expert_kl) {
+        gsq::LlamaModel original = gsq::LlamaModel::open(options.model);
+        manifest["expert_divergence"] = gsq::expert_divergences(
+            original, model, evaluation, eval_options, [&](const gsq::LayerDivergence& expert) {
+              if (!quiet)
+                std::fprintf(stderr, "%s: layer %ld expert %ld quantized alone: KL %.6f +- %.6f, same top %.2f%%\n",
+                             gsq::method_name(method), expert.layer, expert.expert, expert.kl, expert.kl_error, 100 * expert.same_top);
+            });
+      }
     }
   }
 

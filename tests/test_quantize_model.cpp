@@ -218,8 +218,20 @@ TEST_CASE("quantize_model on a Mixture-of-Experts model: every expert quantized,
   }
   const std::string run = "--model " + deepseek + " --calib " + tokens.string() + " --eval " + tokens.string() +
                           " --calib-tokens 320 --calib-window 40 --window 40 --bits 2 --group per-channel --steps 4 --batches 2";
-  REQUIRE(run_quantize_model(run + " --out " + out.string(), log) == 0);
+  REQUIRE(run_quantize_model(run + " --out " + out.string() + " --layer-kl-windows 2 --expert-kl", log) == 0);
   const nlohmann::json manifest = read_json(out / "manifest.json");
+  // Each layer's and each routed expert's own divergence; experts 4 and 5 of layer 1, never routed
+  // to, change nothing (nor does an expert no token of the two windows goes to).
+  CHECK(manifest.at("layer_divergence").size() == 3);
+  CHECK(manifest.at("expert_divergence").size() == 2 * 8);
+  long diverging = 0;
+  for (const nlohmann::json& divergence : manifest.at("expert_divergence")) {
+    INFO(divergence.dump());
+    const long expert = divergence.at("expert");
+    if (divergence.at("layer") == 1 && (expert == 4 || expert == 5)) CHECK(divergence.at("kl") == 0.0);
+    diverging += divergence.at("kl").get<double>() > 0;
+  }
+  CHECK(diverging >= 10);
   long fallbacks = 0, experts = 0;
   for (const nlohmann::json& linear : manifest.at("layers").at(1).at("linears")) {
     if (!linear.contains("tokens")) continue;

@@ -154,6 +154,8 @@ void print_comparison(const nlohmann::json& summary, const std::string& referenc
   std::printf("====== KL divergence (nats) ======\n");
   const nlohmann::json& kl = summary["kl"];
   std::printf("%-24s %12.6f +- %10.6f\n", "mean", kl["mean"].get<double>(), kl["error"].get<double>());
+  const nlohmann::json& truncated = summary["kl_llama_cpp"];  // to set beside llama-perplexity's figure
+  std::printf("%-24s %12.6f +- %10.6f\n", "mean, llama.cpp's sum", truncated["mean"].get<double>(), truncated["error"].get<double>());
   for (const char* key : {"max", "p99.9", "p99", "p95", "p90", "median", "p10", "p5", "p1", "p0.1", "min"})
     std::printf("%-24s %12.6f\n", key, kl[key].get<double>());
   std::printf("====== next token probability: p_model - p_reference (%%) ======\n");

@@ -76,6 +76,23 @@ TEST_CASE("a prediction compared over the whole vocabulary equals the direct sum
   CHECK(result.top_delta_p == Approx(static_cast<double>(q[top] - p[top])).margin(1e-14));
   CHECK(result.same_top == (std::max_element(q.begin(), q.end()) - q.begin() == static_cast<long>(top)));
 
+  // llama-perplexity's sum leaves out the tokens of reference log-probability -16 and below: with
+  // logits spread over 40 nats many are, and the direct sums over the others and over them agree.
+  std::vector<float> spread = reference;
+  for (std::size_t i = 0; i < spread.size(); ++i) spread[i] = -40.0f * static_cast<float>(i) / static_cast<float>(vocabulary) + 0.01f * reference[i];
+  const std::vector<long double> wide = probabilities(spread);
+  long double kept_terms = 0, left_out_terms = 0;
+  long left_out = 0;
+  for (std::size_t i = 0; i < wide.size(); ++i) {
+    const long double term = wide[i] * (std::log(wide[i]) - std::log(q[i]));
+    if (std::log(wide[i]) > -16) kept_terms += term;
+    else left_out_terms += term, ++left_out;
+  }
+  REQUIRE(left_out > 20);
+  const gsq::PredictionComparison wide_result = gsq::compare_prediction(model.data(), spread.data(), vocabulary, next);
+  CHECK(wide_result.kl_llama_cpp == Approx(static_cast<double>(kept_terms)).epsilon(1e-12));
+  CHECK(wide_result.kl - wide_result.kl_llama_cpp == Approx(static_cast<double>(left_out_terms)).epsilon(1e-6));
+
   const gsq::PredictionComparison itself = gsq::compare_prediction(reference.data(), reference.data(), vocabulary, next);
   CHECK(std::abs(itself.kl) < 1e-15);
   CHECK(itself.same_top);

@@ -41,11 +41,19 @@
 
 namespace gsq {
 
+namespace detail {
+/// llama-perplexity's reference keeps log-probabilities down to 16 nats below the top token and
+/// sums the KL divergence over those above -16 (tools/perplexity/perplexity.cpp, log_softmax).
+inline constexpr double llama_cpp_log_p_floor = -16;
+}  // namespace detail
+
 /// One scored prediction of a model compared with the reference's.
 struct PredictionComparison {
   double nll = 0;            // the model's -log p(next token), nats
   double reference_nll = 0;  // the reference's
   double kl = 0;             // KL(P_ref || P_model), nats
+  double kl_llama_cpp = 0;   // the same sum as llama-perplexity takes it: over the tokens whose reference
+                             // log-probability is above -16 only (its reference file keeps no others)
   double delta_p = 0;        // p_model(next token) - p_ref(next token) (llama.cpp's Δp)
   double top_delta_p = 0;    // p_model(t) - p_ref(t) of the reference's most probable token t
   bool same_top = false;     // both rank the same token first (the lowest id among equals)
@@ -56,12 +64,15 @@ inline PredictionComparison compare_prediction(const float* logits, const float*
                                                TokenId next) {
   const detail::LogNormaliser model = detail::log_normaliser(logits, vocabulary);
   const detail::LogNormaliser reference = detail::log_normaliser(reference_logits, vocabulary);
-  double kl = 0;
+  double kl = 0, kl_llama_cpp = 0;
   for (long i = 0; i < vocabulary; ++i) {
     const double reference_log_p = static_cast<double>(reference_logits[i]) - reference.log_sum;
-    kl += std::exp(reference_log_p) * (reference_log_p - (static_cast<double>(logits[i]) - model.log_sum));
+    const double term = std::exp(reference_log_p) * (reference_log_p - (static_cast<double>(logits[i]) - model.log_sum));
+    kl += term;
+    if (reference_log_p > detail::llama_cpp_log_p_floor) kl_llama_cpp += term;
   }
   PredictionComparison result;
+  result.kl_llama_cpp = kl_llama_cpp;
   result.nll = model.log_sum - logits[next];
   result.reference_nll = reference.log_sum - reference_logits[next];
   result.kl = kl;
@@ -103,12 +114,14 @@ inline PredictionComparison compare_prediction(const float* logits, long vocabul
                                                long k, TokenId next) {
   const detail::LogNormaliser model = detail::log_normaliser(logits, vocabulary);
   std::vector<bool> kept(static_cast<std::size_t>(vocabulary), false);
-  double kl = 0, kept_mass = 0;
+  double kl = 0, kl_llama_cpp = 0, kept_mass = 0;
   for (long j = 0; j < k; ++j) {
     const double reference_log_p = reference.log_probs[j];
     kept[static_cast<std::size_t>(reference.ids[j])] = true;
     kept_mass += std::exp(reference_log_p);
-    kl += std::exp(reference_log_p) * (reference_log_p - (static_cast<double>(logits[reference.ids[j]]) - model.log_sum));
+    const double term = std::exp(reference_log_p) * (reference_log_p - (static_cast<double>(logits[reference.ids[j]]) - model.log_sum));
+    kl += term;
+    if (reference_log_p > detail::llama_cpp_log_p_floor) kl_llama_cpp += term;
   }
   const double rest = k < vocabulary ? std::max(0.0, 1 - kept_mass) : 0.0;  // 0 when nothing else is left, whatever the rounding
   if (rest > 0) {
@@ -121,6 +134,7 @@ inline PredictionComparison compare_prediction(const float* logits, long vocabul
   result.nll = model.log_sum - logits[next];
   result.reference_nll = reference.nll;
   result.kl = kl;
+  result.kl_llama_cpp = kl_llama_cpp;  // over the kept tokens: below llama.cpp's where more than k are above its floor
   result.delta_p = std::exp(-result.nll) - std::exp(-result.reference_nll);
   result.top_delta_p = std::exp(logits[reference.ids[0]] - model.log_sum) - std::exp(static_cast<double>(reference.log_probs[0]));
   result.same_top = model.top == reference.ids[0];
@@ -300,6 +314,7 @@ inline nlohmann::json distribution(std::vector<double> values, const std::vector
 ///   "predictions", "ppl", "reference_ppl" {"value", "error"}; "ppl_correlation" (of the NLLs);
 ///   "ln_ppl_ratio", "ppl_ratio", "ppl_difference" {"value", "error"};
 ///   "kl" {"mean", "error", "max", "p99.9", "p99", "p95", "p90", "median", "p10", "p5", "p1", "p0.1", "min"};
+///   "kl_llama_cpp" {"mean", "error"}: the KL summed as llama-perplexity sums it (reference log-probabilities above -16);
 ///   "delta_p" (of the next token) the same with "p75", "p25", and "rms", "rms_error";
 ///   "top_delta_p" (of the reference's most probable token) {"mean", "error", "rms", "rms_error"};
 ///   "same_top" {"value", "error"}.
@@ -336,6 +351,7 @@ inline nlohmann::json summarize(const Comparison& comparison) {
   const auto [top_mean, top_error] = detail::mean_and_error(column(&PredictionComparison::top_delta_p));
   nlohmann::json top_delta_p = {{"mean", top_mean}, {"error", top_error}};
   rms(&PredictionComparison::top_delta_p, top_delta_p);
+  const auto [llama_cpp_kl, llama_cpp_kl_error] = detail::mean_and_error(column(&PredictionComparison::kl_llama_cpp));
   const double n = static_cast<double>(all.size());
   const double same = static_cast<double>(std::count_if(all.begin(), all.end(), [](const PredictionComparison& p) { return p.same_top; })) / n;
 
@@ -353,6 +369,7 @@ inline nlohmann::json summarize(const Comparison& comparison) {
                                    std::sqrt(std::max(0.0, ppl_error * ppl_error + reference_ppl_error * reference_ppl_error -
                                                                2 * ppl * reference_ppl * covariance)))},
           {"kl", detail::distribution(column(&PredictionComparison::kl), {99.9, 99, 95, 90, 10, 5, 1, 0.1})},
+          {"kl_llama_cpp", {{"mean", llama_cpp_kl}, {"error", llama_cpp_kl_error}}},
           {"delta_p", delta_p},
           {"top_delta_p", top_delta_p},
           {"same_top", detail::value_and_error(same, std::sqrt(same * (1 - same) / (n - 1)))}};

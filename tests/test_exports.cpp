@@ -117,8 +117,9 @@ TEST_CASE("exports refuse what their format cannot hold, naming it", "[exports]"
   std::string why;
   CHECK(gsq::exact_ggml_type(random_tensor(gsq::grid_spec<gsq::Int<4>>(), 2, 64, 64, 1)) == gsq::GgmlType::Q4_0);
   CHECK(gsq::exact_ggml_type(random_tensor(gsq::grid_spec<gsq::Ternary>(), 2, 256, 256, 1)) == gsq::GgmlType::TQ2_0);
-  CHECK(gsq::exact_ggml_type(random_tensor(gsq::grid_spec<gsq::Int<2>>(), 2, 256, 128, 1), &why) == gsq::GgmlType::F32);
-  CHECK_THAT(why, Catch::Contains("int2 with groups of 128"));
+  CHECK(gsq::exact_ggml_type(random_tensor(gsq::grid_spec<gsq::Int<2>>(), 2, 256, 128, 1)) == gsq::GgmlType::Q2_0);
+  CHECK(gsq::exact_ggml_type(random_tensor(gsq::grid_spec<gsq::Int<2>>(), 2, 96, 32, 1), &why) == gsq::GgmlType::F32);
+  CHECK_THAT(why, Catch::Contains("int2 with groups of 32"));
   CHECK(gsq::exact_ggml_type(random_tensor(gsq::grid_spec<gsq::Int<3>>(), 2, 256, 256, 1), &why) == gsq::GgmlType::F32);
   CHECK_THAT(why, Catch::Contains("TQ2_0 (int2 or ternary, groups of 256)"));
 

@@ -13,7 +13,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <gsq/export/gguf_model.hpp>
 #include <gsq/format/gguf.hpp>
+#include <gsq/format/ggml_types.hpp>
 #include <gsq/format/k_quant.hpp>
 #include <gsq/init/rtn.hpp>
 #include <gsq/policy/grid.hpp>
@@ -59,7 +61,7 @@ float half_at(const std::uint8_t* bytes) {
   return gsq::half_bits_to_float(static_cast<std::uint16_t>(bytes[0] | (bytes[1] << 8)));
 }
 
-/// Q4_0 and TQ2_0 decoded as ggml's documentation describes them.
+/// Q4_0, Q2_0 and TQ2_0 decoded as ggml's documentation and source describe them.
 std::vector<float> decode(gsq::GgmlType type, const std::vector<std::uint8_t>& bytes) {
   std::vector<float> values;
   if (type == gsq::GgmlType::Q4_0) {
@@ -71,6 +73,11 @@ std::vector<float> decode(gsq::GgmlType type, const std::vector<std::uint8_t>& b
         out[j + 16] = static_cast<float>((bytes[block + 2 + j] >> 4) - 8) * d;
       }
       values.insert(values.end(), out.begin(), out.end());
+    }
+  } else if (type == gsq::GgmlType::Q2_0) {  // ggml-quants.c, dequantize_row_q2_0
+    for (std::size_t block = 0; block < bytes.size(); block += 18) {
+      const float d = half_at(&bytes[block]);
+      for (int j = 0; j < 64; ++j) values.push_back(static_cast<float>(((bytes[block + 2 + j / 4] >> (2 * (j % 4))) & 3) - 1) * d);
     }
   } else {
     for (std::size_t block = 0; block < bytes.size(); block += 66) {
@@ -105,6 +112,19 @@ TEST_CASE("Q4_0 and TQ2_0 hold gsq's codes and fp16 scales exactly", "[gguf]") {
   for (const gsq::QuantizedTensor& tensor :
        {quantized<gsq::Int<2>>(2, 512, 256, 2), quantized<gsq::Ternary>(2, 256, 256, 3)})
     CHECK(decode(gsq::GgmlType::TQ2_0, gsq::encode_tq2_0(tensor)) == tensor.dequantize().values);
+}
+
+TEST_CASE("Q2_0 holds gsq's 2-bit and ternary codes exactly for groups a multiple of 64", "[gguf]") {
+  for (const gsq::QuantizedTensor& tensor : {quantized<gsq::Int<2>>(2, 256, 64, 5), quantized<gsq::Int<2>>(3, 384, 128, 6),
+                                             quantized<gsq::Ternary>(2, 192, 64, 7)}) {
+    const std::vector<std::uint8_t> bytes = gsq::encode_q2_0(tensor);
+    CHECK(bytes.size() == tensor.codes.size() / 64 * 18);
+    CHECK(decode(gsq::GgmlType::Q2_0, bytes) == tensor.dequantize().values);
+    CHECK(gsq::dequantize_ggml(gsq::GgmlType::Q2_0, bytes.data(), tensor.codes.size(), "q2_0") == tensor.dequantize().values);
+    CHECK(gsq::exact_ggml_type(tensor) == (tensor.group_width == 256 ? gsq::GgmlType::TQ2_0 : gsq::GgmlType::Q2_0));
+  }
+  CHECK_THROWS_WITH(gsq::encode_q2_0(quantized<gsq::Int<2>>(2, 96, 32, 4)), Catch::Contains("multiple of 64"));
+  CHECK_THROWS_WITH(gsq::encode_q2_0(quantized<gsq::Int<4>>(2, 128, 64, 4)), Catch::Contains("int4"));
 }
 
 TEST_CASE("formats that are not exact are refused, naming what is", "[gguf]") {

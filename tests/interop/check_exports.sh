@@ -2,7 +2,8 @@
 # The exports of the bundled model, checked by the real readers (ctest runs this; the readers are
 # installed by scripts/install_interop.sh into BUILD_DIR/interop-venv):
 #   - GSQ (200 steps) at 2, 3 and 4 bits and ternary, exported as compressed-tensors and GPTQ, and as GGUF
-#     where GGUF holds the codes exactly (4-bit: Q4_0; 2-bit and ternary with groups of 256: TQ2_0);
+#     where GGUF holds the codes exactly (4-bit: Q4_0; 2-bit and ternary with groups of 256: TQ2_0;
+#     Q2_0, for other groups, is checked by llama.cpp itself in check_llama_cpp.sh);
 #     and in llama.cpp's K-quant formats as GGUF (Q2_K by GSQ, 100 steps; Q3_K, Q4_K by GPTQ);
 #   - transformers loads each export with its own loader and scores the first 32 KiB of eval.txt
 #     (128 windows: enough to tell a wrong export, a sixth of the time): the loss must equal gsq's

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# llama.cpp itself runs gsq's GGUF exports of the bundled model (4-bit Q4_0, 2-bit TQ2_0, Q2_K):
+# llama.cpp itself runs gsq's GGUF exports of the bundled model (4-bit Q4_0, 2-bit TQ2_0 and Q2_0, Q2_K):
 # scripts/llama_cpp_perplexity.sh builds llama-perplexity from llama-cpp-python's source package
 # and scores the first 32 KiB of eval.txt (128 windows); its figure must agree with transformers' on the same file under the same
 # rule to 1e-3 relative (llama.cpp rounds activations to 8 bits for its quantized products).
@@ -66,6 +66,24 @@ for type in Q8_0 Q5_1 Q6_K Q5_K_S; do
     failures=$((failures + 1))
   fi
 done
+# Q2_0: 2-bit codes with groups of 128, which llama.cpp's Q2_0 (blocks of 64) holds exactly. gsq
+# reads its own file as the checkpoint beside it (1e-6), and llama-perplexity's figure on the file
+# agrees with gsq's evaluation of the checkpoint, second halves, to 1e-3 relative. (transformers'
+# GGUF loader, through the gguf-py on PyPI, does not decode Q2_0: gsq's figure stands in.)
+out="$work/bits2group128"
+"$build/quantize_model" --model "$model" --byte-tokens --calib "$model/calib.txt" --method gptq --bits 2 --group 128 \
+    --export gguf --out "$out" --quiet > /dev/null
+bits() { python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['bits_per_token'])" "$1"; }
+"$build/evaluate_model" --model "$out" --eval "$text" --byte-tokens --second-half --quiet --json "$work/q2_0-checkpoint.json" > /dev/null
+"$build/evaluate_model" --model "$out/model.gguf" --eval "$text" --byte-tokens --second-half --quiet --json "$work/q2_0-gguf.json" > /dev/null
+gsq=$(bits "$work/q2_0-checkpoint.json") gsq_gguf=$(bits "$work/q2_0-gguf.json")
+llama=$( (scripts/llama_cpp_perplexity.sh "$out/model.gguf" "$text" "$build" || true) | sed -n 's/^llama.cpp.*, \([0-9.]*\) bits per token.*/\1/p')
+if python3 -c "import sys; a, b, c = float('$llama'), float('$gsq'), float('$gsq_gguf'); sys.exit(abs(a - b) / b > 1e-3 or abs(c - b) / b > 1e-6)"; then
+  echo "ok:   Q2_0 GGUF: llama.cpp $llama, gsq $gsq (checkpoint), $gsq_gguf (the GGUF) bits per token"
+else
+  echo "FAIL: Q2_0 GGUF: llama.cpp '$llama', gsq $gsq (checkpoint), $gsq_gguf (the GGUF) bits per token"
+  failures=$((failures + 1))
+fi
 # GGUF files of every architecture gsq reads, as llama.cpp's converter writes them: gsq's
 # evaluation of each equals that of the checkpoint it was converted from (1e-6 relative).
 tests/interop/check_gguf_fixtures.sh "$build" || failures=$((failures + 1))

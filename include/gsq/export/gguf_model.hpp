@@ -2,7 +2,8 @@
 // hyper-parameters from config.json as llama.* metadata, the tokenizer from tokenizer.json, and
 // the tensors under llama.cpp's names (the container and the block encodings are
 // gsq/format/gguf.hpp). Quantized linears are stored exactly: 4-bit codes with groups that are a
-// multiple of 32 as Q4_0, 2-bit and ternary codes with groups of 256 as TQ2_0, K-quant linears as
+// multiple of 32 as Q4_0, 2-bit and ternary codes with groups of 256 as TQ2_0 and with other
+// groups that are a multiple of 64 as Q2_0, K-quant linears as
 // their own type (Q2_K, Q3_K, Q4_K). Everything else keeps its stored precision (F32, F16 or
 // BF16; norms F32).
 //
@@ -32,10 +33,12 @@ namespace gsq {
 inline GgmlType exact_ggml_type(const QuantizedTensor& tensor, std::string* why = nullptr) {
   const GridSpec& grid = tensor.grid;
   if (grid.min_level == -8 && grid.max_level == 7 && tensor.group_width % 32 == 0) return GgmlType::Q4_0;
-  if (grid.min_level >= -2 && grid.max_level <= 1 && tensor.group_width == 256) return GgmlType::TQ2_0;
+  if (grid.min_level >= -2 && grid.max_level <= 1 && tensor.group_width == 256) return GgmlType::TQ2_0;  // 2.06 bits
+  if (grid.min_level >= -2 && grid.max_level <= 1 && tensor.group_width % 64 == 0) return GgmlType::Q2_0;
   if (why)
-    *why = std::string("GGUF holds gsq's codes exactly as Q4_0 (int4, groups a multiple of 32) or TQ2_0 (int2 or "
-                       "ternary, groups of 256); this model is ") + grid.name + " with groups of " +
+    *why = std::string("GGUF holds gsq's codes exactly as Q4_0 (int4, groups a multiple of 32), TQ2_0 (int2 or "
+                       "ternary, groups of 256) or Q2_0 (int2 or ternary, groups a multiple of 64); this model is ") +
+           grid.name + " with groups of " +
            std::to_string(tensor.group_width) + " columns";
   return GgmlType::F32;
 }
@@ -219,7 +222,9 @@ inline void write_gguf(const QuantizedModel& model, const std::string& path) {
     if (const QuantizedTensor* linear = model.linear(name)) {
       const QuantizedTensor stored = in_llama_cpp_order(*linear);
       const GgmlType type = exact_ggml_type(stored);
-      writer.add_tensor(gguf_name, info.shape, type, type == GgmlType::Q4_0 ? encode_q4_0(stored) : encode_tq2_0(stored));
+      writer.add_tensor(gguf_name, info.shape, type, type == GgmlType::Q4_0   ? encode_q4_0(stored)
+                                                      : type == GgmlType::TQ2_0 ? encode_tq2_0(stored)
+                                                                                : encode_q2_0(stored));
     } else if (const KQuantTensor* blocks = model.k_quant(name)) {
       writer.add_tensor(gguf_name, info.shape, static_cast<GgmlType>(blocks->format->ggml_type),
                         encode_k_quant(in_llama_cpp_order(*blocks)));

@@ -1,8 +1,10 @@
 // gsq/format/ggml_types.hpp -- ggml's tensor types (the element encodings of GGUF files), their
 // block sizes, and their dequantization to float exactly as ggml computes it, for the types
 // llama.cpp writes that gsq reads: F32, F16, BF16, the legacy blocks of 32 (Q4_0, Q4_1, Q5_0,
-// Q5_1, Q8_0), the K-quants (Q2_K to Q6_K, super-blocks of 256) and the ternary TQ1_0, TQ2_0.
-// Known-answer vectors from gguf-py's dequantization check every one (tests/test_ggml_types.cpp).
+// Q5_1, Q8_0), the K-quants (Q2_K to Q6_K, super-blocks of 256), the ternary TQ1_0, TQ2_0, and the
+// 2-bit Q2_0 (blocks of 64). Known-answer vectors from gguf-py's dequantization check every one
+// but Q2_0, which the gguf-py on PyPI does not decode; llama.cpp scores gsq's Q2_0 files instead
+// (tests/test_ggml_types.cpp, tests/interop/check_llama_cpp.sh).
 //
 // Each block of the legacy and K types holds its weights along a row; a row is whole blocks.
 #pragma once
@@ -22,7 +24,7 @@ namespace gsq {
 /// ggml's tensor types by ggml's numbers: those gsq writes and reads.
 enum class GgmlType : std::uint32_t {
   F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8,
-  Q2_K = 10, Q3_K = 11, Q4_K = 12, Q5_K = 13, Q6_K = 14, BF16 = 30, TQ1_0 = 34, TQ2_0 = 35
+  Q2_K = 10, Q3_K = 11, Q4_K = 12, Q5_K = 13, Q6_K = 14, BF16 = 30, TQ1_0 = 34, TQ2_0 = 35, Q2_0 = 42
 };
 
 /// A type's name, the weights a block holds and the bytes it takes.
@@ -39,7 +41,8 @@ inline const std::vector<GgmlTypeInfo>& ggml_types() {
       {GgmlType::Q4_0, "Q4_0", 32, 18},   {GgmlType::Q4_1, "Q4_1", 32, 20},   {GgmlType::Q5_0, "Q5_0", 32, 22},
       {GgmlType::Q5_1, "Q5_1", 32, 24},   {GgmlType::Q8_0, "Q8_0", 32, 34},   {GgmlType::Q2_K, "Q2_K", 256, 84},
       {GgmlType::Q3_K, "Q3_K", 256, 110}, {GgmlType::Q4_K, "Q4_K", 256, 144}, {GgmlType::Q5_K, "Q5_K", 256, 176},
-      {GgmlType::Q6_K, "Q6_K", 256, 210}, {GgmlType::TQ1_0, "TQ1_0", 256, 54}, {GgmlType::TQ2_0, "TQ2_0", 256, 66}};
+      {GgmlType::Q6_K, "Q6_K", 256, 210}, {GgmlType::TQ1_0, "TQ1_0", 256, 54}, {GgmlType::TQ2_0, "TQ2_0", 256, 66},
+      {GgmlType::Q2_0, "Q2_0", 64, 18}};
   return types;
 }
 
@@ -166,6 +169,13 @@ inline void dequantize_tq2_0(const std::uint8_t* block, float* out) {
   for (int e = 0; e < 256; ++e) out[e] = static_cast<float>((block[32 * (e / 128) + e % 32] >> (2 * (e % 128 / 32)) & 3) - 1) * d;
 }
 
+/// Q2_0: d, then 16 bytes; byte j / 4 holds weight j at bits 2 (j % 4), weight (value - 1) d
+/// (ggml's dequantize_row_q2_0).
+inline void dequantize_q2_0(const std::uint8_t* block, float* out) {
+  const float d = load_half(block);
+  for (int j = 0; j < 64; ++j) out[j] = static_cast<float>((block[2 + j / 4] >> (2 * (j % 4)) & 3) - 1) * d;
+}
+
 }  // namespace detail
 
 /// `count` elements of `type` from its bytes `data` (ggml_bytes(type, count) of them), as ggml
@@ -204,6 +214,7 @@ inline std::vector<float> dequantize_ggml(GgmlType type, const std::uint8_t* dat
         else if (type == GgmlType::Q6_K) detail::dequantize_q6_k(block, out);
         else if (type == GgmlType::TQ1_0) detail::dequantize_tq1_0(block, out);
         else if (type == GgmlType::TQ2_0) detail::dequantize_tq2_0(block, out);
+        else if (type == GgmlType::Q2_0) detail::dequantize_q2_0(block, out);
         else detail::dequantize_legacy(type, block, out);
       }
   }

@@ -81,6 +81,26 @@ inline std::vector<std::uint8_t> encode_tq2_0(const QuantizedTensor& tensor) {
   return bytes;
 }
 
+/// 2-bit and ternary codes as Q2_0: blocks of 64 weights along a row, an fp16 d then 16 bytes,
+/// byte j / 4 holding weight j at bits 2 (j % 4), and weight = (value - 1) d. With d = -scale and
+/// value = 1 - code this is exactly scale * code for codes -2..1. Exact for groups that are a
+/// multiple of 64: each block repeats its group's scale.
+inline std::vector<std::uint8_t> encode_q2_0(const QuantizedTensor& tensor) {
+  require(tensor.grid.min_level >= -2 && tensor.grid.max_level <= 1,
+          std::string("Q2_0 holds 2-bit and ternary codes (-2..1); this tensor is on the ") + tensor.grid.name + " grid");
+  require(tensor.group_width % 64 == 0, "Q2_0 needs groups that are a multiple of 64 columns, not " +
+                                            std::to_string(tensor.group_width));
+  std::vector<std::uint8_t> bytes(ggml_bytes(GgmlType::Q2_0, tensor.codes.size()), 0);
+  std::uint8_t* block = bytes.data();
+  for (long row = 0; row < tensor.rows; ++row)
+    for (long first = 0; first < tensor.cols; first += 64, block += 18) {
+      detail::store_little_endian(float_to_half_bits(-tensor.scale(row, first)), 2, block);
+      for (long j = 0; j < 64; ++j)
+        block[2 + j / 4] |= static_cast<std::uint8_t>((1 - tensor.code(row, first + j)) << (2 * (j % 4)));
+    }
+  return bytes;
+}
+
 /// Collects metadata and tensors, then writes one GGUF file (atomically).
 class GgufWriter {
  public:

@@ -187,7 +187,7 @@ class GgufFile {
       const GgmlTypeInfo* info = find_ggml_type(type);
       require(info != nullptr, path_ + ": tensor '" + tensor.name + "' is " + ggml_type_name(type) + " (ggml type " +
                                    std::to_string(type) + "), which gsq does not read (it reads F32, F16, BF16, Q4_0, Q4_1, "
-                                   "Q5_0, Q5_1, Q8_0, Q2_K to Q6_K, TQ1_0 and TQ2_0)");
+                                   "Q5_0, Q5_1, Q8_0, Q2_K to Q6_K, TQ1_0, TQ2_0 and Q2_0)");
       tensor.type = info->type;
       require(innermost_first[0] % info->block == 0, path_ + ": tensor '" + tensor.name + "' has rows of " +
                                                          std::to_string(innermost_first[0]) + ", not whole " + info->name +

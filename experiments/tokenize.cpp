@@ -13,6 +13,7 @@
 #include <boost/program_options.hpp>
 
 #include "driver.hpp"
+#include <gsq/io/output_location.hpp>
 #include <gsq/io/regular_file.hpp>
 #include <gsq/io/token_file.hpp>
 #include <gsq/text/tokenizer.hpp>
@@ -32,7 +33,8 @@ int main(int argc, char** argv) {
         ("tokenizer", po::value(&tokenizer_path)->required(), "a tokenizer.json, or the checkpoint directory holding one")
         ("text", po::value(&text_path)->required(), "the UTF-8 text file to tokenize")
         ("out", po::value(&out), "write the ids here: a NumPy <u4 array when the name ends in .npy, else raw "
-                                 "little-endian uint32 (written atomically)")
+                                 "little-endian uint32 (written atomically; an existing file is refused, as is the text "
+                                 "or the tokenizer itself)")
         ("print", po::bool_switch(&print), "print the ids, one line, separated by spaces")
         ("no-special-tokens", po::bool_switch(&no_special_tokens),
          "leave out the special tokens the tokenizer's post-processor adds (a BOS), as add_special_tokens=False");
@@ -44,6 +46,8 @@ int main(int argc, char** argv) {
     }
     po::notify(values);
     gsq::require(print || !out.empty(), "nothing to do: give --out FILE or --print");
+    if (!out.empty())  // before any work: never over the text, the tokenizer or a file gsq did not write
+      out = gsq::claim_output({"--out", out}, gsq::OutputKind::file, {{"--text", text_path}, {"--tokenizer", tokenizer_path}});
 
     const gsq::Tokenizer tokenizer = gsq::Tokenizer::from_file(tokenizer_path);
     const std::string text = gsq::read_regular_file(text_path, "text file");

@@ -177,6 +177,16 @@ TEST_CASE("tokenize driver writes the ids transformers gives", "[tokenizer][driv
   const auto refused = gsq::testing::run_program("tokenize", "--tokenizer " + fixtures + "llama3.json --text " + scratch.file("missing.txt") + " --print");
   CHECK(refused.status == 2);
   CHECK_THAT(refused.err, Contains("missing.txt"));
+  // The text as the output, or a file of the user's: refused before anything is written.
+  const std::string text_before = gsq::testing::read_file(scratch.file("text.txt"));
+  const auto over_input = gsq::testing::run_program("tokenize", common + " --out " + scratch.file("text.txt"));
+  CHECK(over_input.status == 2);
+  CHECK_THAT(over_input.err, Contains("gsq never writes over what it reads"));
+  CHECK(gsq::testing::read_file(scratch.file("text.txt")) == text_before);
+  std::ofstream(scratch.file("notes.u32")) << "the user's";
+  const auto over_user = gsq::testing::run_program("tokenize", common + " --out " + scratch.file("notes.u32"));
+  CHECK(over_user.status == 2);
+  CHECK(gsq::testing::read_file(scratch.file("notes.u32")) == "the user's");
 }
 
 TEST_CASE("evaluate_model reads a text file through the model's own tokenizer", "[tokenizer][driver]") {

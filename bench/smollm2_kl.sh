@@ -38,13 +38,7 @@ quantize "$source_gguf" "$base" F32
 
 printf "%-18s %12s %12s %9s %12s %10s %10s\n" file "llama.cpp KL" "gsq, its sum" relative "gsq, exact" "llama top" "gsq top"
 compare() {  # compare GGUF: both tools' KL divergence from the reference on it
-  for attempt in 1 2 3 4 5 6 7 8; do  # llama.cpp's last log lines can be lost (scripts/llama_cpp_perplexity.sh)
-    "$bin/llama-perplexity" -m "$1" --ctx-size 256 --batch-size 256 -t "$(nproc)" --kl-divergence-base "$work/base.kld" \
-        --kl-divergence > "$work/kl.log" 2>&1 || true
-    grep -q "^Same top p" "$work/kl.log" && break
-  done
-  llama_kl=$(sed -n 's/^Mean    KLD: *\([0-9.e-]*\).*/\1/p' "$work/kl.log")
-  llama_top=$(sed -n 's/^Same top p: *\([0-9.]*\).*/\1/p' "$work/kl.log")
+  read -r llama_kl llama_top <<< "$(scripts/llama_cpp_kl.sh "$1" "$work/base.kld" "$build")"
   "$build/evaluate_model" --model "$1" --reference "$model" --eval "$work/tokens.u32" --second-half --quiet --json "$work/kl.json" > /dev/null
   python3 - "$work/kl.json" "$(basename "$1")" "$llama_kl" "$llama_top" <<'PY'
 import json, sys

@@ -101,13 +101,7 @@ f32_gguf "$work/bits4group128/model.gguf" "$model" "$base"
 "$perplexity" -m "$base" -f "$text" --ctx-size 256 --batch-size 256 -t "$(nproc)" --kl-divergence-base "$work/base.kld" > "$work/base.log" 2>&1 ||
   { tail -20 "$work/base.log"; echo "FAIL: llama-perplexity --kl-divergence-base"; exit 1; }
 compare_kl() {  # compare_kl GGUF RELATIVE_TOLERANCE TOP_POINTS
-  for attempt in 1 2 3 4 5 6 7 8; do  # the last log lines can be lost (scripts/llama_cpp_perplexity.sh)
-    "$perplexity" -m "$1" --ctx-size 256 --batch-size 256 -t "$(nproc)" --kl-divergence-base "$work/base.kld" \
-        --kl-divergence > "$work/kl.log" 2>&1 || true
-    grep -q "^Same top p" "$work/kl.log" && break
-  done
-  llama_kl=$(sed -n 's/^Mean    KLD: *\([0-9.e-]*\).*/\1/p' "$work/kl.log")
-  llama_top=$(sed -n 's/^Same top p: *\([0-9.]*\).*/\1/p' "$work/kl.log")
+  read -r llama_kl llama_top <<< "$(scripts/llama_cpp_kl.sh "$1" "$work/base.kld" "$build" || true)"
   "$build/evaluate_model" --model "$1" --reference "$base" --eval "$text" --byte-tokens --second-half --quiet \
       --json "$work/kl.json" > /dev/null
   read -r gsq_kl gsq_top <<< "$(python3 -c "import json, sys; c = json.load(open(sys.argv[1]))['comparison']; \

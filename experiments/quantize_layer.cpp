@@ -193,7 +193,8 @@ std::optional<Options> parse_options(int argc, char** argv) {
       ("group", po::value(&group)->default_value(group)->value_name("SIZE"),
        ("input columns sharing one scale: " + alternatives<GroupingChoice>() + " (0 = per-channel)").c_str())
       ("format", po::value(&k_quant)->value_name("NAME"),
-       "instead of --bits/--group, llama.cpp's K-quant layout q2_k, q3_k or q4_k (2.625, 3.4375, 4.5 bits per "
+       "instead of --bits/--group, llama.cpp's K-quant layout q2_k, q3_k, q4_k, q5_k or q6_k (2.625, 3.4375, 4.5, 5.5, "
+       "6.5625 bits per "
        "weight; rows whole super-blocks of 256): rtn is the importance-weighted (diag H) fit, gptq GPTQ fitting each "
        "super-block as its sweep enters it, gsq learns codes and sub-block scales (and mins) under the stored "
        "rounding of the scales");

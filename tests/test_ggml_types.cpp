@@ -1,18 +1,22 @@
 // Tests of gsq/format/ggml_types.hpp: every ggml type gsq reads dequantizes as gguf-py, llama.cpp's
 // Python package, dequantizes it (known-answer vectors made by tests/data/make_ggml_blocks.py:
-// random blocks with ordinary fp16 scales), and the blocks gsq writes (Q4_0, TQ2_0) read back as
-// the weights they encode.
+// random blocks with ordinary fp16 scales), and the blocks gsq writes (Q4_0, Q5_0, Q8_0, TQ2_0,
+// Q5_K, Q6_K) read back as the weights they encode.
 #include <catch2/catch.hpp>
 
 #include <cmath>
 #include <cstdint>
+#include <random>
 #include <string>
 #include <vector>
 
 #include <gsq/format/ggml_types.hpp>
 #include <gsq/format/gguf.hpp>
+#include <gsq/format/k_quant.hpp>
 #include <gsq/policy/grid.hpp>
 #include <gsq/io/safetensors.hpp>
+
+#include "random_k_quant.hpp"
 
 using Catch::Matchers::Contains;
 
@@ -69,4 +73,41 @@ TEST_CASE("the Q4_0 and TQ2_0 blocks gsq writes read back as the weights they en
   int2.scales = {0.75f};
   const std::vector<std::uint8_t> tq2 = gsq::encode_tq2_0(int2);
   CHECK(gsq::dequantize_ggml(gsq::GgmlType::TQ2_0, tq2.data(), 256, "tq2") == int2.dequantize().values);
+}
+
+TEST_CASE("the Q5_0 and Q8_0 blocks gsq writes read back as the weights they encode") {
+  std::mt19937 random(3);
+  std::uniform_real_distribution<float> scale(-3.0f, 3.0f);
+  const auto tensor = [&](gsq::GridSpec grid, long group) {  // every code of the grid, fp16 scales of both signs
+    gsq::QuantizedTensor result{grid, 3, 128, group, {}, {}};
+    std::uniform_int_distribution<int> code(grid.min_level, grid.max_level);
+    for (long i = 0; i < 3 * 128; ++i)
+      result.codes.push_back(static_cast<std::int8_t>(i < grid.level_count() ? grid.min_level + i : code(random)));
+    for (long g = 0; g < 3 * 128 / group; ++g)
+      result.scales.push_back(gsq::half_bits_to_float(gsq::float_to_half_bits(scale(random))));
+    return result;
+  };
+  for (long group : {32, 64, 128}) {
+    INFO("group " << group);
+    const gsq::QuantizedTensor int5 = tensor(gsq::grid_spec<gsq::Int<5>>(), group),
+                               int8 = tensor(gsq::grid_spec<gsq::Int<8>>(), group);
+    const std::vector<std::uint8_t> q5 = gsq::encode_q5_0(int5), q8 = gsq::encode_q8_0(int8);
+    CHECK(q5.size() == 12 * 22);
+    CHECK(q8.size() == 12 * 34);
+    CHECK(gsq::dequantize_ggml(gsq::GgmlType::Q5_0, q5.data(), 384, "q5") == int5.dequantize().values);
+    CHECK(gsq::dequantize_ggml(gsq::GgmlType::Q8_0, q8.data(), 384, "q8") == int8.dequantize().values);
+  }
+}
+
+TEST_CASE("the Q5_K and Q6_K blocks gsq writes dequantize as ggml computes them") {
+  // ggml_types.hpp decodes Q5_K and Q6_K by its own reading of ggml, not through k_quant.hpp.
+  std::mt19937 random(4);
+  for (const gsq::KQuantFormat* format : {&gsq::q5_k(), &gsq::q6_k()}) {
+    INFO(format->name);
+    const gsq::KQuantTensor tensor = gsq::testing::random_k_quant(*format, 2, 512, random, 0.01f);
+    const std::vector<std::uint8_t> bytes = gsq::encode_k_quant(tensor);
+    const auto type = static_cast<gsq::GgmlType>(format->ggml_type);
+    const std::vector<float> values = gsq::dequantize_ggml(type, bytes.data(), 1024, "k");
+    CHECK(values == tensor.dequantize().values);
+  }
 }

@@ -1,15 +1,19 @@
 // llama.cpp's K-quant blocks (gsq/format/k_quant.hpp): bytes written where ggml's layout puts
-// them, checked on hand-made blocks; dequantization as ggml computes it. (tests/test_gguf.cpp
+// them, checked on hand-made blocks; dequantization as ggml computes it; the formats' names and
+// llama-quantize's fallbacks. (tests/test_gguf.cpp
 // has gguf-py, llama.cpp's reader, dequantize whole K-quant tensors to exactly gsq's weights.)
 // Decoding inverts the encoding exactly.
 #include <catch2/catch.hpp>
 
 #include <cstdint>
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
 
 #include <gsq/format/k_quant.hpp>
+
+#include "random_k_quant.hpp"
 
 namespace {
 
@@ -32,8 +36,26 @@ TEST_CASE("K-quant formats: sizes and bits per weight are ggml's", "[k_quant]") 
   CHECK(gsq::q2_k().bits_per_weight() == 2.625);
   CHECK(gsq::q3_k().bits_per_weight() == 3.4375);
   CHECK(gsq::q4_k().bits_per_weight() == 4.5);
+  CHECK(gsq::q5_k().bits_per_weight() == 5.5);
+  CHECK(gsq::q6_k().bits_per_weight() == 6.5625);
   CHECK(gsq::q3_k().min_scale_code() == -32);
   CHECK(gsq::q4_k().max_scale_code() == 63);
+  CHECK(gsq::q5_k().max_scale_code() == 63);
+  CHECK(gsq::q6_k().min_scale_code() == -128);
+  CHECK(gsq::q6_k().max_scale_code() == 127);
+}
+
+TEST_CASE("K-quant formats by name, and llama-quantize's fallback for rows that are not whole super-blocks", "[k_quant]") {
+  for (const gsq::KQuantFormat* format : gsq::k_quant_formats()) CHECK(&gsq::k_quant_format_named(format->name) == format);
+  CHECK(gsq::k_quant_formats().size() == 5);
+  CHECK_THROWS_WITH(gsq::k_quant_format_named("q8_k"), Catch::Contains("'q8_k'") && Catch::Contains("q5_k and q6_k"));
+  // llama.cpp's tensor_type_fallback (src/llama-quant.cpp).
+  CHECK(gsq::q2_k().fallback == std::string("Q4_0"));
+  CHECK(gsq::q3_k().fallback == std::string("Q4_0"));
+  CHECK(gsq::q4_k().fallback == std::string("Q5_0"));
+  CHECK(gsq::q5_k().fallback == std::string("Q5_1"));
+  CHECK(gsq::q6_k().fallback == std::string("Q8_0"));
+  CHECK_THROWS_WITH(gsq::require_whole_super_blocks(gsq::q6_k(), "blk.0.ffn_down", 320), Catch::Contains("falls back to Q8_0"));
 }
 
 TEST_CASE("Q2_K: scale | min << 4, four codes per byte by quarter of each half, then d, dmin", "[k_quant]") {
@@ -95,6 +117,61 @@ TEST_CASE("Q4_K: d, dmin, 6-bit scales and mins of sub-blocks 4-7 split 4 + 2, t
   CHECK(weight.values[255] == 2.0f * 5 * 7 - 62.0f);
 }
 
+TEST_CASE("Q5_K: Q4_K's d, dmin and scales, then a fifth bit per weight in qh, then Q4_K's nibbles", "[k_quant]") {
+  const std::vector<std::int8_t> scales = {1, 2, 3, 4, 63, 17, 32, 5}, mins = {10, 11, 12, 13, 0, 48, 1, 62};
+  gsq::KQuantTensor tensor = block(gsq::q5_k(), 0, scales, mins, 2.0f, 1.0f);
+  tensor.codes[0] = 31;    // qs[0] low nibble 15, qh[0] bit 0
+  tensor.codes[32] = 16;   // qs[0] high nibble 0, qh[0] bit 1
+  tensor.codes[65] = 9;    // sub-block 2: qs[32 + 1] low nibble 9, no fifth bit
+  tensor.codes[255] = 17;  // sub-block 7: qs[127] high nibble 1, qh[31] bit 7
+  const std::vector<std::uint8_t> bytes = gsq::encode_k_quant(tensor);
+  REQUIRE(bytes.size() == 176);
+  CHECK(bytes[1] == 0x40);  // d = 2.0
+  CHECK(bytes[3] == 0x3C);  // dmin = 1.0
+  CHECK(bytes[4 + 0] == (1 | (63 >> 4) << 6));  // the scales and mins packed as Q4_K's
+  CHECK(bytes[4 + 5] == (11 | (48 >> 4) << 6));
+  CHECK(bytes[4 + 11] == ((5 & 15) | (62 & 15) << 4));
+  CHECK(bytes[16 + 0] == (1 | 1 << 1));
+  CHECK(bytes[16 + 1] == 0);
+  CHECK(bytes[16 + 31] == 1 << 7);
+  CHECK(bytes[48 + 0] == 15);
+  CHECK(bytes[48 + 33] == 9);
+  CHECK(bytes[48 + 127] == 1 << 4);
+  const gsq::Matrix<float> weight = tensor.dequantize();
+  CHECK(weight.values[0] == 2.0f * 1 * 31 - 10.0f);
+  CHECK(weight.values[32] == 2.0f * 2 * 16 - 11.0f);
+  CHECK(weight.values[255] == 2.0f * 5 * 17 - 62.0f);
+}
+
+TEST_CASE("Q6_K: low nibbles in ql, top two bits in qh, both by quarter of each half; int8 scales; then d", "[k_quant]") {
+  gsq::KQuantTensor tensor = block(gsq::q6_k(), -32, iota(16, -128, 17), {}, 0.5f, 0.0f);  // scales -128 .. 127
+  tensor.codes[0] = 31;          // stored 63: ql[0] low nibble 15, qh[0] bits 0-1 = 3
+  tensor.codes[96 + 5] = 0;      // half 0, quarter 3, l = 5; stored 32: ql[32 + 5] high nibble 0, qh[5] bits 6-7 = 2
+  tensor.codes[128 + 64 + 1] = -31;  // half 1, quarter 2, l = 1; stored 1: ql[64 + 1] high nibble 1, qh[32 + 1] bits 4-5 = 0
+  tensor.codes[128 + 32 + 2] = 5;    // half 1, quarter 1, l = 2; stored 37 = 0b100101:
+                                     // ql[64 + 32 + 2] low nibble 5, qh[32 + 2] bits 2-3 = 2
+  const std::vector<std::uint8_t> bytes = gsq::encode_k_quant(tensor);
+  REQUIRE(bytes.size() == 210);
+  CHECK(bytes[0] == 15);
+  CHECK(bytes[37] == 0);
+  CHECK(bytes[64 + 1] == 1 << 4);
+  CHECK(bytes[64 + 34] == 5);
+  CHECK(bytes[128 + 0] == 3);
+  CHECK(bytes[128 + 5] == 2 << 6);
+  CHECK(bytes[128 + 33] == 0);
+  CHECK(bytes[128 + 34] == 2 << 2);
+  CHECK(bytes[192] == 0x80);       // scale -128
+  CHECK(bytes[192 + 15] == 0x7F);  // scale 127
+  CHECK(bytes[192 + 1] == static_cast<std::uint8_t>(-111));
+  CHECK(bytes[208] == 0x00);
+  CHECK(bytes[209] == 0x38);  // d = 0.5
+  const gsq::Matrix<float> weight = tensor.dequantize();
+  CHECK(weight.values[0] == 0.5f * -128 * 31);
+  CHECK(weight.values[96 + 5] == 0.0f);
+  CHECK(weight.values[128 + 64 + 1] == 0.5f * (-128 + 17 * 12) * -31);  // sub-block 12
+  CHECK(weight.values[255] == 0.5f * 127 * -32);
+}
+
 TEST_CASE("K-quant tensors refuse what their format cannot store", "[k_quant]") {
   gsq::KQuantTensor tensor = block(gsq::q4_k(), 0, iota(8, 0), iota(8, 0), 1.0f, 1.0f);
   tensor.codes[3] = 16;
@@ -107,23 +184,23 @@ TEST_CASE("K-quant tensors refuse what their format cannot store", "[k_quant]") 
   tensor = block(gsq::q3_k(), 0, iota(16, 0), {}, 1.0f, 0.0f);
   tensor.cols = 128;
   CHECK_THROWS_WITH(tensor.validate(), Catch::Contains("whole super-blocks of 256"));
+  tensor = block(gsq::q5_k(), 31, iota(8, 0), iota(8, 0), 1.0f, 1.0f);
+  tensor.codes[5] = 32;
+  CHECK_THROWS_WITH(tensor.validate(), Catch::Contains("weight code is outside"));
+  tensor.codes[5] = 0;
+  tensor.min_codes[7] = 64;
+  CHECK_THROWS_WITH(tensor.validate(), Catch::Contains("outside 6 bits"));
+  tensor = block(gsq::q6_k(), -32, iota(16, -128, 17), {}, 1.0f, 0.0f);
+  tensor.codes[5] = 32;
+  CHECK_THROWS_WITH(tensor.validate(), Catch::Contains("weight code is outside"));
 }
 
 TEST_CASE("K-quant blocks decode to exactly the tensor they encode; a wrong size or a broken factor is refused", "[k_quant]") {
   std::mt19937 random(11);
-  for (const gsq::KQuantFormat* format : {&gsq::q2_k(), &gsq::q3_k(), &gsq::q4_k()}) {
+  const std::map<std::string, std::size_t> d_offsets = {{"q2_k", 80}, {"q3_k", 108}, {"q4_k", 0}, {"q5_k", 0}, {"q6_k", 208}};
+  for (const gsq::KQuantFormat* format : gsq::k_quant_formats()) {
     INFO(format->name);
-    gsq::KQuantTensor tensor = gsq::empty_k_quant(3, 512, *format);  // every field random within its range
-    const auto fill = [&](std::vector<std::int8_t>& values, int low, int high) {
-      std::uniform_int_distribution<int> draw(low, high);
-      for (std::int8_t& value : values) value = static_cast<std::int8_t>(draw(random));
-    };
-    fill(tensor.codes, format->min_code, format->max_code);
-    fill(tensor.scale_codes, format->min_scale_code(), format->max_scale_code());
-    fill(tensor.min_codes, format->min_scale_code(), format->max_scale_code());
-    std::uniform_real_distribution<float> factor(-2.0f, 2.0f);
-    for (std::vector<float>* factors : {&tensor.d, &tensor.dmin})
-      for (float& value : *factors) value = gsq::half_bits_to_float(gsq::float_to_half_bits(factor(random)));
+    const gsq::KQuantTensor tensor = gsq::testing::random_k_quant(*format, 3, 512, random, 2.0f);
     const std::vector<std::uint8_t> bytes = gsq::encode_k_quant(tensor);
     const gsq::KQuantTensor decoded = gsq::decode_k_quant(bytes, *format, 3, 512, "blocks");
     CHECK(decoded.codes == tensor.codes);
@@ -136,7 +213,7 @@ TEST_CASE("K-quant blocks decode to exactly the tensor they encode; a wrong size
                       Catch::Contains("blocks: " + std::to_string(bytes.size() - 1) + " bytes"));
     CHECK_THROWS_WITH(gsq::decode_k_quant(bytes, *format, 3, 384, "blocks"), Catch::Contains("not 384"));
     std::vector<std::uint8_t> broken = bytes;  // d of the first super-block: an fp16 infinity
-    const std::size_t d_offset = format == &gsq::q4_k() ? 0 : format == &gsq::q2_k() ? 80 : 108;
+    const std::size_t d_offset = d_offsets.at(format->name);
     broken[d_offset] = 0x00, broken[d_offset + 1] = 0x7c;
     CHECK_THROWS_WITH(gsq::decode_k_quant(broken, *format, 3, 512, "blocks"), Catch::Contains("fp16"));
   }

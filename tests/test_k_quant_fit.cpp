@@ -26,7 +26,7 @@ double weighted_error(const gsq::Matrix<float>& a, const gsq::Matrix<float>& b, 
 }
 
 /// The plain rounding: each sub-block's step from its range, the min its smallest value (codes
-/// symmetric about the largest |x| for Q3_K), fp16 factors from the largest, no search.
+/// symmetric about the largest |x| for Q3_K and Q6_K), fp16 factors from the largest, no search.
 gsq::Matrix<float> plain_rounding(const gsq::Matrix<float>& weight, const gsq::KQuantFormat& format) {
   gsq::Matrix<float> out(weight.rows, weight.cols);
   const int n = format.sub_block;
@@ -34,7 +34,7 @@ gsq::Matrix<float> plain_rounding(const gsq::Matrix<float>& weight, const gsq::K
     float low = 0, high = 0;
     for (int i = 0; i < n; ++i) low = std::fmin(low, weight.values[first + i]), high = std::fmax(high, weight.values[first + i]);
     const float amax = std::fmax(-low, high);
-    const float scale = format.has_min ? (high - low) / format.max_code : amax / 4;
+    const float scale = format.has_min ? (high - low) / format.max_code : amax / -format.min_code;
     const float min = format.has_min ? -low : 0;
     for (int i = 0; i < n; ++i) {
       const int q = scale == 0 ? 0 : gsq::detail::round_code((weight.values[first + i] + min) / scale, format.min_code, format.max_code);
@@ -51,7 +51,10 @@ TEST_CASE("a sub-block's fit comes within a few percent of the best (scale, min)
   std::mt19937 random(5);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::uniform_real_distribution<float> uniform(0.1f, 2.0f);
-  for (const gsq::KQuantFormat* format : {&gsq::q2_k(), &gsq::q3_k(), &gsq::q4_k()}) {
+  for (const gsq::KQuantFormat* format : gsq::k_quant_formats()) {
+    // The grid's steps: finer for the formats of more codes, whose scales are smaller.
+    const float scale_step = 0.16f / static_cast<float>(format->max_code - format->min_code),
+                min_step = format->max_code > 15 ? 0.01f : 0.02f;
     double ours_total = 0, best_total = 0;
     for (int trial = 0; trial < 20; ++trial) {
       const int n = format->sub_block;
@@ -62,7 +65,7 @@ TEST_CASE("a sub-block's fit comes within a few percent of the best (scale, min)
       double best = gsq::detail::sub_block_error(x.data(), w.data(), n, *format, 0, 0);
       for (int a = -400; a <= 400; ++a)
         for (int b = 0; b <= (format->has_min ? 200 : 0); ++b) {
-          const float scale = 0.005f * a, min = 0.02f * b;
+          const float scale = scale_step * static_cast<float>(a), min = min_step * static_cast<float>(b);
           if (format->has_min && scale < 0) continue;
           best = std::min(best, gsq::detail::sub_block_error(x.data(), w.data(), n, *format, scale, min));
         }
@@ -77,7 +80,7 @@ TEST_CASE("a sub-block's fit comes within a few percent of the best (scale, min)
 
 TEST_CASE("the K-quant fit beats plain min/max rounding, and stores what it fitted", "[k_quant][fit]") {
   const gsq::Matrix<float> weight = gsq::testing::gaussian_matrix(16, 512, 3);
-  for (const gsq::KQuantFormat* format : {&gsq::q2_k(), &gsq::q3_k(), &gsq::q4_k()}) {
+  for (const gsq::KQuantFormat* format : gsq::k_quant_formats()) {
     INFO(format->name);
     const gsq::KQuantTensor fitted = gsq::fit_k_quant(weight, {}, *format);
     const gsq::Matrix<float> stored = fitted.dequantize();
@@ -88,9 +91,14 @@ TEST_CASE("the K-quant fit beats plain min/max rounding, and stores what it fitt
   // More bits, less error.
   const double q2 = weighted_error(gsq::fit_k_quant(weight, {}, gsq::q2_k()).dequantize(), weight, {}),
                q3 = weighted_error(gsq::fit_k_quant(weight, {}, gsq::q3_k()).dequantize(), weight, {}),
-               q4 = weighted_error(gsq::fit_k_quant(weight, {}, gsq::q4_k()).dequantize(), weight, {});
+               q4 = weighted_error(gsq::fit_k_quant(weight, {}, gsq::q4_k()).dequantize(), weight, {}),
+               q5 = weighted_error(gsq::fit_k_quant(weight, {}, gsq::q5_k()).dequantize(), weight, {}),
+               q6 = weighted_error(gsq::fit_k_quant(weight, {}, gsq::q6_k()).dequantize(), weight, {});
+  INFO("q2_k " << q2 << ", q3_k " << q3 << ", q4_k " << q4 << ", q5_k " << q5 << ", q6_k " << q6);
   CHECK(q3 < 0.5 * q2);
   CHECK(q4 < 0.5 * q3);
+  CHECK(q5 < 0.5 * q4);
+  CHECK(q6 < 0.5 * q5);
 }
 
 TEST_CASE("importance moves the K-quant fit's error away from the columns that matter", "[k_quant][fit]") {
@@ -100,7 +108,7 @@ TEST_CASE("importance moves the K-quant fit's error away from the columns that m
   const std::vector<float> marked(importance.begin(), importance.end());
   std::vector<float> only_marked(256, 0.0f);
   for (int c = 0; c < 256; c += 16) only_marked[static_cast<std::size_t>(c)] = 1.0f;
-  for (const gsq::KQuantFormat* format : {&gsq::q2_k(), &gsq::q3_k()}) {
+  for (const gsq::KQuantFormat* format : {&gsq::q2_k(), &gsq::q3_k(), &gsq::q6_k()}) {
     INFO(format->name);
     const gsq::Matrix<float> plain = gsq::fit_k_quant(weight, {}, *format).dequantize(),
                              weighted = gsq::fit_k_quant(weight, marked, *format).dequantize();
@@ -123,9 +131,12 @@ TEST_CASE("the K-quant fit refuses what it cannot fit", "[k_quant][fit]") {
 
 TEST_CASE("the K-quant fit gives the same bytes on any number of threads", "[k_quant][fit]") {
   const gsq::Matrix<float> weight = gsq::testing::gaussian_matrix(24, 768, 4);
-  gsq::set_host_threads(1);
-  const std::vector<std::uint8_t> one = gsq::encode_k_quant(gsq::fit_k_quant(weight, {}, gsq::q4_k()));
-  gsq::set_host_threads(2);
-  const std::vector<std::uint8_t> two = gsq::encode_k_quant(gsq::fit_k_quant(weight, {}, gsq::q4_k()));
-  CHECK(one == two);
+  for (const gsq::KQuantFormat* format : {&gsq::q4_k(), &gsq::q6_k()}) {
+    gsq::set_host_threads(1);
+    const std::vector<std::uint8_t> one = gsq::encode_k_quant(gsq::fit_k_quant(weight, {}, *format));
+    gsq::set_host_threads(2);
+    const std::vector<std::uint8_t> two = gsq::encode_k_quant(gsq::fit_k_quant(weight, {}, *format));
+    CHECK(one == two);
+  }
+  gsq::set_host_threads(0);
 }

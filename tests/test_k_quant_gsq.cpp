@@ -21,7 +21,6 @@
 
 namespace {
 
-const std::vector<const gsq::KQuantFormat*> formats = {&gsq::q2_k(), &gsq::q3_k(), &gsq::q4_k()};
 
 /// A small LLM-like layer: heavy-tailed weights, correlated inputs with outlier channels.
 gsq::SyntheticLayer coupled_layer(long rows) {
@@ -53,7 +52,7 @@ TEST_CASE("GPTQ in a K-quant format: without coupled columns it is the importanc
   const gsq::SyntheticLayer layer = coupled_layer(32);
   gsq::HessianObjective<> objective = gsq::HessianObjective<>::from_inputs(layer.weight, layer.inputs);
   const gsq::Matrix<float> hessian = objective.hessian();
-  for (const gsq::KQuantFormat* format : formats) {
+  for (const gsq::KQuantFormat* format : gsq::k_quant_formats()) {
     INFO(format->name);
     // A diagonal H spreads no error: every super-block is fitted to the weights as they are.
     const gsq::KQuantTensor swept = gsq::gptq_k_quant(weight, diagonal_hessian, *format);
@@ -68,6 +67,18 @@ TEST_CASE("GPTQ in a K-quant format: without coupled columns it is the importanc
     const double gptq_error = objective.relative_error(gsq::gptq_k_quant(layer.weight, hessian, *format).dequantize());
     CHECK(gptq_error < 0.8 * fit_error);
   }
+}
+
+TEST_CASE("GPTQ in a K-quant format: each format of more bits holds the layer with less error", "[k_quant][gptq]") {
+  const gsq::SyntheticLayer layer = coupled_layer(32);
+  gsq::HessianObjective<> objective = gsq::HessianObjective<>::from_inputs(layer.weight, layer.inputs);
+  const gsq::Matrix<float> hessian = objective.hessian();
+  std::vector<double> errors;
+  for (const gsq::KQuantFormat* format : gsq::k_quant_formats())
+    errors.push_back(objective.relative_error(gsq::gptq_k_quant(layer.weight, hessian, *format).dequantize()));
+  INFO("q2_k " << errors[0] << ", q3_k " << errors[1] << ", q4_k " << errors[2] << ", q5_k " << errors[3] << ", q6_k "
+                << errors[4]);
+  for (std::size_t i = 1; i < errors.size(); ++i) CHECK(errors[i] < 0.5 * errors[i - 1]);
 }
 
 TEST_CASE("GPTQ in a K-quant format refuses rows that are not whole super-blocks", "[k_quant][gptq]") {
@@ -86,6 +97,8 @@ TEST_CASE("a coded scale rounds half to even, clamps to its codes, and is 0 unde
   CHECK(coded<0, 15>(-0.3, 0.1) == 0);
   CHECK(coded<-32, 31>(-4.0, 0.1) == -32);
   CHECK(coded<-32, 31>(0.3, -0.1) == -3);
+  CHECK(coded<-128, 127>(13.0, 0.1) == 127);  // Q6_K's int8 scale codes
+  CHECK(coded<-128, 127>(13.0, -0.1) == -128);
   CHECK(coded<0, 63>(1.0, 0.0) == 0);
 }
 
@@ -181,6 +194,8 @@ TEST_CASE("the coded parametrisations: code gradients match finite differences, 
   SECTION("q2_k") { check_gradients<gsq::Q2K>(); }
   SECTION("q3_k") { check_gradients<gsq::Q3K>(); }
   SECTION("q4_k") { check_gradients<gsq::Q4K>(); }
+  SECTION("q5_k") { check_gradients<gsq::Q5K>(); }
+  SECTION("q6_k") { check_gradients<gsq::Q6K>(); }
 }
 
 TEST_CASE("the coded forward pass at one-hot codes is the K-quant tensor ggml dequantizes", "[k_quant][parametrisation]") {
@@ -221,6 +236,8 @@ TEST_CASE("GSQ in a K-quant format: a valid tensor on the start's factors, below
   check(gsq::Q2K{});
   check(gsq::Q3K{});
   check(gsq::Q4K{});
+  check(gsq::Q5K{});
+  check(gsq::Q6K{});
 }
 
 TEST_CASE("GSQ in a K-quant format learns the scale codes when their rate is positive, and refuses a start in another format",

@@ -325,12 +325,14 @@ TEST_CASE("quantize_layer: --save writes packed codes and fp16 scales that give 
 }
 
 TEST_CASE("quantize_layer: --format runs the fit, GPTQ and GSQ in a K-quant layout; --save holds ggml's blocks, the weight and the error") {
-  for (const gsq::KQuantFormat* format : {&gsq::q2_k(), &gsq::q3_k(), &gsq::q4_k()}) {
+  // 300 steps: the logits start around GPTQ's codes with the reference's noise, which flips a few
+  // percent of them; at 60 steps Lion's small K-quant rate has not yet won them back.
+  for (const gsq::KQuantFormat* format : gsq::k_quant_formats()) {
     INFO(format->name);
     const ScratchDirectory scratch;
     const std::string layer_path = scratch.file("layer.safetensors"), saved_path = scratch.file("quantized.safetensors");
     const nlohmann::json records =
-        run_records("--rows 16 --cols 512 --tokens 256 --threads 1 --quiet --steps 60 --format " + std::string(format->name) +
+        run_records("--rows 16 --cols 512 --tokens 256 --threads 1 --quiet --steps 300 --format " + std::string(format->name) +
                         " --save-layer '" + layer_path + "' --save '" + saved_path + "'",
                     scratch);
     REQUIRE(records.size() == 3);
@@ -421,7 +423,7 @@ TEST_CASE("quantize_layer: bad settings exit with status 2 and a message naming 
                         Case{input + "--weight W --hessian H_lopsided", {"--hessian H_lopsided", "not symmetric"}},
                         Case{input + "--weight W --inputs X_broken", {"--inputs X_broken", "non-finite", "row 3"}},
                         Case{input + "--weight W --hessian H_small --rows 8", {"--rows", "--input"}},
-                        Case{"--format q5_k", {"--format", "'q5_k'", "q2_k, q3_k and q4_k"}},
+                        Case{"--format q8_k", {"--format", "'q8_k'", "q2_k, q3_k, q4_k, q5_k and q6_k"}},
                         Case{"--format ''", {"--format", "''"}},
                         Case{"--format q2_k --bits 3", {"--format replaces --bits and --group"}},
                         Case{"--rows 16 --cols 300 --tokens 64 --threads 1 --format q4_k", {"q4_k", "super-blocks of 256", "300 columns"}}}) {

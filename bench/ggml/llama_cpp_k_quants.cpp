@@ -72,7 +72,7 @@ std::optional<Options> parse_options(int argc, char** argv) {
   gsq::require(!options.inputs.empty(), "--input: name at least one layer file");
   std::stringstream list(formats);
   for (std::string name; std::getline(list, name, ',');) options.formats.push_back(&gsq::k_quant_format_named(name));
-  gsq::require(!options.formats.empty(), "--formats is empty: name q2_k, q3_k or q4_k");
+  gsq::require(!options.formats.empty(), "--formats is empty: name q2_k, q3_k, q4_k, q5_k or q6_k");
   if (!options.json_path.empty()) {
     std::vector<gsq::NamedPath> apart;
     for (const std::string& input : options.inputs) apart.push_back({"--input", input});

@@ -69,6 +69,13 @@ inline const GgmlTypeInfo& ggml_type_info(GgmlType type) {
   return *info;
 }
 
+/// The type ggml calls `name` ("Q4_K"); `what` says whose type it is in the error.
+inline GgmlType ggml_type_named(const std::string& name, const std::string& what) {
+  for (const GgmlTypeInfo& info : ggml_types())
+    if (name == info.name) return info.type;
+  throw Error(what + ": unknown ggml type \"" + name + "\"");
+}
+
 /// Bytes of `count` elements (a multiple of the type's block) of `type`.
 inline std::size_t ggml_bytes(GgmlType type, std::size_t count) {
   const GgmlTypeInfo& info = ggml_type_info(type);

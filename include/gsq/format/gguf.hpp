@@ -7,8 +7,9 @@
 //             offset of its data within the data section (u64, a multiple of the alignment)
 //   data      each tensor's bytes, every one starting on a multiple of general.alignment (32)
 //
-// Our scalar format maps exactly onto two of ggml's block types (encode_q4_0, encode_tq2_0):
-// the learned codes and fp16 scales are stored as they are, nothing is re-quantized.
+// Our scalar format maps exactly onto ggml's symmetric block types (encode_q4_0, encode_q5_0,
+// encode_q8_0, encode_tq2_0, encode_q2_0): the learned codes and fp16 scales are stored as they
+// are, nothing is re-quantized.
 #pragma once
 
 #include <cstdint>
@@ -40,24 +41,64 @@ inline std::vector<std::uint8_t> encode_float(const Matrix<float>& weight, GgmlT
   return bytes;
 }
 
-/// 4-bit codes as Q4_0: blocks of 32 weights along a row, each an fp16 scale d and 16 bytes
-/// whose low nibbles hold weights 0-15 and high nibbles weights 16-31, as code + 8
-/// (weight = (nibble - 8) d). Exact for groups that are a multiple of 32: each block repeats
-/// its group's scale.
-inline std::vector<std::uint8_t> encode_q4_0(const QuantizedTensor& tensor) {
-  require(tensor.grid.min_level == -8 && tensor.grid.max_level == 7,
-          std::string("Q4_0 holds 4-bit codes (-8..7); this tensor is on the ") + tensor.grid.name + " grid");
-  require(tensor.group_width % 32 == 0, "Q4_0 needs groups that are a multiple of 32 columns, not " +
+namespace detail {
+
+/// The blocks of 32 weights along a row that Q4_0, Q5_0 and Q8_0 share: each its group's scale
+/// as fp16 d, then `payload(row, first, out)` writes the codes of columns first .. first + 31
+/// after it. Exact for codes on the symmetric `bits`-bit grid and groups that are a multiple of
+/// 32: each block repeats its group's scale.
+template <class Payload>
+std::vector<std::uint8_t> encode_blocks_of_32(const QuantizedTensor& tensor, GgmlType type, int bits, Payload payload) {
+  const GgmlTypeInfo& info = ggml_type_info(type);
+  const int low = -(1 << (bits - 1)), high = (1 << (bits - 1)) - 1;
+  require(tensor.grid.min_level == low && tensor.grid.max_level == high,
+          std::string(info.name) + " holds " + std::to_string(bits) + "-bit codes (" + std::to_string(low) + ".." +
+              std::to_string(high) + "); this tensor is on the " + tensor.grid.name + " grid");
+  require(tensor.group_width % 32 == 0, std::string(info.name) + " needs groups that are a multiple of 32 columns, not " +
                                             std::to_string(tensor.group_width));
-  std::vector<std::uint8_t> bytes(ggml_bytes(GgmlType::Q4_0, tensor.codes.size()));
+  std::vector<std::uint8_t> bytes(ggml_bytes(type, tensor.codes.size()), 0);
   std::uint8_t* block = bytes.data();
   for (long row = 0; row < tensor.rows; ++row)
-    for (long first = 0; first < tensor.cols; first += 32, block += 18) {
-      detail::store_little_endian(float_to_half_bits(tensor.scale(row, first)), 2, block);
-      for (long j = 0; j < 16; ++j)
-        block[2 + j] = static_cast<std::uint8_t>((tensor.code(row, first + j) + 8) | ((tensor.code(row, first + j + 16) + 8) << 4));
+    for (long first = 0; first < tensor.cols; first += 32, block += info.bytes) {
+      store_little_endian(float_to_half_bits(tensor.scale(row, first)), 2, block);
+      payload(row, first, block + 2);
     }
   return bytes;
+}
+
+}  // namespace detail
+
+/// 4-bit codes as Q4_0: blocks of 32 weights along a row, each an fp16 scale d and 16 bytes
+/// whose low nibbles hold weights 0-15 and high nibbles weights 16-31, as code + 8
+/// (weight = (nibble - 8) d). Exact for groups that are a multiple of 32.
+inline std::vector<std::uint8_t> encode_q4_0(const QuantizedTensor& tensor) {
+  return detail::encode_blocks_of_32(tensor, GgmlType::Q4_0, 4, [&](long row, long first, std::uint8_t* qs) {
+    for (long j = 0; j < 16; ++j)
+      qs[j] = static_cast<std::uint8_t>((tensor.code(row, first + j) + 8) | ((tensor.code(row, first + j + 16) + 8) << 4));
+  });
+}
+
+/// 5-bit codes as Q5_0: blocks of 32 weights along a row, each an fp16 d, 32 bits qh (bit j: the
+/// fifth bit of weight j) and 16 bytes of low nibbles as Q4_0's, all of code + 16
+/// (weight = (value - 16) d). Exact for groups that are a multiple of 32.
+inline std::vector<std::uint8_t> encode_q5_0(const QuantizedTensor& tensor) {
+  return detail::encode_blocks_of_32(tensor, GgmlType::Q5_0, 5, [&](long row, long first, std::uint8_t* out) {
+    std::uint32_t qh = 0;
+    for (long j = 0; j < 32; ++j) {
+      const int value = tensor.code(row, first + j) + 16;
+      qh |= static_cast<std::uint32_t>(value >> 4) << j;
+      out[4 + j % 16] |= static_cast<std::uint8_t>((value & 15) << (j < 16 ? 0 : 4));
+    }
+    detail::store_little_endian(qh, 4, out);
+  });
+}
+
+/// 8-bit codes as Q8_0: blocks of 32 weights along a row, each an fp16 d and the 32 codes as
+/// int8 (weight = code d). Exact for groups that are a multiple of 32.
+inline std::vector<std::uint8_t> encode_q8_0(const QuantizedTensor& tensor) {
+  return detail::encode_blocks_of_32(tensor, GgmlType::Q8_0, 8, [&](long row, long first, std::uint8_t* qs) {
+    for (long j = 0; j < 32; ++j) qs[j] = static_cast<std::uint8_t>(tensor.code(row, first + j));
+  });
 }
 
 /// 2-bit and ternary codes as TQ2_0: blocks of 256 weights along a row, 64 bytes of 2-bit values

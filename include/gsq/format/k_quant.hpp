@@ -6,8 +6,11 @@
 //   Q2_K  16 sub-blocks of 16, 4-bit scale and min codes   w = d sc q - dmin m, q in 0..3     84 bytes
 //   Q3_K  16 sub-blocks of 16, 6-bit signed scale codes     w = d sc q,          q in -4..3   110 bytes
 //   Q4_K   8 sub-blocks of 32, 6-bit scale and min codes   w = d sc q - dmin m, q in 0..15   144 bytes
-// d sc and d sc q are exact in float (11 + 6 + 4 significant bits), so the one rounding of
-// d sc q - dmin m is the same whether a reader fuses the multiply-add or not.
+//   Q5_K   8 sub-blocks of 32, 6-bit scale and min codes   w = d sc q - dmin m, q in 0..31   176 bytes
+//   Q6_K  16 sub-blocks of 16, 8-bit signed scale codes     w = d sc q,          q in -32..31 210 bytes
+// d sc and d sc q are exact in float (at most 11 + 7 + 5 significant bits: Q6_K's extremes -128
+// and -32 are powers of two), so the one rounding of d sc q - dmin m is the same whether a reader
+// fuses the multiply-add or not.
 #pragma once
 
 #include <algorithm>
@@ -29,7 +32,7 @@ struct KQuantFormat {
   int min_code, max_code;   // the stored weight codes q
   int scale_bits;           // bits of a sub-block's scale (and min) code
   bool has_min;             // weight = d sc q - dmin m, or d sc q
-  bool signed_scales;       // scale codes are -2^(bits-1) .. 2^(bits-1) - 1 (Q3_K)
+  bool signed_scales;       // scale codes are -2^(bits-1) .. 2^(bits-1) - 1 (Q3_K, Q6_K)
   int block_bytes;          // bytes per super-block of 256
   const char* fallback;     // what llama-quantize writes instead for rows that are not whole super-blocks
 
@@ -59,12 +62,26 @@ inline const KQuantFormat& q4_k() {
   static const KQuantFormat format{"q4_k", 12, 32, 0, 15, 6, true, false, 144, "Q5_0"};
   return format;
 }
+inline const KQuantFormat& q5_k() {
+  static const KQuantFormat format{"q5_k", 13, 32, 0, 31, 6, true, false, 176, "Q5_1"};
+  return format;
+}
+inline const KQuantFormat& q6_k() {
+  static const KQuantFormat format{"q6_k", 14, 16, -32, 31, 8, false, true, 210, "Q8_0"};
+  return format;
+}
 
-/// The format named `name` (q2_k, q3_k, q4_k).
+/// Every K-quant format gsq writes, fewest bits first.
+inline const std::vector<const KQuantFormat*>& k_quant_formats() {
+  static const std::vector<const KQuantFormat*> formats = {&q2_k(), &q3_k(), &q4_k(), &q5_k(), &q6_k()};
+  return formats;
+}
+
+/// The format named `name` (q2_k ... q6_k).
 inline const KQuantFormat& k_quant_format_named(const std::string& name) {
-  for (const KQuantFormat* format : {&q2_k(), &q3_k(), &q4_k()})
+  for (const KQuantFormat* format : k_quant_formats())
     if (name == format->name) return *format;
-  throw Error("unknown K-quant format '" + name + "' (gsq writes q2_k, q3_k and q4_k)");
+  throw Error("unknown K-quant format '" + name + "' (gsq writes q2_k, q3_k, q4_k, q5_k and q6_k)");
 }
 
 /// A matrix in a K-quant format: per weight its code, per sub-block its scale (and min) code,
@@ -153,15 +170,11 @@ inline void encode_q3_k_block(const KQuantTensor& t, long super, std::uint8_t* b
   store_half(t.d[static_cast<std::size_t>(super)], block + 108);
 }
 
-/// Q4_K: d, dmin, scales[12], qs[128]. Sub-blocks 2p and 2p + 1 share bytes 32 p .. 32 p + 31
-/// of qs (low and high nibbles). Scale and min codes of sub-blocks 0-3 fill the low six bits of
-/// bytes 0-3 and 4-7; those of sub-blocks 4-7 put their low four bits in the nibbles of bytes
-/// 8-11 and their top two bits in the top bits of bytes 0-3 (scales) and 4-7 (mins).
-inline void encode_q4_k_block(const KQuantTensor& t, long super, std::uint8_t* block) {
-  const std::size_t first = static_cast<std::size_t>(super * KQuantFormat::super_block), sub0 = first / 32;
-  store_half(t.d[static_cast<std::size_t>(super)], block);
-  store_half(t.dmin[static_cast<std::size_t>(super)], block + 2);
-  std::uint8_t* scales = block + 4;
+/// The 6-bit scale and min codes of a super-block's 8 sub-blocks (from sub0) in the 12 bytes Q4_K
+/// and Q5_K share: those of sub-blocks 0-3 fill the low six bits of bytes 0-3 and 4-7; those of
+/// sub-blocks 4-7 put their low four bits in the nibbles of bytes 8-11 and their top two bits in
+/// the top bits of bytes 0-3 (scales) and 4-7 (mins).
+inline void pack_scales_and_mins(const KQuantTensor& t, std::size_t sub0, std::uint8_t* scales) {
   for (int s = 0; s < 8; ++s) {
     const int scale = t.scale_codes[sub0 + s], min = t.min_codes[sub0 + s];
     if (s < 4) {
@@ -173,8 +186,37 @@ inline void encode_q4_k_block(const KQuantTensor& t, long super, std::uint8_t* b
       scales[s] |= static_cast<std::uint8_t>((min >> 4) << 6);
     }
   }
-  for (int e = 0; e < 256; ++e)
-    block[16 + 32 * (e / 64) + e % 32] |= static_cast<std::uint8_t>(t.codes[first + e] << (4 * (e % 64 / 32)));
+}
+
+/// Q4_K: d, dmin, scales[12], qs[128]; Q5_K: d, dmin, scales[12], qh[32], qs[128]. Sub-blocks
+/// 2p and 2p + 1 share bytes 32 p .. 32 p + 31 of qs (low and high nibbles); Q5_K's fifth bit of
+/// weight e is bit e / 32 of qh[e % 32].
+inline void encode_q4_k_or_q5_k_block(const KQuantTensor& t, long super, std::uint8_t* block) {
+  const std::size_t first = static_cast<std::size_t>(super * KQuantFormat::super_block), sub0 = first / 32;
+  const bool five_bits = t.format->max_code > 15;
+  store_half(t.d[static_cast<std::size_t>(super)], block);
+  store_half(t.dmin[static_cast<std::size_t>(super)], block + 2);
+  pack_scales_and_mins(t, sub0, block + 4);
+  std::uint8_t *qh = block + 16, *qs = block + (five_bits ? 48 : 16);
+  for (int e = 0; e < 256; ++e) {
+    const int code = t.codes[first + e];
+    qs[32 * (e / 64) + e % 32] |= static_cast<std::uint8_t>((code & 15) << (4 * (e % 64 / 32)));
+    if (five_bits) qh[e % 32] |= static_cast<std::uint8_t>((code >> 4) << (e / 32));
+  }
+}
+
+/// Q6_K: ql[128], qh[64], scales[16] (int8), d. A code q in -32..31 is stored as q + 32; in each
+/// half of 128 weights, weight 32 r + l puts its low nibble in byte l + 32 (r % 2) of the half's
+/// 64 ql bytes (the high nibble for r >= 2) and its top two bits at bit 2 r of the half's qh[l].
+inline void encode_q6_k_block(const KQuantTensor& t, long super, std::uint8_t* block) {
+  const std::size_t first = static_cast<std::size_t>(super * KQuantFormat::super_block), sub0 = first / 16;
+  for (int e = 0; e < 256; ++e) {
+    const int value = t.codes[first + e] + 32, half = e / 128, quarter = e % 128 / 32, l = e % 32;
+    block[64 * half + l + 32 * (quarter % 2)] |= static_cast<std::uint8_t>((value & 15) << (4 * (quarter / 2)));
+    block[128 + 32 * half + l] |= static_cast<std::uint8_t>((value >> 4) << (2 * quarter));
+  }
+  for (int s = 0; s < 16; ++s) block[192 + s] = static_cast<std::uint8_t>(t.scale_codes[sub0 + s]);
+  store_half(t.d[static_cast<std::size_t>(super)], block + 208);
 }
 
 inline float load_half(const std::uint8_t* in) { return half_bits_to_float(load_little_endian<std::uint16_t>(in)); }
@@ -206,18 +248,54 @@ inline void decode_q3_k_block(const std::uint8_t* block, long super, KQuantTenso
   t.d[static_cast<std::size_t>(super)] = load_half(block + 108);
 }
 
-inline void decode_q4_k_block(const std::uint8_t* block, long super, KQuantTensor& t) {
-  const std::size_t first = static_cast<std::size_t>(super * KQuantFormat::super_block), sub0 = first / 32;
-  t.d[static_cast<std::size_t>(super)] = load_half(block);
-  t.dmin[static_cast<std::size_t>(super)] = load_half(block + 2);
-  const std::uint8_t* scales = block + 4;
+inline void unpack_scales_and_mins(const std::uint8_t* scales, std::size_t sub0, KQuantTensor& t) {
   for (int s = 0; s < 8; ++s) {
     const bool low_half = s < 4;
     t.scale_codes[sub0 + s] = static_cast<std::int8_t>(low_half ? scales[s] & 63 : (scales[s + 4] & 15) | (scales[s - 4] >> 6) << 4);
     t.min_codes[sub0 + s] = static_cast<std::int8_t>(low_half ? scales[s + 4] & 63 : (scales[s + 4] >> 4) | (scales[s] >> 6) << 4);
   }
-  for (int e = 0; e < 256; ++e)
-    t.codes[first + e] = static_cast<std::int8_t>(block[16 + 32 * (e / 64) + e % 32] >> (4 * (e % 64 / 32)) & 15);
+}
+
+inline void decode_q4_k_or_q5_k_block(const std::uint8_t* block, long super, KQuantTensor& t) {
+  const std::size_t first = static_cast<std::size_t>(super * KQuantFormat::super_block), sub0 = first / 32;
+  const bool five_bits = t.format->max_code > 15;
+  t.d[static_cast<std::size_t>(super)] = load_half(block);
+  t.dmin[static_cast<std::size_t>(super)] = load_half(block + 2);
+  unpack_scales_and_mins(block + 4, sub0, t);
+  const std::uint8_t *qh = block + 16, *qs = block + (five_bits ? 48 : 16);
+  for (int e = 0; e < 256; ++e) {
+    const int low = qs[32 * (e / 64) + e % 32] >> (4 * (e % 64 / 32)) & 15, high = five_bits ? qh[e % 32] >> (e / 32) & 1 : 0;
+    t.codes[first + e] = static_cast<std::int8_t>(low | high << 4);
+  }
+}
+
+inline void decode_q6_k_block(const std::uint8_t* block, long super, KQuantTensor& t) {
+  const std::size_t first = static_cast<std::size_t>(super * KQuantFormat::super_block), sub0 = first / 16;
+  for (int e = 0; e < 256; ++e) {
+    const int half = e / 128, quarter = e % 128 / 32, l = e % 32;
+    const int low = block[64 * half + l + 32 * (quarter % 2)] >> (4 * (quarter / 2)) & 15;
+    const int high = block[128 + 32 * half + l] >> (2 * quarter) & 3;
+    t.codes[first + e] = static_cast<std::int8_t>((low | high << 4) - 32);
+  }
+  for (int s = 0; s < 16; ++s) t.scale_codes[sub0 + s] = static_cast<std::int8_t>(block[192 + s]);
+  t.d[static_cast<std::size_t>(super)] = load_half(block + 208);
+}
+
+/// A format's block encoder and its inverse.
+struct KQuantBlockCodec {
+  void (*encode)(const KQuantTensor& t, long super, std::uint8_t* block);
+  void (*decode)(const std::uint8_t* block, long super, KQuantTensor& t);
+};
+
+inline KQuantBlockCodec block_codec(const KQuantFormat& format) {
+  switch (format.ggml_type) {
+    case 10: return {encode_q2_k_block, decode_q2_k_block};
+    case 11: return {encode_q3_k_block, decode_q3_k_block};
+    case 12:
+    case 13: return {encode_q4_k_or_q5_k_block, decode_q4_k_or_q5_k_block};
+    case 14: return {encode_q6_k_block, decode_q6_k_block};
+    default: throw Error(std::string("no ggml block layout for the K-quant format ") + format.name);
+  }
 }
 
 }  // namespace detail
@@ -245,12 +323,9 @@ inline KQuantTensor decode_k_quant(const std::vector<std::uint8_t>& bytes, const
   require(bytes.size() == static_cast<std::size_t>(tensor.super_blocks() * format.block_bytes),
           what + ": " + std::to_string(bytes.size()) + " bytes, but a " + std::to_string(rows) + " x " + std::to_string(cols) +
               " " + format.name + " matrix takes " + std::to_string(tensor.super_blocks() * format.block_bytes));
-  for (long super = 0; super < tensor.super_blocks(); ++super) {
-    const std::uint8_t* block = bytes.data() + super * format.block_bytes;
-    if (&format == &q2_k()) detail::decode_q2_k_block(block, super, tensor);
-    else if (&format == &q3_k()) detail::decode_q3_k_block(block, super, tensor);
-    else detail::decode_q4_k_block(block, super, tensor);
-  }
+  const detail::KQuantBlockCodec codec = detail::block_codec(format);
+  for (long super = 0; super < tensor.super_blocks(); ++super)
+    codec.decode(bytes.data() + super * format.block_bytes, super, tensor);
   try {
     tensor.validate();
   } catch (const Error& error) {
@@ -264,12 +339,9 @@ inline std::vector<std::uint8_t> encode_k_quant(const KQuantTensor& tensor) {
   tensor.validate();
   const KQuantFormat& format = *tensor.format;
   std::vector<std::uint8_t> bytes(static_cast<std::size_t>(tensor.super_blocks() * format.block_bytes), 0);
-  for (long super = 0; super < tensor.super_blocks(); ++super) {
-    std::uint8_t* block = bytes.data() + super * format.block_bytes;
-    if (&format == &q2_k()) detail::encode_q2_k_block(tensor, super, block);
-    else if (&format == &q3_k()) detail::encode_q3_k_block(tensor, super, block);
-    else detail::encode_q4_k_block(tensor, super, block);
-  }
+  const detail::KQuantBlockCodec codec = detail::block_codec(format);
+  for (long super = 0; super < tensor.super_blocks(); ++super)
+    codec.encode(tensor, super, bytes.data() + super * format.block_bytes);
   return bytes;
 }
 

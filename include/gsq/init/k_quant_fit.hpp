@@ -80,9 +80,9 @@ inline SubBlockFit fit_sub_block(const float* x, const float* w, int n, const KQ
   // A scan of (scale, min) on the rounded error: scales from the whole range over the codes
   // down to a 24th of it (small ones clip the outliers an unimportant column may hold), and for
   // formats with a min, mins from 0 to a little past the smallest value; for signed codes both
-  // signs (the extreme value at either end of -4..3).
+  // signs (the extreme value at either end of the codes, -4..3 or -32..31).
   const float amax = std::fmax(-low, high);
-  const float full = format.has_min ? (high - low) / static_cast<float>(format.max_code) : amax / 3.0f;
+  const float full = (format.has_min ? high - low : amax) / static_cast<float>(format.max_code);
   std::vector<SubBlockFit> starts;
   for (int r = 0; r < 32; ++r) {
     const float scale = full * std::pow(24.0f, -static_cast<float>(r) / 31.0f);
@@ -93,12 +93,21 @@ inline SubBlockFit fit_sub_block(const float* x, const float* w, int n, const KQ
       starts.push_back({-scale, 0});
     }
   }
-  if (format.has_min)  // and the codes spanning the range, or a slightly clipped or widened one
+  if (format.has_min) {  // and the codes spanning the range, or a slightly clipped or widened one
     for (float from : {1.1f, 1.0f, 0.85f, 0.7f})
       for (float to : {1.0f, 0.85f})
         for (int stretch = -10; stretch <= 10; ++stretch)
           starts.push_back({(high * to - low * from) / (static_cast<float>(format.max_code) + 0.1f * static_cast<float>(stretch)),
                             -low * from});
+  } else {
+    // and the extreme value t codes from 0, t from 0.7 of the codes' reach (4, 32) to one past it
+    // in tenths of a code: the rounded error is jagged in the scale, the more so the more codes.
+    const int reach = -format.min_code;
+    for (int tenths = 7 * reach; tenths <= 10 * reach + 10; ++tenths) {
+      starts.push_back({10 * amax / static_cast<float>(tenths), 0});
+      starts.push_back({-10 * amax / static_cast<float>(tenths), 0});
+    }
+  }
   std::vector<double> errors;
   for (const SubBlockFit& start : starts) errors.push_back(sub_block_error(x, w, n, format, start.scale, start.min));
   // From the sixteen best: alternate a refit of (scale, min) to the codes and a re-rounding.
@@ -144,7 +153,8 @@ inline float super_block_factor(const std::vector<float>& values, int top) {
 /// Step 2: the fp16 factors d (and dmin, 0 without a min) for continuous sub-block scales and mins.
 inline std::pair<float, float> super_block_factors(const std::vector<float>& scales, const std::vector<float>& mins,
                                                    const KQuantFormat& format) {
-  // Q3_K's signed scale codes reach -32 but only +31: the largest |scale| takes -32 (d < 0 if it is positive).
+  // Signed scale codes reach -2^(b-1) but only 2^(b-1) - 1 (Q3_K -32..31, Q6_K -128..127): the
+  // largest |scale| takes the negative end (d < 0 if it is positive), as llama.cpp sets it.
   const int top = format.signed_scales ? -format.min_scale_code() : format.max_scale_code();
   float d = super_block_factor(scales, top);
   if (format.signed_scales) {

@@ -175,6 +175,6 @@ using SchedulePolicies = TypeList<LinearAnneal, CosineAnneal, ExponentialAnneal>
 using EstimatorPolicies = TypeList<Relaxed, StraightThrough, Deterministic>;
 using OptimizerPolicies = TypeList<Lion, Adam>;
 /// llama.cpp's K-quant layouts, spelled by format name ("q2_k"), for --format.
-using KQuantLayoutPolicies = TypeList<Q2K, Q3K, Q4K>;
+using KQuantLayoutPolicies = TypeList<Q2K, Q3K, Q4K, Q5K, Q6K>;
 
 }  // namespace gsq

@@ -54,6 +54,10 @@ struct Ternary : detail::FullGrid<-1, 1> {
 };
 
 namespace detail {
+// The grids' names by bits, 2 to 8, as results and files record them.
+inline constexpr const char* int_grid_names[] = {"int2", "int3", "int4", "int5", "int6", "int7", "int8"};
+inline constexpr const char* unsigned_grid_names[] = {"uint2", "uint3", "uint4", "uint5", "uint6", "uint7", "uint8"};
+
 template <int Bits>
 using IntGridBase = typename std::conditional<(Bits <= 2),
     FullGrid<-(1 << (Bits - 1)), (1 << (Bits - 1)) - 1>,
@@ -68,19 +72,19 @@ struct Int : detail::IntGridBase<Bits> {
   static constexpr int code_bits = Bits;
   // RTN's zero point sits at 2^(b-1) over maxq = 2^b - 1 steps: scale = 2 max|w| / maxq.
   static constexpr double rtn_divisor = ((1 << Bits) - 1) / 2.0;
-  static constexpr const char* name = Bits == 2 ? "int2" : Bits == 3 ? "int3" : Bits == 4 ? "int4" : "int";
+  static constexpr const char* name = detail::int_grid_names[Bits - 2];
 };
 
-/// The unsigned b-bit grid {0 .. 2^b - 1} of llama.cpp's K-quants with a min (Q2_K, Q4_K),
-/// where weight = scale * code - min. Two bits relax over all four levels, four over the shift
-/// grid. Not an RTN grid: its formats are fitted with a min (gsq/init/k_quant_fit.hpp).
+/// The unsigned b-bit grid {0 .. 2^b - 1} of llama.cpp's K-quants with a min (Q2_K, Q4_K,
+/// Q5_K), where weight = scale * code - min. Two bits relax over all four levels, more over the
+/// shift grid. Not an RTN grid: its formats are fitted with a min (gsq/init/k_quant_fit.hpp).
 template <int Bits>
 struct Unsigned : std::conditional<(Bits <= 2), detail::FullGrid<0, (1 << Bits) - 1>,
                                    detail::ShiftGrid<0, (1 << Bits) - 1, 2>>::type {
   static_assert(Bits >= 2 && Bits <= 8, "Unsigned<Bits>: Bits must be in [2, 8]");
   static constexpr int code_bits = Bits;
   static constexpr double rtn_divisor = 0;  // marks a grid RTN cannot fit symmetrically
-  static constexpr const char* name = Bits == 2 ? "uint2" : Bits == 4 ? "uint4" : "uint";
+  static constexpr const char* name = detail::unsigned_grid_names[Bits - 2];
 };
 
 }  // namespace gsq

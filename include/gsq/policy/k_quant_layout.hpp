@@ -5,6 +5,11 @@
 //   Q2K  Unsigned<2> (0..3)    GroupSize<16>  CodedScaleAndMin<15>    w = d sc q - dmin m
 //   Q3K  Int<3> (-4..3)        GroupSize<16>  CodedScale<-32, 31>     w = d sc q
 //   Q4K  Unsigned<4> (0..15)   GroupSize<32>  CodedScaleAndMin<63>    w = d sc q - dmin m
+//   Q5K  Unsigned<5> (0..31)   GroupSize<32>  CodedScaleAndMin<63>    w = d sc q - dmin m
+//   Q6K  Int<6> (-32..31)      GroupSize<16>  CodedScale<-128, 127>   w = d sc q
+//
+// Grids of three bits and more relax over the shift grid (K = 5 candidates around the start's
+// code, gsq/policy/grid.hpp), so the wider grids of Q5_K and Q6_K cost no more per step.
 //
 // The relaxation learns the sub-block scales (and mins) as continuous values that the forward
 // pass rounds to their stored codes sc (and m) (gsq/core/train_k_quant.hpp).
@@ -33,6 +38,12 @@ struct Q3K : KQuantLayout<Int<3>, 16, CodedScale<-32, 31>, q3_k> {
 };
 struct Q4K : KQuantLayout<Unsigned<4>, 32, CodedScaleAndMin<63>, q4_k> {
   static constexpr const char* name = "q4_k";
+};
+struct Q5K : KQuantLayout<Unsigned<5>, 32, CodedScaleAndMin<63>, q5_k> {
+  static constexpr const char* name = "q5_k";
+};
+struct Q6K : KQuantLayout<Int<6>, 16, CodedScale<-128, 127>, q6_k> {
+  static constexpr const char* name = "q6_k";
 };
 
 }  // namespace gsq

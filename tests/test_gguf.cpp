@@ -28,7 +28,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-/// A K-quant tensor with random codes everywhere in the format's ranges and fp16 factors.
+/// A K-quant tensor with random codes everywhere in the format's ranges (the first sub-blocks'
+/// scale codes at the ends of theirs) and fp16 factors.
 gsq::KQuantTensor random_k_quant(const gsq::KQuantFormat& format, long rows, long cols, unsigned seed) {
   std::mt19937 random(seed);
   const auto uniform = [&](int low, int high) {
@@ -38,7 +39,9 @@ gsq::KQuantTensor random_k_quant(const gsq::KQuantFormat& format, long rows, lon
   const long subs = rows * cols / format.sub_block, supers = rows * cols / 256;
   for (long i = 0; i < rows * cols; ++i) tensor.codes.push_back(uniform(format.min_code, format.max_code));
   for (long i = 0; i < subs; ++i) {
-    tensor.scale_codes.push_back(uniform(format.min_scale_code(), format.max_scale_code()));
+    const int random_code = uniform(format.min_scale_code(), format.max_scale_code());
+    const int code = i == 0 ? format.min_scale_code() : i == 1 ? format.max_scale_code() : random_code;
+    tensor.scale_codes.push_back(static_cast<std::int8_t>(code));
     if (format.has_min) tensor.min_codes.push_back(uniform(format.min_scale_code(), format.max_scale_code()));
   }
   for (long i = 0; i < supers; ++i) {
@@ -127,11 +130,46 @@ TEST_CASE("Q2_0 holds gsq's 2-bit and ternary codes exactly for groups a multipl
   CHECK_THROWS_WITH(gsq::encode_q2_0(quantized<gsq::Int<4>>(2, 128, 64, 4)), Catch::Contains("int4"));
 }
 
+TEST_CASE("Q5_0 and Q8_0 hold gsq's 5- and 8-bit codes exactly for groups a multiple of 32", "[gguf]") {
+  for (const gsq::QuantizedTensor& tensor : {quantized<gsq::Int<5>>(3, 128, 32, 11), quantized<gsq::Int<5>>(2, 256, 128, 12)}) {
+    const std::vector<std::uint8_t> bytes = gsq::encode_q5_0(tensor);
+    CHECK(bytes.size() == tensor.codes.size() / 32 * 22);
+    CHECK(gsq::dequantize_ggml(gsq::GgmlType::Q5_0, bytes.data(), tensor.codes.size(), "q5_0") == tensor.dequantize().values);
+  }
+  for (const gsq::QuantizedTensor& tensor : {quantized<gsq::Int<8>>(3, 128, 32, 13), quantized<gsq::Int<8>>(2, 256, 256, 14)}) {
+    const std::vector<std::uint8_t> bytes = gsq::encode_q8_0(tensor);
+    CHECK(bytes.size() == tensor.codes.size() / 32 * 34);
+    CHECK(gsq::dequantize_ggml(gsq::GgmlType::Q8_0, bytes.data(), tensor.codes.size(), "q8_0") == tensor.dequantize().values);
+  }
+  // Where the bits go: Q5_0 is d, qh (bit j: weight j's fifth bit), then Q4_0's nibbles, of code + 16.
+  gsq::QuantizedTensor tensor{gsq::grid_spec<gsq::Int<5>>(), 1, 32, 32, std::vector<std::int8_t>(32, -16), {1.0f}};
+  tensor.codes[0] = 15, tensor.codes[17] = 0, tensor.codes[31] = 1;
+  const std::vector<std::uint8_t> q5 = gsq::encode_q5_0(tensor);
+  CHECK(half_at(&q5[0]) == 1.0f);
+  CHECK((q5[2] | q5[3] << 8 | q5[4] << 16 | q5[5] << 24) == (1 << 0 | 1 << 17 | 1 << 31));
+  CHECK(q5[6 + 0] == 15);
+  CHECK(q5[6 + 1] == 0);
+  CHECK(q5[6 + 15] == 1 << 4);
+  tensor.grid = gsq::grid_spec<gsq::Int<8>>(), tensor.codes[1] = -128, tensor.codes[2] = 127;
+  const std::vector<std::uint8_t> q8 = gsq::encode_q8_0(tensor);
+  CHECK(q8[2 + 1] == 0x80);
+  CHECK(q8[2 + 2] == 0x7F);
+  CHECK(q8[2 + 3] == static_cast<std::uint8_t>(-16));
+}
+
 TEST_CASE("formats that are not exact are refused, naming what is", "[gguf]") {
   CHECK_THROWS_WITH(gsq::encode_q4_0(quantized<gsq::Int<4>>(2, 96, 48, 4)), Catch::Contains("multiple of 32"));
   CHECK_THROWS_WITH(gsq::encode_q4_0(quantized<gsq::Int<3>>(2, 128, 64, 4)), Catch::Contains("int3"));
   CHECK_THROWS_WITH(gsq::encode_tq2_0(quantized<gsq::Int<2>>(2, 256, 128, 4)), Catch::Contains("groups of 256"));
   CHECK_THROWS_WITH(gsq::encode_tq2_0(quantized<gsq::Int<4>>(2, 256, 256, 4)), Catch::Contains("int4"));
+  CHECK_THROWS_WITH(gsq::encode_q5_0(quantized<gsq::Int<4>>(2, 128, 32, 4)),
+                    Catch::Contains("Q5_0 holds 5-bit codes (-16..15)") && Catch::Contains("int4 grid"));
+  CHECK_THROWS_WITH(gsq::encode_q5_0(quantized<gsq::Int<5>>(2, 96, 48, 4)),
+                    Catch::Contains("Q5_0 needs groups that are a multiple of 32"));
+  CHECK_THROWS_WITH(gsq::encode_q8_0(quantized<gsq::Int<6>>(2, 128, 32, 4)),
+                    Catch::Contains("Q8_0 holds 8-bit codes (-128..127)") && Catch::Contains("int6 grid"));
+  CHECK_THROWS_WITH(gsq::encode_q8_0(quantized<gsq::Int<8>>(2, 64, 16, 4)),
+                    Catch::Contains("Q8_0 needs groups that are a multiple of 32"));
   gsq::GgufWriter writer;
   CHECK_THROWS_WITH(writer.add_tensor("w", {2, 32}, gsq::GgmlType::Q4_0, std::vector<std::uint8_t>(10)),
                     Catch::Contains("10 bytes for 64 elements"));
@@ -175,8 +213,13 @@ TEST_CASE("gguf-py, llama.cpp's reader, reads gsq's GGUF: metadata and every ten
   save_npy(expected / "blk.0.ffn_up.weight.npy", int2.dequantize());
   writer.add_tensor("blk.1.ffn_down.weight", {4, 256}, gsq::GgmlType::TQ2_0, gsq::encode_tq2_0(ternary));
   save_npy(expected / "blk.1.ffn_down.weight.npy", ternary.dequantize());
+  const gsq::QuantizedTensor int5 = quantized<gsq::Int<5>>(3, 128, 64, 15), int8 = quantized<gsq::Int<8>>(2, 192, 32, 16);
+  writer.add_tensor("blk.0.attn_k.weight", {3, 128}, gsq::GgmlType::Q5_0, gsq::encode_q5_0(int5));
+  save_npy(expected / "blk.0.attn_k.weight.npy", int5.dequantize());
+  writer.add_tensor("blk.0.attn_v.weight", {2, 192}, gsq::GgmlType::Q8_0, gsq::encode_q8_0(int8));
+  save_npy(expected / "blk.0.attn_v.weight.npy", int8.dequantize());
   // K-quants: random codes over each format's whole range, extremes included.
-  for (const gsq::KQuantFormat* format : {&gsq::q2_k(), &gsq::q3_k(), &gsq::q4_k()}) {
+  for (const gsq::KQuantFormat* format : gsq::k_quant_formats()) {
     const gsq::KQuantTensor tensor = random_k_quant(*format, 3, 512, 10);
     const std::string name = std::string("blk.1.") + format->name + ".weight";
     writer.add_tensor(name, {3, 512}, static_cast<gsq::GgmlType>(format->ggml_type), gsq::encode_k_quant(tensor));

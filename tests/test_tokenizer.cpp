@@ -15,6 +15,8 @@
 #include <nlohmann/json.hpp>
 
 #include <gsq/io/token_file.hpp>
+#include <gsq/io/sha256.hpp>
+#include <gsq/text/llama_cpp_pre_tokenizer.hpp>
 #include <gsq/text/pre_tokenizer.hpp>
 #include <gsq/text/tokenizer.hpp>
 
@@ -202,4 +204,26 @@ TEST_CASE("evaluate_model reads a text file through the model's own tokenizer", 
       "evaluate_model", "--model " + model + " --eval " + model + "/eval.txt --tokenizer " + fixtures + "llama3.json");
   CHECK(refused.status == 2);  // llama3.json's ids run past the bundled model's 256
   CHECK_THAT(refused.err, Contains("256"));
+}
+
+TEST_CASE("tokenizer.ggml.pre: the converter's hash of a tokenizer's ids on its check text, and its name", "[tokenizer][gguf]") {
+  // Python: hashlib.sha256(b"abc").hexdigest(), and of str([1, 2, 3]).
+  CHECK(gsq::sha256_hex("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  CHECK(gsq::sha256_hex(std::string(1000, 'a')) == "41edece42d63e8d9bf515a9ba6932e1c20cbc9f5a5d134645adb5db1b9737ea3");
+  CHECK(gsq::llama_cpp_token_hash({1, 2, 3}) == gsq::sha256_hex("[1, 2, 3]"));
+  const auto name_of = [](const std::string& hash) {
+    for (const auto& [known, name] : gsq::llama_cpp_pre_tokenizer_hashes())
+      if (known == hash) return name;
+    return std::string();
+  };
+  CHECK(name_of("855059429035d75a914d1eda9f10a876752e281a054a7a3d421ef0533e5b6249") == "smollm");
+  CHECK(name_of("0ef9807a4087ebef797fc749390439009c3b9eda9ad1a097abbe738f486c01e5") == "llama-bpe");
+  CHECK(name_of("e636dc30a262dcc0d8c323492e32ae2b70728f4df7dfe9737d9f920a282b8aea") == "qwen2");
+  CHECK(name_of("3ce83efda5659b07b1ad37ca97ca5797ea4285d9b9ab0dc679e4a720c9da7454") == "gpt-2");
+  // The fixture tokenizers have 700 tokens: no model llama.cpp knows (their hashes, as transformers'
+  // ids give them to the converter: tests/interop/check_gguf_tokenizer.py).
+  const gsq::LlamaCppPreTokenizer pre = gsq::llama_cpp_pre_tokenizer(gsq::Tokenizer::from_file(fixtures + "smollm2.json"));
+  CHECK(pre.hash == "30ad16f49bd7ef6285f6ac5fd62b8657b0e0c59c820728731352427b76875da3");
+  CHECK(pre.name.empty());
+  CHECK_THAT(pre.warning(), Catch::Contains("\"default\""));
 }

@@ -87,6 +87,8 @@ fi
 # GGUF files of every architecture gsq reads, as llama.cpp's converter writes them: gsq's
 # evaluation of each equals that of the checkpoint it was converted from (1e-6 relative).
 tests/interop/check_gguf_fixtures.sh "$build" || failures=$((failures + 1))
+# gsq's own GGUF of every architecture: the converter's file, and llama.cpp's figures gsq's.
+tests/interop/check_gguf_export.sh "$build" || failures=$((failures + 1))
 # The KL divergence from the original: llama-perplexity --kl-divergence against the original model
 # (an F32 GGUF written by gguf-py, tests/interop/f32_gguf.py) and gsq's evaluate_model --reference
 # on the same files and text, second halves scored, gsq's mean summed as llama.cpp sums it (over

@@ -16,7 +16,11 @@ llama.cpp converts or reads as transformers does, so their twins differ from the
     llama.cpp reads a deepseek2 file without expert_gating_func as softmax-routed (DeepSeek-V2),
     so the twin says "scoring_func": "sigmoid", as DeepSeek-V3's and Kimi-K2's configs do.
 
-usage: convert_fixture.py LLAMA_CPP_SOURCE_DIR WORK_DIR FIXTURE_DIR...  (one process: torch loads once)"""
+With --vocabulary the model's own tokenizer is converted too (a model with a tokenizer.json;
+without the sentencepiece package, which the converter tries first, as a model without
+tokenizer.model), and a fixture without reference logits gets no tokens.u32.
+
+usage: convert_fixture.py [--vocabulary] LLAMA_CPP_SOURCE_DIR WORK_DIR FIXTURE_DIR...  (one process: torch loads once)"""
 import json
 import logging
 import pathlib
@@ -49,10 +53,22 @@ def write_twin(fixture: pathlib.Path, twin: pathlib.Path) -> None:
     save_file(tensors, twin / "model.safetensors")
 
 
-def converter(source: str):
-    """llama.cpp's converter, writing no vocabulary."""
+def converter(source: str, vocabulary: bool = False):
+    """llama.cpp's converter, writing no vocabulary unless `vocabulary`."""
     sys.path.insert(0, source)
     import convert_hf_to_gguf
+    if vocabulary:
+        from conversion.base import TextModel
+        sentencepiece = TextModel._set_vocab_sentencepiece
+
+        def without_tokenizer_model(model, *args, **kwargs):
+            if not (model.dir_model / "tokenizer.model").is_file():
+                raise FileNotFoundError("no tokenizer.model")
+            return sentencepiece(model, *args, **kwargs)
+
+        TextModel._set_vocab_sentencepiece = without_tokenizer_model
+        logging.disable(logging.WARNING)
+        return convert_hf_to_gguf
 
     def no_vocabulary(model) -> None:
         model.gguf_writer.add_tokenizer_model("none")
@@ -70,12 +86,19 @@ def converter(source: str):
 
 
 def main() -> None:
-    convert = converter(sys.argv[1])
-    work = pathlib.Path(sys.argv[2])
-    for fixture in map(pathlib.Path, sys.argv[3:]):
+    vocabulary = sys.argv[1] == "--vocabulary"
+    arguments = sys.argv[1 + vocabulary:]
+    convert = converter(arguments[0], vocabulary)
+    work = pathlib.Path(arguments[1])
+    for fixture in map(pathlib.Path, arguments[2:]):
         out = work / fixture.name
         write_twin(fixture, out / "twin")
-        load_file(fixture / "reference_logits.safetensors")["input_ids"].astype("<u4").tofile(out / "tokens.u32")
+        if vocabulary:
+            for companion in fixture.glob("*"):
+                if companion.suffix in (".json", ".jinja") and companion.name != "config.json":
+                    (out / "twin" / companion.name).write_bytes(companion.read_bytes())
+        if (fixture / "reference_logits.safetensors").exists():
+            load_file(fixture / "reference_logits.safetensors")["input_ids"].astype("<u4").tofile(out / "tokens.u32")
         sys.argv = ["convert_hf_to_gguf.py", str(out / "twin"), "--outtype", "f32", "--outfile", str(out / "model.gguf")]
         convert.main()
 

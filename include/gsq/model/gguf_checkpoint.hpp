@@ -16,7 +16,9 @@
 //   deepseek2   DeepSeek-V3 and Kimi-K2: latent attention (kv_b_proj rebuilt from the attn_k_b and
 //               attn_v_b halves the converter splits it into), sigmoid routing with its
 //               correction bias, YaRN.
-// A stacked expert tensor (ffn_gate_exps ...: experts x out x in) becomes one tensor per expert.
+// Which tensor is which, and what each is made of (a stacked expert tensor, ffn_gate_exps ...:
+// experts x out x in, becomes one tensor per expert), is gsq/model/gguf_layout.hpp's table, the
+// one the GGUF export writes by.
 // What the metadata leaves out is read as llama.cpp runs the file: top-k weights renormalised
 // for qwen3moe and Mixtral, not for qwen2moe; a mixture in every qwen*moe layer; DeepSeek's
 // rotary pairs adjacent, YaRN's mscale equal to mscale_all_dim. Refused by name: other
@@ -29,7 +31,6 @@
 #pragma once
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstdint>
 #include <set>
@@ -44,6 +45,7 @@
 #include "gsq/format/gguf_file.hpp"
 #include "gsq/io/safetensors.hpp"
 #include "gsq/model/config.hpp"
+#include "gsq/model/gguf_layout.hpp"
 #include "gsq/model/llama.hpp"
 
 namespace gsq {
@@ -63,72 +65,13 @@ struct GgufCheckpoint {
 
 namespace detail {
 
-/// Tensors by their llama.cpp and Hugging Face names: the whole model's, then a decoder layer's
-/// (after "blk.N." and "model.layers.N."). The GGUF export names a Llama's tensors by the same
-/// tables (gsq/export/gguf_model.hpp).
-struct TensorNamePair {
-  const char* llama_cpp;
-  const char* hugging_face;
-};
-inline const std::vector<TensorNamePair>& llama_model_tensor_names() {
-  static const std::vector<TensorNamePair> names = {
-      {"token_embd.weight", "model.embed_tokens.weight"}, {"output_norm.weight", "model.norm.weight"}, {"output.weight", "lm_head.weight"}};
-  return names;
-}
-/// Llama's layer, then what the other families add: Qwen2's biases, Qwen3's q/k norms,
-/// DeepSeek-V3's latent attention. A mixture's tensors are named by its config
-/// (MixtureConfig's block names), so they are not listed.
-inline const std::vector<TensorNamePair>& llama_layer_tensor_names() {
-  static const std::vector<TensorNamePair> names = {
-      {"attn_norm.weight", "input_layernorm.weight"},  {"ffn_norm.weight", "post_attention_layernorm.weight"},
-      {"attn_q.weight", "self_attn.q_proj.weight"},    {"attn_k.weight", "self_attn.k_proj.weight"},
-      {"attn_v.weight", "self_attn.v_proj.weight"},    {"attn_output.weight", "self_attn.o_proj.weight"},
-      {"ffn_gate.weight", "mlp.gate_proj.weight"},     {"ffn_up.weight", "mlp.up_proj.weight"},
-      {"ffn_down.weight", "mlp.down_proj.weight"},
-      {"attn_q.bias", "self_attn.q_proj.bias"},        {"attn_k.bias", "self_attn.k_proj.bias"},
-      {"attn_v.bias", "self_attn.v_proj.bias"},
-      {"attn_q_norm.weight", "self_attn.q_norm.weight"}, {"attn_k_norm.weight", "self_attn.k_norm.weight"},
-      {"attn_q_a.weight", "self_attn.q_a_proj.weight"}, {"attn_q_a_norm.weight", "self_attn.q_a_layernorm.weight"},
-      {"attn_q_b.weight", "self_attn.q_b_proj.weight"}, {"attn_kv_a_mqa.weight", "self_attn.kv_a_proj_with_mqa.weight"},
-      {"attn_kv_a_norm.weight", "self_attn.kv_a_layernorm.weight"}};
-  return names;
-}
-
-/// `name` in the other naming: from one side's prefix and names (`from`) to the other's (`to`), or
-/// empty for a tensor the tables do not list.
-inline std::string renamed_tensor(const std::string& name, const char* TensorNamePair::*from, const char* TensorNamePair::*to,
-                                  const std::string& from_prefix, const std::string& to_prefix) {
-  for (const TensorNamePair& pair : llama_model_tensor_names())
-    if (name == pair.*from) return pair.*to;
-  if (name.compare(0, from_prefix.size(), from_prefix) != 0) return {};
-  const std::size_t dot = name.find('.', from_prefix.size());
-  if (dot == std::string::npos) return {};
-  const std::string layer = name.substr(from_prefix.size(), dot - from_prefix.size()), rest = name.substr(dot + 1);
-  if (layer.empty() || layer.find_first_not_of("0123456789") != std::string::npos) return {};
-  for (const TensorNamePair& pair : llama_layer_tensor_names())
-    if (rest == pair.*from) return to_prefix + layer + "." + pair.*to;
-  return {};
-}
-
-/// Hugging Face's name of llama.cpp tensor `name`, or empty.
-inline std::string hugging_face_tensor_name(const std::string& name) {
-  return renamed_tensor(name, &TensorNamePair::llama_cpp, &TensorNamePair::hugging_face, "blk.", "model.layers.");
-}
-
-/// llama.cpp's name of checkpoint tensor `name`, or empty for one it does not load.
-inline std::string llama_cpp_tensor_name(const std::string& name) {
-  return renamed_tensor(name, &TensorNamePair::hugging_face, &TensorNamePair::llama_cpp, "model.layers.", "blk.");
-}
-
 /// Rows of `values` (rows x cols) from llama.cpp's rotary order back to Hugging Face's, for
-/// `heads` heads: llama.cpp's row 2i + j of a head is Hugging Face's row j * half + i.
+/// `heads` heads.
 inline std::vector<float> rotary_rows_halved(const std::vector<float>& values, long rows, long cols, long heads) {
   std::vector<float> out(values.size());
-  const long head_dim = rows / heads, half = head_dim / 2;
-  for (long head = 0; head < heads; ++head)
-    for (long i = 0; i < half; ++i)
-      for (long j = 0; j < 2; ++j)
-        std::copy_n(values.begin() + (head * head_dim + 2 * i + j) * cols, cols, out.begin() + (head * head_dim + j * half + i) * cols);
+  const std::vector<long> order = llama_cpp_rotary_order(rows, heads);
+  for (long row = 0; row < rows; ++row)
+    std::copy_n(values.begin() + row * cols, cols, out.begin() + order[static_cast<std::size_t>(row)] * cols);
   return out;
 }
 
@@ -170,15 +113,6 @@ struct GgufHyperparameters {
     return value.get<std::string>();
   }
 };
-
-/// The architectures read, by llama.cpp's name, with Hugging Face's (a llama with experts is a
-/// Mixtral).
-inline const std::vector<std::pair<std::string, std::string>>& gguf_architectures() {
-  static const std::vector<std::pair<std::string, std::string>> names = {
-      {"llama", "LlamaForCausalLM"},        {"qwen2", "Qwen2ForCausalLM"},       {"qwen3", "Qwen3ForCausalLM"},
-      {"qwen2moe", "Qwen2MoeForCausalLM"},  {"qwen3moe", "Qwen3MoeForCausalLM"}, {"deepseek2", "DeepseekV3ForCausalLM"}};
-  return names;
-}
 
 /// config.json of the GGUF `file` of architecture `architecture` (one of gguf_architectures()),
 /// from its metadata; what the metadata leaves out as llama.cpp runs the file.
@@ -277,24 +211,6 @@ inline nlohmann::json gguf_config(const GgufFile& file, const std::string& archi
   return config;
 }
 
-/// The norm and attention tensors llama.cpp stores for each decoder layer of `config` (after
-/// "blk.N."); DeepSeek's kv_b_proj (stored as two halves) and the MLP are read apart.
-inline std::vector<std::string> gguf_attention_tensors(const LlamaConfig& config) {
-  std::vector<std::string> names = {"attn_norm.weight", "ffn_norm.weight", "attn_output.weight"};
-  if (config.latent_attention()) {
-    if (config.latent.query_rank > 0)
-      names.insert(names.end(), {"attn_q_a.weight", "attn_q_a_norm.weight", "attn_q_b.weight"});
-    else
-      names.push_back("attn_q.weight");
-    names.insert(names.end(), {"attn_kv_a_mqa.weight", "attn_kv_a_norm.weight"});
-    return names;
-  }
-  names.insert(names.end(), {"attn_q.weight", "attn_k.weight", "attn_v.weight"});
-  if (config.qkv_bias) names.insert(names.end(), {"attn_q.bias", "attn_k.bias", "attn_v.bias"});
-  if (config.qk_norm) names.insert(names.end(), {"attn_q_norm.weight", "attn_k_norm.weight"});
-  return names;
-}
-
 /// The tensors of a GGUF file converted one by one into a safetensors writer, each taken once;
 /// what is never taken has no place in the model.
 class GgufTensorReader {
@@ -311,13 +227,13 @@ class GgufTensorReader {
     return file_.float_values(name);
   }
 
-  /// Tensor `name` as checkpoint tensor `hugging_face`, in its own shape or `shape`.
-  void copy(const std::string& name, const std::string& hugging_face, std::vector<std::int64_t> shape = {}) {
+  /// Tensor `name`'s values, an error unless they are `shape`'s count (a 1 x n tensor may be
+  /// stored as n).
+  std::vector<float> take_as(const std::string& name, const std::vector<std::int64_t>& shape) {
     std::vector<float> values = take(name);
-    if (shape.empty()) shape = file_.tensor(name).shape;
     require(static_cast<std::size_t>(shape_elements(shape)) == values.size(),
-            file_.path() + ": tensor '" + name + "' does not hold " + shape_text(shape) + " values");
-    add(hugging_face, shape, values);
+            file_.path() + ": tensor '" + name + "' has shape " + shape_text(file_.tensor(name).shape) + ", not " + shape_text(shape));
+    return values;
   }
 
   void add(const std::string& hugging_face, const std::vector<std::int64_t>& shape, const std::vector<float>& values) {
@@ -350,88 +266,66 @@ class GgufTensorReader {
 inline GgufCheckpoint read_gguf_checkpoint(const std::string& path) {
   const GgufFile file = GgufFile::open(path);
   const nlohmann::json& architecture_value = file.value("general.architecture");
-  const auto& architectures = detail::gguf_architectures();
+  const auto& architectures = gguf_architectures();
   const auto family = std::find_if(architectures.begin(), architectures.end(),
-                                   [&](const auto& pair) { return architecture_value == pair.first; });
+                                   [&](const GgufArchitecture& pair) { return architecture_value == pair.llama_cpp; });
   if (family == architectures.end()) {
     std::string names;
-    for (const auto& pair : architectures) names += (names.empty() ? "" : ", ") + pair.first;
+    for (const GgufArchitecture& pair : architectures)
+      if (names.find(pair.llama_cpp) == std::string::npos) names += (names.empty() ? "" : ", ") + std::string(pair.llama_cpp);
     throw Error(path + ": general.architecture is " + architecture_value.dump() + "; gsq reads GGUF files of architecture " + names);
   }
-  const std::string& architecture = family->first;
+  const std::string architecture = family->llama_cpp;
 
   GgufCheckpoint result;
-  result.config = detail::gguf_config(file, architecture, family->second);
+  result.config = detail::gguf_config(file, architecture, family->hugging_face);
   const LlamaConfig config = LlamaConfig::from_json(result.config, path + " (its GGUF metadata)");
   double elements = 0;
   for (const GgufTensor& tensor : file.tensors()) elements += static_cast<double>(tensor.elements());
   require_memory(8 * elements, "reading " + path + " as 32-bit floats (" + std::to_string(static_cast<long>(elements)) + " weights)");
 
   detail::GgufTensorReader tensors(file);
-  for (const detail::TensorNamePair& pair : detail::llama_model_tensor_names())
-    if (pair.llama_cpp != std::string("output.weight") || !config.tie_word_embeddings) tensors.copy(pair.llama_cpp, pair.hugging_face);
   if (architecture == "llama" && file.contains("rope_freqs.weight")) {
     result.rope_frequency_factors = tensors.take("rope_freqs.weight", {config.rotary_dim / 2});
     for (const float factor : result.rope_frequency_factors)
       require(factor > 0 && std::isfinite(factor), path + ": rope_freqs.weight holds " + std::to_string(factor) + ", not a positive factor");
   }
-
-  const long hidden = config.hidden_size;
-  const std::array<std::string, 3> projections = {"ffn_gate", "ffn_up", "ffn_down"};
-  for (long layer = 0; layer < config.layers; ++layer) {
-    const std::string gguf = "blk." + std::to_string(layer) + ".", ours = "model.layers." + std::to_string(layer) + ".";
-    for (const std::string& name : detail::gguf_attention_tensors(config)) {
-      std::vector<float> values = tensors.take(gguf + name);
-      const std::vector<std::int64_t>& shape = file.tensor(gguf + name).shape;
-      const bool query = name == "attn_q.weight", key = name == "attn_k.weight";
-      if (architecture == "llama" && (query || key)) {
-        const long heads = query ? config.attention_heads : config.key_value_heads;
-        require(shape.size() == 2 && shape[0] % heads == 0, path + ": tensor '" + gguf + name + "' is not whole heads");
-        values = detail::rotary_rows_halved(values, shape[0], shape[1], heads);
+  std::vector<float> keys;  // attn_k_b, until attn_v_b (next) completes kv_b_proj
+  for (const GgufTensorLayout& tensor : gguf_layout(config)) {
+    const std::vector<float> values = tensors.take_as(tensor.gguf, tensor.gguf_shape(config));
+    const std::vector<std::int64_t>& shape = tensor.shape;
+    switch (tensor.form) {
+      case GgufForm::same:
+        tensors.add(tensor.checkpoint[0], shape, values);
+        break;
+      case GgufForm::rotary_rows: {
+        const long rows = shape[0], cols = shape.size() > 1 ? shape[1] : 1;
+        require(rows % (2 * tensor.heads) == 0, path + ": tensor '" + tensor.gguf + "' is not whole heads");
+        tensors.add(tensor.checkpoint[0], shape, detail::rotary_rows_halved(values, rows, cols, tensor.heads));
+        break;
       }
-      tensors.add(detail::hugging_face_tensor_name(gguf + name), shape, values);
-    }
-    if (config.latent_attention()) {
-      // kv_b_proj, per head [nope rows | value rows] x rank, is stored as attn_k_b (the nope rows,
-      // transposed: heads x rank x nope) and attn_v_b (heads x value x rank).
-      const long heads = config.attention_heads, rank = config.latent.key_value_rank, nope = config.latent.nope_dim,
-                 value = config.latent.value_dim, width = nope + value;
-      const std::vector<float> keys = tensors.take(gguf + "attn_k_b.weight", {heads, rank, nope}),
-                               values = tensors.take(gguf + "attn_v_b.weight", {heads, value, rank});
-      std::vector<float> merged(static_cast<std::size_t>(heads * width * rank));
-      for (long head = 0; head < heads; ++head) {
-        for (long row = 0; row < nope; ++row)
-          for (long col = 0; col < rank; ++col) merged[(head * width + row) * rank + col] = keys[(head * rank + col) * nope + row];
-        std::copy_n(values.begin() + head * value * rank, value * rank, merged.begin() + (head * width + nope) * rank);
+      case GgufForm::stacked: {
+        const std::size_t size = values.size() / tensor.checkpoint.size();
+        for (std::size_t expert = 0; expert < tensor.checkpoint.size(); ++expert)
+          tensors.add(tensor.checkpoint[expert], shape,
+                      std::vector<float>(values.begin() + static_cast<long>(expert * size), values.begin() + static_cast<long>((expert + 1) * size)));
+        break;
       }
-      tensors.add(ours + "self_attn.kv_b_proj.weight", {heads * width, rank}, merged);
-    }
-
-    // The MLP: dense, or routed experts (stacked: experts x out x in, one tensor a projection)
-    // and a shared expert, named in the checkpoint as the config names them.
-    const MixtureConfig& mixture = config.mixture;
-    const bool mixed = mixture.in_layer(layer);
-    const std::vector<SwiGluBlock> blocks = config.swiglu_blocks(layer);
-    for (const SwiGluBlock& block : blocks) {
-      if (block.expert > 0) continue;  // split from the stacked tensors at expert 0
-      for (std::size_t k = 0; k < projections.size(); ++k) {
-        const std::string name = gguf + projections[k] + (block.expert == 0 ? "_exps" : mixed ? "_shexp" : "") + ".weight";
-        if (block.expert < 0) {
-          tensors.copy(name, ours + block.linears[k] + ".weight");
-          continue;
+      case GgufForm::key_latent:
+        keys = values;
+        break;
+      case GgufForm::value_latent: {
+        const long heads = tensor.heads, rank = config.latent.key_value_rank, nope = config.latent.nope_dim,
+                   value = config.latent.value_dim, width = nope + value;
+        std::vector<float> merged(static_cast<std::size_t>(heads * width * rank));
+        for (long head = 0; head < heads; ++head) {
+          for (long row = 0; row < nope; ++row)
+            for (long col = 0; col < rank; ++col) merged[(head * width + row) * rank + col] = keys[(head * rank + col) * nope + row];
+          std::copy_n(values.begin() + head * value * rank, value * rank, merged.begin() + (head * width + nope) * rank);
         }
-        const long rows = k == 2 ? hidden : block.width, cols = k == 2 ? block.width : hidden, size = rows * cols;
-        const std::vector<float> stacked = tensors.take(name, {mixture.experts, rows, cols});
-        for (long expert = 0; expert < mixture.experts; ++expert)
-          tensors.add(ours + blocks[static_cast<std::size_t>(expert)].linears[k] + ".weight", {rows, cols},
-                      std::vector<float>(stacked.begin() + expert * size, stacked.begin() + (expert + 1) * size));
+        tensors.add(tensor.checkpoint[0], shape, merged);
+        break;
       }
-    }
-    if (mixed) {
-      tensors.copy(gguf + "ffn_gate_inp.weight", ours + mixture.block + ".gate.weight");
-      if (mixture.gated_shared_expert) tensors.copy(gguf + "ffn_gate_inp_shexp.weight", ours + mixture.shared_block + "_gate.weight", {1, hidden});
-      if (mixture.router == MixtureConfig::Router::grouped_sigmoid)
-        tensors.copy(gguf + "exp_probs_b.bias", ours + mixture.block + ".gate.e_score_correction_bias");
     }
   }
   result.checkpoint = tensors.finish(architecture);

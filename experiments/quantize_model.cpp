@@ -8,6 +8,7 @@
 //
 // See docs/quantize_model.md.
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -32,8 +33,11 @@
 #include <gsq/model/comparison.hpp>
 #include <gsq/model/evaluation.hpp>
 #include <gsq/model/layer_divergence.hpp>
+#include <gsq/pipeline/ggml_mix.hpp>
+#include <gsq/pipeline/ggml_mix_format.hpp>
 #include <gsq/pipeline/report.hpp>
 #include <gsq/pipeline/sequential.hpp>
+#include <gsq/text/llama_cpp_pre_tokenizer.hpp>
 #include <gsq/text/tokenizer.hpp>
 #ifdef GSQ_WITH_MPI
 #include <gsq/distributed/mpi_communicator.hpp>
@@ -60,6 +64,8 @@ struct Options {
   GridChoice grid{"--bits", "2"};
   GroupingChoice grouping{"--group", "128"};
   const gsq::KQuantFormat* k_quant = nullptr;  // --format: a llama.cpp K-quant layout instead of the grid
+  std::optional<gsq::GgmlMix> mix;             // --format PRESET or --like: each linear in its own ggml type
+  std::string preset, like;                    // --format PRESET, --like FILE
   gsq::ModelQuantizationConfig config;
   long calib_tokens = 0, calib_window = 0, window = 0, stop_after = 0, layer_kl_windows = 0;
   std::string tokenizer;
@@ -77,7 +83,7 @@ std::vector<std::string> split(const std::string& text) {
 Options parse_options(int argc, char** argv) {
   Options options;
   gsq::TrainConfig& train = options.config.train;
-  std::string methods, init, objective, target_inputs, attention, scale_search, exports, k_quant, expert_calibration, seed;
+  std::string methods, init, objective, target_inputs, attention, scale_search, exports, format, expert_calibration, seed;
   po::options_description flags("quantize_model: quantize a Llama-family checkpoint layer by layer and evaluate it");
   flags.add_options()
       ("help", "print this help")
@@ -86,10 +92,16 @@ Options parse_options(int argc, char** argv) {
       ("method", po::value(&methods)->default_value("gsq"), "rtn, gptq or gsq, or a comma list (e.g. rtn,gptq,gsq)")
       ("bits", po::value<std::string>()->default_value("2"), "grid: ternary, 2, 3 or 4")
       ("group", po::value<std::string>()->default_value("128"), "input columns per scale: 64, 128, 256, or per-channel (0)")
-      ("format", po::value(&k_quant), "instead of --bits/--group, llama.cpp's K-quant layout q2_k, q3_k or q4_k (2.625, 3.4375, "
-                                      "4.5 bits per weight; every linear's rows whole super-blocks of 256): rtn is the "
-                                      "importance-weighted fit, gptq GPTQ in the format, gsq trains the codes under GPTQ's "
-                                      "sub-block scales and mins; --export gguf writes them as llama.cpp's Q2_K, Q3_K, Q4_K")
+      ("format", po::value(&format), "instead of --bits/--group, a llama.cpp format. In lower case, every linear in one "
+                                     "K-quant: q2_k, q3_k, q4_k, q5_k or q6_k (2.625, 3.4375, 4.5, 5.5, 6.5625 bits per "
+                                     "weight; rows whole super-blocks of 256). In llama-quantize's upper case, its preset "
+                                     "for this model, each linear in the type llama-quantize gives it: Q2_K, Q3_K_S, Q3_K_M, "
+                                     "Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, Q8_0, Q4_0, Q5_0 (as with an importance "
+                                     "matrix; docs/k_quants.md). rtn is the importance-weighted fit (K-quants) or the "
+                                     "weighted scale search, gptq GPTQ in each type, gsq trains the codes under GPTQ's scales; "
+                                     "--export gguf writes each linear in its type")
+      ("like", po::value(&options.like), "instead of --bits/--group/--format, the layout of an existing GGUF of this model "
+                                          "(llama-quantize's, a hand-made mix): each linear in the ggml type that file gives it")
       ("objective", po::value(&objective)->default_value("layer-output"), "what GSQ trains on: layer-output (q, k, v, o, gate, up, down jointly on the decoder layer's output, from --init; dense layers; docs/layer_objective.md), block (the paper's recipe: gate/up/down jointly on the SwiGLU block's output, attention by GPTQ; the default for Mixture-of-Experts and latent-attention models) or layer (each projection on its Hessian objective; the default with --format)")
       ("target-inputs", po::value(&target_inputs)->default_value("full-precision"), "layer-output objective: the full-precision layer it matches runs on the quantized model's inputs to the layer (quantized) or on the full-precision model's (full-precision: the layer also makes up for the earlier layers' error)")
       ("attention", po::value(&attention)->default_value("gptq"), "attention projections under --method gsq: gptq (the reference) or gsq (Hessian objective); with --format: gsq")
@@ -150,9 +162,20 @@ Options parse_options(int argc, char** argv) {
   options.grouping = GroupingChoice("--group", values["group"].as<std::string>());
   options.grid.validate();
   options.grouping.validate();
-  if (values.count("format")) {
-    options.k_quant = &gsq::k_quant_format_named(k_quant);
-    gsq::require(values["bits"].defaulted() && values["group"].defaulted(), "--format replaces --bits and --group: give one or the other");
+  gsq::require(!(values.count("format") && values.count("like")), "--format and --like both choose the format: give one");
+  if (values.count("format") || values.count("like")) {
+    const bool preset = values.count("format") && std::any_of(format.begin(), format.end(), [](char c) { return std::isupper(c); });
+    if (preset) options.preset = format;
+    if (values.count("like") || preset) {
+      const gsq::LlamaConfig model = gsq::LlamaConfig::load(options.model + "/config.json");
+      options.mix = values.count("like") ? gsq::ggml_mix_like(model, gsq::GgufFile::open(options.like))
+                                         : gsq::llama_quantize_mix(model, gsq::Checkpoint::open(options.model),
+                                                                   gsq::llama_quantize_preset(format));
+    } else {
+      options.k_quant = &gsq::k_quant_format_named(format);
+    }
+    gsq::require(values["bits"].defaulted() && values["group"].defaulted(),
+                 std::string(values.count("like") ? "--like" : "--format") + " replaces --bits and --group: give one or the other");
     const gsq::TrainConfig k_quant_defaults = gsq::k_quant_train_config();
     if (values["lr-logits"].defaulted()) train.logits.learning_rate = k_quant_defaults.logits.learning_rate;
     if (values["lr-scales"].defaulted()) train.scales.learning_rate = k_quant_defaults.scales.learning_rate;
@@ -185,20 +208,51 @@ Options parse_options(int argc, char** argv) {
   return options;
 }
 
-/// Calls visitor(gsq::Tag<Format>{}) with the linear format the options name: --format's K-quant
-/// layout, or --bits and --group's grid format (gsq/pipeline/linear_format.hpp).
+/// Calls visitor(format) with the linear format the options name (gsq/pipeline/linear_format.hpp):
+/// --format's or --like's mix, --format's K-quant layout, or --bits and --group's grid format.
 template <class Visitor>
 void visit_format(const Options& options, Visitor&& visitor) {
-  if (options.k_quant)
+  if (options.mix)
+    visitor(gsq::GgmlMixFormat(options.mix->quantized_tensors()));
+  else if (options.k_quant)
     KQuantLayoutChoice("--format", options.k_quant->name).visit([&](auto layout) {
-      visitor(gsq::Tag<gsq::KQuantLinearFormat<gsq::type_of<decltype(layout)>>>{});
+      visitor(gsq::KQuantLinearFormat<gsq::type_of<decltype(layout)>>());
     });
   else
     gsq::dispatch([&](auto grid, auto grouping) {
-      visitor(gsq::Tag<gsq::GridFormat<gsq::type_of<decltype(grid)>, gsq::type_of<decltype(grouping)>>>{});
+      visitor(gsq::GridFormat<gsq::type_of<decltype(grid)>, gsq::type_of<decltype(grouping)>>());
     }, options.grid, options.grouping);
 }
 
+/// The "bits" and "group" labels of the run's format: a preset's name and "mix", "like" and the
+/// file's name, or the driver's.
+std::string bits_label(const Options& options) {
+  return !options.mix ? gsq::driver::bits_label(options) : options.like.empty() ? options.preset : "like";
+}
+std::string group_label(const Options& options) {
+  return !options.mix ? gsq::driver::group_label(options) : options.like.empty() ? "mix" : fs::path(options.like).filename().string();
+}
+
+
+/// Bits per parameter of the linears: the format's, or a mix's average over them.
+double linear_bits_per_parameter(const Options& options, const gsq::LlamaConfig& config) {
+  double bits = 0, parameters = 0;
+  for (long layer = 0; layer < config.layers; ++layer)
+    for (const gsq::LinearShape& linear : config.linears(layer)) {
+      const double count = static_cast<double>(linear.rows * linear.cols);
+      if (options.mix) {
+        const gsq::GgmlType type = options.mix->linears.at(gsq::LlamaModel::tensor_name(layer, linear.name));
+        bits += 8.0 * static_cast<double>(gsq::ggml_bytes(type, static_cast<std::size_t>(count)));
+      } else {
+        visit_format(options, [&](const auto& format) {
+          if constexpr (!std::is_same<std::decay_t<decltype(format)>, gsq::GgmlMixFormat>::value)
+            bits += count * format.bits_per_parameter(linear.cols);
+        });
+      }
+      parameters += count;
+    }
+  return bits / parameters;
+}
 
 /// What a run reads, checked, and where it writes, claimed: all before any work or any file.
 struct Plan {
@@ -251,11 +305,10 @@ Plan plan_run(const Options& options) {
   gsq::LlamaModel::check_checkpoint(model, gsq::Checkpoint::open(options.model));  // before its sizes are trusted
   model.require_within_positions(options.calib_window, "--calib-window: calibration sequences of");
   if (!options.eval.empty()) model.require_within_positions(options.window, "--window: evaluation windows of");
-  visit_format(options, [&](auto format) {
-    using Format = gsq::type_of<decltype(format)>;
+  visit_format(options, [&](const auto& format) {
     for (long layer = 0; layer < model.layers; ++layer)
       for (const gsq::LinearShape& linear : model.linears(layer))
-        Format::require_fits(gsq::LlamaModel::tensor_name(layer, linear.name), linear.cols);
+        format.require_fits(gsq::LlamaModel::tensor_name(layer, linear.name), linear.cols);
   });
   const bool gsq_run = std::find(options.methods.begin(), options.methods.end(), gsq::Method::gsq) != options.methods.end();
   if (gsq_run && options.config.objective == gsq::GsqObjective::layer_output)  // refused before OUT.partial exists
@@ -287,7 +340,9 @@ Plan plan_run(const Options& options) {
                         "each layer's divergence on " + std::to_string(options.layer_kl_windows) + " windows (--layer-kl-windows)");
   }
 
-  if (options.k_quant && !options.exports.empty()) {  // what each export can hold, before any work
+  if (options.mix && !options.exports.empty()) {  // what each export can hold, before any work
+    gsq::require_exportable(options.exports, gsq::QuantizedModel::planned(options.model, options.mix->linears));
+  } else if (options.k_quant && !options.exports.empty()) {
     gsq::require_exportable(options.exports, gsq::QuantizedModel::planned(options.model, *options.k_quant));
   } else if (!options.exports.empty()) {
     gsq::dispatch(
@@ -331,10 +386,14 @@ Plan plan_run(const Options& options) {
 /// The settings a run's result depends on, as used: a resumed run must have the same.
 nlohmann::json run_settings(const Options& options, const gsq::ModelQuantizationConfig& config, std::size_t calib_tokens) {
   nlohmann::json settings = gsq::settings_json(config);
-  settings.update({{"model", fs::absolute(options.model).string()}, {"bits", gsq::driver::bits_label(options)},
-                   {"group", gsq::driver::group_label(options)}, {"calib", fs::absolute(options.calib).string()},
+  settings.update({{"model", fs::absolute(options.model).string()}, {"bits", bits_label(options)},
+                   {"group", group_label(options)}, {"calib", fs::absolute(options.calib).string()},
                    {"calib_tokens", calib_tokens}, {"calib_window", options.calib_window},
                    {"byte_tokens", options.byte_tokens}});
+  if (options.mix) {  // a resumed run must quantize each linear into the same type
+    nlohmann::json& types = settings["ggml_types"] = nlohmann::json::object();
+    for (const auto& [name, type] : options.mix->linears) types[name] = gsq::ggml_type_name(static_cast<std::uint32_t>(type));
+  }
   return settings;
 }
 
@@ -435,20 +494,26 @@ MethodRun run_method(gsq::Method method, const Options& options, const Plan& pla
     if (options.stop_after > 0 && done == options.stop_after && done < progress.layers) throw Stopped{};
   };
   gsq::SafetensorsWriter packed;
+  nlohmann::json beyond_layers = nlohmann::json::array();  // a mix's quantized embedding and head
   double bpp = 0;
-  visit_format(options, [&](auto format) {
-    using Format = gsq::type_of<decltype(format)>;
-    gsq::SequentialQuantizer<Format> quantizer(model, config, communicator);
+  visit_format(options, [&](const auto& format) {
+    using Format = std::decay_t<decltype(format)>;
+    gsq::SequentialQuantizer<Format> quantizer(model, config, communicator, format);
     if (!plan.dump_layers.empty()) quantizer.observe_linears(layer_dumper(plan.dump_layers));
     packed = quantizer.quantize_layers(calibration, options.calib_window, output, finished, ProgressPrinter{quiet});
-    bpp = Format::bits_per_parameter(model.config().hidden_size);
+    for (const gsq::LinearResult& tensor : quantizer.beyond_layers()) {
+      beyond_layers.push_back({{"name", tensor.name}, {"rel_error", tensor.error}});
+      if (!quiet) std::fprintf(stderr, "%s: rel. error %.4f\n", tensor.name.c_str(), tensor.error);
+    }
   });
+  bpp = linear_bits_per_parameter(options, model.config());
   packed.set_metadata("method", gsq::method_name(method));
   const double quantize_seconds = seconds_since(start);
 
-  nlohmann::json manifest = {{"producer", gsq::producer}, {"method", gsq::method_name(method)}, {"bits", gsq::driver::bits_label(options)},
-                             {"group", gsq::driver::group_label(options)}, {"bpp", bpp}, {"settings", settings},
+  nlohmann::json manifest = {{"producer", gsq::producer}, {"method", gsq::method_name(method)}, {"bits", bits_label(options)},
+                             {"group", group_label(options)}, {"bpp", bpp}, {"settings", settings},
                              {"layers", layers}, {"quantize_seconds", quantize_seconds}};
+  if (!beyond_layers.empty()) manifest["beyond_layers"] = beyond_layers;
   if (!evaluation.empty() && communicator.rank() == 0) {  // judged beside the original (gsq/model/comparison.hpp)
     const Clock::time_point eval_start = Clock::now();
     gsq::EvaluationOptions eval_options;
@@ -484,6 +549,12 @@ MethodRun run_method(gsq::Method method, const Options& options, const Plan& pla
     if (!options.exports.empty()) {
       gsq::QuantizedModel quantized = gsq::QuantizedModel::open(directory, directory + "/quantized.safetensors");
       quantized.name = fs::path(out).filename().string();  // not the staging directory's
+      const auto gguf = [](const gsq::ExportFormat& format) { return std::string(format.name) == "gguf"; };
+      if (std::any_of(options.exports.begin(), options.exports.end(), gguf)) {  // its tokenizer.ggml.pre
+        const gsq::LlamaCppPreTokenizer pre = gsq::llama_cpp_pre_tokenizer(gsq::Tokenizer::from_file(directory));
+        quantized.tokenizer_pre = pre.name;
+        if (!pre.warning().empty()) std::fprintf(stderr, "%s: warning: %s\n", gsq::method_name(method), pre.warning().c_str());
+      }
       for (const gsq::ExportFormat& format : options.exports) {
         if (!options.quiet) std::fprintf(stderr, "%s: writing the %s export\n", gsq::method_name(method), format.name);
         format.write(quantized, directory + "/" + format.path);

@@ -5,7 +5,9 @@
 # llama-quantize itself to each preset gsq knows; gguf-py lists the type of every tensor of every
 # file (PRESET.types), and the Catch2 case "[interop]" of build/tests/test_gguf_mix compares them,
 # tensor by tensor, with gsq's map of the F32 source (and with gsq::GgufFile's reading), printing
-# each mismatch by name. About half a minute on 2 cores.
+# each mismatch by name. Then quantize_model writes the bundled model as llama-quantize's Q4_K_M
+# (--format) and as its Q2_K file (--like): the same tensors, types and bytes, and llama.cpp runs
+# them. About two minutes on 2 cores.
 # Usage: tests/interop/check_llama_quantize_mix.sh BUILD_DIR   (exit 77: the interop readers or the
 # test program are missing)
 set -euo pipefail
@@ -62,4 +64,36 @@ for path in sorted(pathlib.Path(sys.argv[1]).glob("*/*.gguf")):
     path.with_suffix(".types").write_text("".join(f"{t.name}\t{int(t.tensor_type)}\n" for t in reader.tensors))
 EOF
 GSQ_LLAMA_QUANTIZE_DIR="$work" "$build/tests/test_gguf_mix" "[interop]" || failures=$((failures + 1))
+
+# gsq's own mixed files of data/llama-bytes-3m: quantize_model --format Q4_K_M (GPTQ) and --like
+# llama-quantize's Q2_K file (RTN) must give every tensor the type and the bytes of llama-quantize's
+# file (gguf-py reads both), and llama-perplexity must score gsq's file as transformers does (1e-3).
+model=data/llama-bytes-3m
+head -c 32768 "$model/eval.txt" > "$work/eval.txt"
+for run in "gptq --format Q4_K_M:Q4_K_M" "rtn --like $work/llama-bytes-3m/Q2_K.gguf:Q2_K"; do
+  flags=${run%:*} preset=${run##*:} out="$work/gsq-${run##*:}"
+  # shellcheck disable=SC2086  # the flags of the run
+  "$build/quantize_model" --model "$model" --byte-tokens --calib "$model/calib.txt" --calib-tokens 4096 --method $flags \
+      --export gguf --out "$out" --quiet > /dev/null 2> "$out.log" || { cat "$out.log"; echo "FAIL: quantize_model --method $flags"; failures=$((failures + 1)); continue; }
+  if "$python" - "$out/model.gguf" "$work/llama-bytes-3m/$preset.gguf" <<'PY'
+import sys
+import gguf
+ours, theirs = ({t.name: (t.tensor_type.name, int(t.n_bytes)) for t in gguf.GGUFReader(path).tensors} for path in sys.argv[1:])
+differ = [f"{name}: gsq {ours.get(name)}, llama-quantize {kind}" for name, kind in theirs.items() if ours.get(name) != kind]
+differ += [f"{name}: only in gsq's file" for name in ours.keys() - theirs.keys()]
+print("\n".join(differ))
+print(f"{len(ours)} tensors, {sum(b for _, b in ours.values())} bytes of tensor data; llama-quantize's {sum(b for _, b in theirs.values())}")
+sys.exit(1 if differ else 0)
+PY
+  then echo "ok:   quantize_model --method $flags: every tensor in llama-quantize's $preset type and size"
+  else echo "FAIL: quantize_model --method $flags: not llama-quantize's $preset layout"; failures=$((failures + 1)); fi
+  report=$(scripts/llama_cpp_perplexity.sh "$out/model.gguf" "$work/eval.txt" "$build" 2>&1 || true)
+  llama=$(echo "$report" | sed -n 's/^llama.cpp.*, \([0-9.]*\) bits per token.*/\1/p')
+  transformers=$(echo "$report" | sed -n 's/^transformers.*: \([0-9.]*\) bits per token.*/\1/p')
+  if python3 -c "import sys; a, b = float('$llama'), float('$transformers'); sys.exit(abs(a - b) / b > 1e-3)" 2> /dev/null; then
+    echo "ok:   llama.cpp runs gsq's $preset mix: $llama bits per token, transformers $transformers"
+  else
+    echo "$report"; echo "FAIL: llama.cpp '$llama' and transformers '$transformers' on gsq's $preset mix"; failures=$((failures + 1))
+  fi
+done
 [ "$failures" -eq 0 ]

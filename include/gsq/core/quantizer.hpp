@@ -68,6 +68,15 @@ struct LogitInit {
   std::uint64_t seed = 0;
 };
 
+/// Temperature and logit scale at `step` of `steps` under the Schedule shape.
+template <class Schedule, class Real>
+RelaxationPoint<Real> relaxation_point(const AnnealConfig& anneal, long step, long steps, std::uint64_t seed) {
+  const double progress = schedule_progress(step, steps);
+  return {static_cast<Real>(Schedule::at(anneal.tau_start, anneal.tau_end, progress)),
+          static_cast<Real>(Schedule::at(anneal.kappa_start, anneal.kappa_end, progress)), seed,
+          static_cast<std::uint32_t>(step)};
+}
+
 template <class Grid_ = Int<2>, class Grouping_ = GroupSize<128>, class Schedule_ = LinearAnneal,
           class Estimator_ = Relaxed, class Parametrisation_ = SymmetricScale, class Backend_ = Host<float>>
 class Quantizer {
@@ -134,12 +143,8 @@ class Quantizer {
   std::size_t size() const { return static_cast<std::size_t>(rows_ * cols_); }
   const GroupLayout& layout() const { return layout_; }
 
-  /// Temperature and logit scale at `step` of `steps` under the Schedule shape.
   static RelaxationPoint<Real> relaxation_at(const AnnealConfig& anneal, long step, long steps, std::uint64_t seed) {
-    const double progress = schedule_progress(step, steps);
-    return {static_cast<Real>(Schedule::at(anneal.tau_start, anneal.tau_end, progress)),
-            static_cast<Real>(Schedule::at(anneal.kappa_start, anneal.kappa_end, progress)), seed,
-            static_cast<std::uint32_t>(step)};
+    return relaxation_point<Schedule, Real>(anneal, step, steps, seed);
   }
 
   /// Relaxed forward pass: writes the soft weights (rows x cols, backend memory) and keeps the

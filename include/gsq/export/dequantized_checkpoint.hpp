@@ -102,8 +102,8 @@ inline void write_checkpoint(const LlamaModel& model, const std::string& source_
   for (const std::string& name : source.tensor_names()) {
     shards[static_cast<std::size_t>(detail::layer_of_tensor(name, config.layers) + 1)].push_back(name);
     const TensorInfo& info = source.info(name);
-    total_bytes += linear_of.count(name) ? 4.0 * static_cast<double>(info.shape.at(0) * info.shape.at(1))
-                                         : static_cast<double>(info.byte_size());
+    total_bytes += linear_of.count(name) || model.replaced(name) ? 4.0 * static_cast<double>(info.shape.at(0) * info.shape.at(1))
+                                                                 : static_cast<double>(info.byte_size());
   }
   // Each tensor is made when its turn comes in the file: one tensor in memory at a time.
   const auto shard_writer = [&](const std::vector<std::string>& names) {
@@ -111,14 +111,19 @@ inline void write_checkpoint(const LlamaModel& model, const std::string& source_
     for (const std::string& name : names) {
       const TensorInfo& info = source.info(name);
       const auto linear = linear_of.find(name);
+      const auto f32 = [](const Matrix<float>& weight) {  // F32: scale * code exactly
+        std::vector<std::uint8_t> bytes(4 * weight.values.size());
+        for (std::size_t i = 0; i < weight.values.size(); ++i)
+          detail::store_little_endian(detail::float_to_bits(weight.values[i]), 4, &bytes[4 * i]);
+        return bytes;
+      };
       if (linear != linear_of.end()) {
         const long layer = detail::layer_of_tensor(name, config.layers);
-        writer.add_deferred(name, Dtype::F32, info.shape, [&model, layer, linear = linear->second] {
-          const Matrix<float> weight = model.linear_weight(layer, linear);  // F32: scale * code exactly
-          std::vector<std::uint8_t> bytes(4 * weight.values.size());
-          for (std::size_t i = 0; i < weight.values.size(); ++i)
-            detail::store_little_endian(detail::float_to_bits(weight.values[i]), 4, &bytes[4 * i]);
-          return bytes;
+        writer.add_deferred(name, Dtype::F32, info.shape,
+                            [&model, f32, layer, linear = linear->second] { return f32(model.linear_weight(layer, linear)); });
+      } else if (model.replaced(name)) {  // a quantized embedding or head
+        writer.add_deferred(name, Dtype::F32, info.shape, [&model, f32, head = name == "lm_head.weight"] {
+          return f32(head ? model.head() : model.embedding());
         });
       } else {
         writer.add_deferred(name, info.dtype, info.shape, [&source, name] {

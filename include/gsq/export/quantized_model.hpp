@@ -22,6 +22,7 @@
 #include "gsq/format/quantized_tensor.hpp"
 #include "gsq/io/safetensors.hpp"
 #include "gsq/model/llama.hpp"
+#include "gsq/policy/ggml_layout.hpp"
 #include "gsq/policy/grid.hpp"
 
 namespace gsq {
@@ -33,6 +34,19 @@ inline GridSpec grid_named(const std::string& name) {
   throw Error("unknown grid '" + name + "' (gsq writes ternary, int2, int3 and int4)");
 }
 
+/// The "ggml_types" metadata of a mix's quantized.safetensors (GgmlMixFormat::metadata): each
+/// linear's ggml type by tensor name; `path` names the file in errors.
+inline std::map<std::string, GgmlType> ggml_types_from_metadata(const std::string& text, const std::string& path) {
+  const nlohmann::json parsed = nlohmann::json::parse(text, nullptr, false);
+  require(parsed.is_object(), path + ": \"ggml_types\" is not a JSON object");
+  std::map<std::string, GgmlType> types;
+  for (const auto& [name, type] : parsed.items()) {
+    require(type.is_string(), path + ": \"ggml_types\" gives " + name + " no type name");
+    types[name] = ggml_type_named(type.get<std::string>(), path + ": " + name);
+  }
+  return types;
+}
+
 struct QuantizedModel {
   std::string directory;        // config.json, tokenizer files and full-precision tensors are read here
   std::string name;             // the model's name in exports that carry one (GGUF's general.name)
@@ -41,6 +55,9 @@ struct QuantizedModel {
   Checkpoint checkpoint;        // every tensor of the model (the linears' dequantized weights too)
   std::map<std::string, QuantizedTensor> linears;  // by tensor name ("model.layers.0.mlp.up_proj.weight")
   std::map<std::string, KQuantTensor> k_quants;    // the linears of a model in K-quant formats instead
+  // llama.cpp's name of the tokenizer's pre-tokenizer (GGUF's tokenizer.ggml.pre), which programs
+  // that run the tokenizer find (gsq/text/llama_cpp_pre_tokenizer.hpp); empty: unknown
+  std::string tokenizer_pre;
 
   /// Reads `directory` (config.json and a checkpoint) and every linear layer from
   /// `quantized_path` (quantized.safetensors): their codes and scales, all on one grid and, apart
@@ -49,6 +66,31 @@ struct QuantizedModel {
     QuantizedModel model = unquantized(directory);
     const SafetensorsFile packed = SafetensorsFile::open(quantized_path);
     const auto grid_entry = packed.metadata().find("grid");
+    if (const auto mix = packed.metadata().find("ggml_types"); mix != packed.metadata().end()) {
+      const std::map<std::string, GgmlType> types = ggml_types_from_metadata(mix->second, quantized_path);
+      model.for_each_linear([&](const std::string& name, long, long) {
+        require(types.count(name), quantized_path + ": \"ggml_types\" gives linear " + name + " no type");
+      });
+      for (const auto& [name, type] : types) {  // the linears, and the embedding and head where quantized
+        require(model.checkpoint.contains(name), quantized_path + ": \"ggml_types\" names " + name + ", which the model does not hold");
+        const std::vector<std::int64_t>& shape = model.checkpoint.info(name).shape;
+        require(shape.size() == 2, name + " is not a matrix");
+        const long rows = static_cast<long>(shape[0]), cols = static_cast<long>(shape[1]);
+        with_ggml_layout(type, quantized_path + ": " + name, [&, &name = name](auto tag) {
+          using Layout = type_of<decltype(tag)>;
+          if constexpr (is_ggml_k_quant<Layout>::value) {
+            std::optional<KQuantTensor> blocks = read_k_quant_packed(packed, name, rows, cols);
+            require(blocks && blocks->format == &Layout::Layout::format(),
+                    quantized_path + ": no " + Layout::Layout::format().name + " blocks for " + name);
+            model.k_quants.emplace(name, std::move(*blocks));
+          } else {
+            model.linears.emplace(name, read_packed(packed, name, grid_spec<typename Layout::Grid>(), rows, cols,
+                                                    Layout::Grouping::group_width(static_cast<int>(cols))));
+          }
+        });
+      }
+      return model;
+    }
     model.for_each_linear([&](const std::string& name, long rows, long cols) {
       if (std::optional<KQuantTensor> blocks = read_k_quant_packed(packed, name, rows, cols)) {
         model.k_quants.emplace(name, std::move(*blocks));
@@ -63,6 +105,9 @@ struct QuantizedModel {
     });
     return model;
   }
+
+  /// The checkpoint `directory` as it is: every tensor in its stored precision.
+  static QuantizedModel full_precision(const std::string& directory) { return unquantized(directory); }
 
   /// The model checkpoint `directory` becomes once its linears are quantized on `grid` with
   /// group_width(cols) columns per scale: shapes, grid and groups, no codes. Exports check it
@@ -87,15 +132,43 @@ struct QuantizedModel {
     return model;
   }
 
+  /// The model `directory` becomes once each linear is quantized in the ggml type `types` gives
+  /// it by tensor name (a llama.cpp mix); an error names a linear its type cannot hold.
+  static QuantizedModel planned(const std::string& directory, const std::map<std::string, GgmlType>& types) {
+    QuantizedModel model = unquantized(directory);
+    model.for_each_linear([&](const std::string& name, long rows, long cols) {
+      const auto type = types.find(name);
+      require(type != types.end(), "the mix gives linear " + name + " no ggml type");
+      with_ggml_layout(type->second, name, [&](auto tag) {
+        using Layout = type_of<decltype(tag)>;
+        if constexpr (is_ggml_k_quant<Layout>::value) {
+          require_whole_super_blocks(Layout::Layout::format(), name, cols);
+          model.k_quants.emplace(name, KQuantTensor{&Layout::Layout::format(), rows, cols, {}, {}, {}, {}, {}});
+        } else {
+          const long width = Layout::Grouping::group_width(static_cast<int>(cols));
+          require(cols % width == 0, name + " has " + std::to_string(cols) + " input columns, which blocks of " +
+                                         std::to_string(width) + " do not divide: " +
+                                         ggml_type_name(static_cast<std::uint32_t>(type->second)) + " cannot hold it");
+          model.linears.emplace(name, QuantizedTensor{grid_spec<typename Layout::Grid>(), rows, cols, width, {}, {}});
+        }
+      });
+    });
+    return model;
+  }
+
   /// Why a Hugging Face export (the paper's grid format in a dense model's layout: compressed-
   /// tensors, GPTQ) cannot write this model, or empty.
   std::string hugging_face_export_missing() const {
     if (config.mixture.experts > 0 || config.latent_attention())
       return config.architecture + " is written as its dequantized checkpoint only: the exports are checked against "
                                    "their engines' loaders on dense models with q/k/v/o attention";
-    if (k_quants.empty()) return {};
-    return std::string("this model's linears are in llama.cpp's ") + k_quants.begin()->second.format->name +
-           " format, which only the gguf export holds";
+    if (!k_quants.empty())
+      return std::string("this model's linears are in llama.cpp's ") + k_quants.begin()->second.format->name +
+             " format, which only the gguf export holds";
+    for (const auto& [name, tensor] : linears)
+      if (!(tensor.grid == grid()) || (tensor.group_width != group_width() && !per_channel()))
+        return "this model's linears differ in grid or group size (a llama.cpp mix), which only the gguf export holds";
+    return {};
   }
 
   /// The quantized tensor stored under checkpoint name `name`, or null for a full-precision one.
@@ -145,7 +218,7 @@ struct QuantizedModel {
     std::filesystem::path path = std::filesystem::path(directory).lexically_normal();
     if (path.filename().empty()) path = path.parent_path();  // "out/model/"
     const std::string name = path.filename().string();
-    return {directory, name, std::move(config), std::move(parsed), Checkpoint::open(directory), {}, {}};
+    return {directory, name, std::move(config), std::move(parsed), Checkpoint::open(directory), {}, {}, {}};
   }
 };
 

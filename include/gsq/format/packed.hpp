@@ -68,14 +68,14 @@ inline void add_packed(SafetensorsWriter& writer, const std::string& name, const
 
 /// The metadata of a quantized.safetensors whose linears are K-quant blocks.
 inline std::map<std::string, std::string> k_quant_metadata() {
-  return {{"format", "llama.cpp K-quant blocks, as ggml stores them: <name>.q2_k, <name>.q3_k or <name>.q4_k (U8)"}};
+  return {{"format", "llama.cpp K-quant blocks, as ggml stores them: <name>.q2_k ... <name>.q6_k (U8)"}};
 }
 
 /// Reads tensor `name` (a `rows` x `cols` weight) written by add_packed in a K-quant format, or
 /// nothing when `file` holds no K-quant blocks under that name.
 inline std::optional<KQuantTensor> read_k_quant_packed(const SafetensorsFile& file, const std::string& name, long rows,
                                                        long cols) {
-  for (const KQuantFormat* format : {&q2_k(), &q3_k(), &q4_k()}) {
+  for (const KQuantFormat* format : k_quant_formats()) {
     const std::string blocks = name + "." + format->name;
     if (!file.contains(blocks)) continue;
     const ByteView bytes = file.raw_bytes(blocks);
@@ -90,6 +90,13 @@ using QuantizedLinear = std::variant<QuantizedTensor, KQuantTensor>;
 
 inline void add_packed(SafetensorsWriter& writer, const std::string& name, const QuantizedLinear& tensor) {
   std::visit([&](const auto& held) { add_packed(writer, name, held); }, tensor);
+}
+
+/// The weights a quantized tensor stands for, whatever its format.
+inline Matrix<float> dequantize(const QuantizedTensor& tensor) { return tensor.dequantize(); }
+inline Matrix<float> dequantize(const KQuantTensor& tensor) { return tensor.dequantize(); }
+inline Matrix<float> dequantize(const QuantizedLinear& tensor) {
+  return std::visit([](const auto& held) { return held.dequantize(); }, tensor);
 }
 
 }  // namespace gsq

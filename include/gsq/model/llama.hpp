@@ -33,6 +33,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -212,6 +213,29 @@ class LlamaModel {
     target.weight_transposed = transposed(weight);
   }
 
+  /// The token embedding and the head (vocabulary x hidden each; one tensor when tied).
+  const Matrix<float>& embedding() const { return embedding_; }
+  Matrix<float> head() const { return transposed(head_transposed_); }
+
+  /// Replaces the token embedding (`head` false) or the head (vocabulary x hidden, finite); with
+  /// tied embeddings either is both. replaced() names it from then on.
+  void set_embedding_or_head(bool head, const Matrix<float>& weight) {
+    const std::string name = head && !config_.tie_word_embeddings ? "lm_head.weight" : "model.embed_tokens.weight";
+    require(weight.rows == config_.vocab_size && weight.cols == config_.hidden_size,
+            "replacement " + name + " is " + std::to_string(weight.rows) + " x " + std::to_string(weight.cols) + ", not " +
+                std::to_string(config_.vocab_size) + " x " + std::to_string(config_.hidden_size));
+    require(detail::first_non_finite(weight.data(), weight.size()) < 0, "replacement " + name + " holds a non-finite value");
+    if (!head || config_.tie_word_embeddings) embedding_ = weight;
+    if (head || config_.tie_word_embeddings) head_transposed_ = transposed(weight);
+    replaced_.insert(name);
+  }
+
+  /// Whether tensor `name` outside the decoder layers (the embedding, the head) was replaced.
+  bool replaced(const std::string& name) const { return replaced_.count(name) > 0; }
+
+  /// The final norm of `hidden`: the head's input.
+  Matrix<float> final_normed(const HiddenStates& hidden) const { return rms_norm(hidden.values, final_norm_); }
+
   /// The hidden states of `tokens`: whole sequences of `sequence_length` tokens each.
   HiddenStates embed(const std::vector<TokenId>& tokens, long sequence_length) const {
     require(sequence_length > 0, "sequence length must be positive, got " + std::to_string(sequence_length));
@@ -276,7 +300,7 @@ class LlamaModel {
     require(hidden.values.cols == config_.hidden_size,
             "hidden states have " + std::to_string(hidden.values.cols) + " columns, not hidden size " +
                 std::to_string(config_.hidden_size));
-    const Matrix<float> normed = rms_norm(hidden.values, final_norm_);
+    const Matrix<float> normed = final_normed(hidden);
     Matrix<float> result(normed.rows, config_.vocab_size);
     Host<float>::gemm(false, normed.rows, config_.vocab_size, config_.hidden_size, 1.0f, normed.data(),
                       head_transposed_.data(), result.data());
@@ -600,6 +624,7 @@ class LlamaModel {
   Matrix<float> embedding_;        // vocabulary x hidden
   Matrix<float> head_transposed_;  // hidden x vocabulary (the embedding's transpose when tied)
   std::vector<float> final_norm_;
+  std::set<std::string> replaced_;  // the embedding or head, once set_embedding_or_head replaced it
 };
 
 }  // namespace gsq

@@ -4,13 +4,14 @@
 //   Tensor                                      its result type (one of QuantizedLinear's)
 //   Gsq                                         the quantizer GSQ trains in it
 //   Optimizer                                   the optimizer policy GSQ trains it with
-//   initial(weight, hessian, method, gptq)      RTN (for K-quants: the importance-weighted fit) or GPTQ
+//   initial(name, weight, hessian, method, gptq) RTN (for K-quants: the importance-weighted fit) or GPTQ
 //   quantizer(start, init), result(gsq, start)  GSQ's quantizer from a start, and its hard result
 //   store(tensor, name)                         the exact weights the files hold, checked
 //   read(file, name, rows, cols)                a tensor add_packed wrote to quantized.safetensors
 //   metadata(hidden_size)                       quantized.safetensors' __metadata__
 //   require_fits(name, cols)                    an error unless a linear of `cols` inputs fits the format
 //   bits_per_parameter(cols)
+//   quantizes_beyond_layers(name)               whether it also quantizes the embedding or head `name` (a mix)
 #pragma once
 
 #include <algorithm>
@@ -63,7 +64,8 @@ struct GridFormat {
   using Gsq = Quantizer<Grid, Grouping, Schedule, Estimator>;
   using Optimizer = Optimizer_;
 
-  static Tensor initial(const Matrix<float>& weight, const Matrix<float>& hessian, Method method, const GptqConfig& gptq_config) {
+  static Tensor initial(const std::string& /*name*/, const Matrix<float>& weight, const Matrix<float>& hessian, Method method,
+                        const GptqConfig& gptq_config) {
     const long width = Grouping::group_width(static_cast<int>(weight.cols));
     if (method == Method::rtn)
       return round_to_nearest(weight, grid_spec<Grid>(), width, gptq_config.scale_fit,
@@ -84,6 +86,7 @@ struct GridFormat {
   static std::map<std::string, std::string> metadata(long hidden_size) {
     return packed_metadata(grid_spec<Grid>(), Grouping::group_width(static_cast<int>(hidden_size)));
   }
+  static bool quantizes_beyond_layers(const std::string& /*name*/) { return false; }
   static double bits_per_parameter(long cols) {
     const long width = Grouping::group_width(static_cast<int>(cols));
     return QuantizedTensor{grid_spec<Grid>(), 1, width, width, {}, {}}.bits_per_parameter();
@@ -98,7 +101,8 @@ struct KQuantLinearFormat {
   using Gsq = KQuantQuantizer<Layout>;
   using Optimizer = Lion;
 
-  static Tensor initial(const Matrix<float>& weight, const Matrix<float>& hessian, Method method, const GptqConfig& gptq_config) {
+  static Tensor initial(const std::string& /*name*/, const Matrix<float>& weight, const Matrix<float>& hessian, Method method,
+                        const GptqConfig& gptq_config) {
     if (method == Method::rtn) {
       const std::vector<double> diagonal = hessian_diagonal(hessian);
       return fit_k_quant(weight, std::vector<float>(diagonal.begin(), diagonal.end()), Layout::format());
@@ -117,6 +121,7 @@ struct KQuantLinearFormat {
   }
   static std::map<std::string, std::string> metadata(long /*hidden_size*/) { return k_quant_metadata(); }
   static double bits_per_parameter(long /*cols*/) { return Layout::format().bits_per_weight(); }
+  static bool quantizes_beyond_layers(const std::string& /*name*/) { return false; }
 };
 
 }  // namespace gsq

@@ -161,6 +161,13 @@ inline std::uint64_t stream_seed(std::uint64_t seed, long stream) {
 }
 
 
+/// `linear` as a format's result type: itself, or the alternative it holds.
+template <class Tensor>
+Tensor as_tensor(const QuantizedLinear& linear) {
+  if constexpr (std::is_same<Tensor, QuantizedLinear>::value) return linear;
+  else return std::get<Tensor>(linear);
+}
+
 }  // namespace detail
 
 /// Quantizes a whole model with every linear layer in `Format` (GridFormat<Grid, Grouping> or
@@ -174,8 +181,10 @@ class SequentialQuantizer {
   /// Quantizes `model`; with a communicator of several ranks, each layer's work is spread over
   /// them (every rank runs this with the same model, settings and calibration tokens, and ends
   /// with the same model; the results do not depend on the number of ranks).
-  SequentialQuantizer(LlamaModel& model, ModelQuantizationConfig config, const Communicator& communicator = serial_communicator())
-      : model_(model), config_(std::move(config)), communicator_(&communicator) {
+  /// `format`: the format object, for formats chosen per linear at run time (GgmlMixFormat).
+  SequentialQuantizer(LlamaModel& model, ModelQuantizationConfig config, const Communicator& communicator = serial_communicator(),
+                      Format format = Format())
+      : model_(model), config_(std::move(config)), communicator_(&communicator), format_(std::move(format)) {
     config_.validate();
     if (layer_output())
       for (long layer = 0; layer < model_.config().layers; ++layer) LayerObjective::require_supported(model_.config(), layer);
@@ -287,7 +296,7 @@ class SequentialQuantizer {
                                     const ResumableOutput& output, const LayerFinished& finished = {},
                                     const TrainingProgress& progress = {}) {
     SafetensorsWriter packed;
-    for (const auto& [key, value] : Format::metadata(model_.config().hidden_size)) packed.set_metadata(key, value);
+    for (const auto& [key, value] : format_.metadata(model_.config().hidden_size)) packed.set_metadata(key, value);
     HiddenStates hidden = model_.embed(tokens, sequence_length);
     // The full-precision model's hidden states, where the layer-output objective's target runs on them.
     const bool full_precision_targets = layer_output() && config_.target_inputs == TargetInputs::full_precision;
@@ -314,8 +323,8 @@ class SequentialQuantizer {
       }
       // The layer leaves memory: from now on its linears are read from its file, as stored.
       const SafetensorsFile file = output.read(unit);
-      model_.release_layer(layer, [file](const std::string& name, long rows, long cols) {
-        Tensor tensor = Format::read(file, name, rows, cols);
+      model_.release_layer(layer, [file, format = format_](const std::string& name, long rows, long cols) {
+        Tensor tensor = format.read(file, name, rows, cols);
         return Format::store(tensor, file.path());
       });
       if (!status.resumed_from.empty()) {
@@ -326,10 +335,62 @@ class SequentialQuantizer {
       status.elapsed_seconds = seconds_since(start);
       if (finished) finished(result, status);
     }
+    quantize_beyond_layers(hidden, output, packed);
     return packed;
   }
 
+  /// The token embedding and the head as quantize_layers quantized them (where the format does:
+  /// a llama.cpp mix), each with its relative error: the head's on H of its input, the
+  /// embedding's plain (H = I).
+  const std::vector<LinearResult>& beyond_layers() const { return beyond_layers_; }
+
  private:
+  /// After the layers, the token embedding and the head where the format quantizes them, kept as
+  /// unit "beyond-layers": the head (the embedding, when tied) by GPTQ (or RTN) on H of its input,
+  /// the quantized model's final hidden states `hidden` normed; an untied embedding by RTN, its
+  /// rows being looked up rather than multiplied (no H to weigh them). GSQ does not train them.
+  void quantize_beyond_layers(const HiddenStates& hidden, const ResumableOutput& output, SafetensorsWriter& packed) {
+    const LlamaConfig& config = model_.config();
+    const std::string embedding = "model.embed_tokens.weight", head = config.tie_word_embeddings ? embedding : "lm_head.weight";
+    std::vector<std::string> names;
+    for (const std::string& name : {embedding, head})
+      if (format_.quantizes_beyond_layers(name) && std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
+    if (names.empty()) return;
+    const std::string unit = "beyond-layers";
+    const std::string fingerprint = tensors_fingerprint(model_.checkpoint(), [&](const std::string& name) {
+      return std::find(names.begin(), names.end(), name) != names.end();
+    })["hash"];
+    const Method method = config_.method == Method::gsq ? config_.gsq_init : config_.method;
+    std::vector<Matrix<float>> hessians;
+    if (!output.completed(unit)) {
+      SafetensorsWriter writer;
+      for (const std::string& name : names) {
+        const bool is_head = name == head;
+        hessians.push_back(is_head ? detail::input_hessian(model_.final_normed(hidden)) : identity(config.hidden_size));
+        const Tensor tensor = format_.initial(name, is_head ? model_.head() : model_.embedding(), hessians.back(),
+                                              is_head ? method : Method::rtn, config_.gptq);
+        add_packed(writer, name, tensor);
+      }
+      if (communicator_->rank() == 0) output.store(unit, writer, fingerprint);
+      communicator_->barrier();
+    } else {
+      output.verify(unit, fingerprint, "the embedding and head in " + model_.checkpoint().source());
+    }
+    const SafetensorsFile file = output.read(unit);
+    beyond_layers_.clear();
+    for (std::size_t i = 0; i < names.size(); ++i) {
+      const bool is_head = names[i] == head;
+      const Matrix<float> original = is_head ? model_.head() : model_.embedding();
+      Tensor tensor = format_.read(file, names[i], original.rows, original.cols);
+      const Matrix<float> stored = Format::store(tensor, names[i]);
+      LinearResult result{names[i], tensor};
+      if (!hessians.empty()) result.error = HessianObjective<>(original, hessians[i]).relative_error(stored);
+      model_.set_embedding_or_head(is_head, stored);
+      add_packed(packed, names[i], tensor);
+      beyond_layers_.push_back(std::move(result));
+    }
+  }
+
   /// The fingerprint of decoder layer `layer`'s tensors in the checkpoint: what its unit was made from.
   std::string layer_fingerprint(long layer) const {
     return tensors_fingerprint(model_.checkpoint(), "model.layers." + std::to_string(layer) + ".")["hash"];
@@ -353,7 +414,7 @@ class SequentialQuantizer {
                                                          std::to_string(linears.size()) + " linear layers");
     for (std::size_t i = 0; i < linears.size(); ++i)
       result.linears[i].tensor =
-          Format::read(file, LlamaModel::tensor_name(layer, linears[i].name), linears[i].rows, linears[i].cols);
+          format_.read(file, LlamaModel::tensor_name(layer, linears[i].name), linears[i].rows, linears[i].cols);
     return result;
   }
 
@@ -392,7 +453,7 @@ class SequentialQuantizer {
           done = record.value().template get<LayerResult>();
           for (LinearResult& linear : done.linears) {
             const LinearShape& shape = shapes.at(linear.name);
-            Tensor tensor = Format::read(file, linear.name, shape.rows, shape.cols);
+            Tensor tensor = format_.read(file, linear.name, shape.rows, shape.cols);
             model_.set_linear_weight(layer, shape.name, Format::store(tensor, linear.name));
             linear.tensor = std::move(tensor);
           }
@@ -457,7 +518,7 @@ class SequentialQuantizer {
       const auto start = Clock::now();
       group.weights[i] = model_.linear_weight(layer, linears[i]);
       if (observer_) observer_(LlamaModel::tensor_name(layer, linears[i]), group.weights[i], *hessians[i]);
-      group.starts[i] = Format::initial(group.weights[i], *hessians[i], method, config_.gptq);
+      group.starts[i] = format_.initial(LlamaModel::tensor_name(layer, linears[i]), group.weights[i], *hessians[i], method, config_.gptq);
       group.seconds[i] = seconds_since(start);
     }
     return group;
@@ -482,7 +543,7 @@ class SequentialQuantizer {
     }
     std::array<Tensor, N>& tensors = group.starts;
     if constexpr (!std::is_null_pointer_v<Joint>) {
-      const std::array<Matrix<float>, N> started = array_of<N>([&](std::size_t i) { return tensors[i].dequantize(); });
+      const std::array<Matrix<float>, N> started = array_of<N>([&](std::size_t i) { return dequantize(tensors[i]); });
       for (std::size_t i = 0; i < N; ++i) results[i].init_error = objectives[i].relative_error(started[i]);
       const double init_error = joint->relative_error(started);
       std::array<Gsq, N> quantizers = array_of<N>([&](std::size_t i) {
@@ -494,7 +555,7 @@ class SequentialQuantizer {
       }, quantizers);
       std::array<Tensor, N> trained = array_of<N>([&](std::size_t i) { return Format::result(quantizers[i], tensors[i]); });
       const std::array<Matrix<float>, N> judged = array_of<N>([&](std::size_t i) {
-        return group.stored_starts ? Format::store(trained[i], results[i].name) : trained[i].dequantize();
+        return group.stored_starts ? Format::store(trained[i], results[i].name) : dequantize(trained[i]);
       });
       if (joint->relative_error(judged) < init_error) tensors = std::move(trained);
       if (block) block->init_error = init_error;
@@ -584,7 +645,7 @@ class SequentialQuantizer {
                    const std::vector<LinearResult>& started, LayerResult& result, const TrainingProgress& progress) {
     constexpr std::size_t count = LayerObjective::linear_count;
     LinearGroup<count> group{LayerObjective::linear_names(), std::move(originals), hessians,
-                             array_of<count>([&](std::size_t i) { return std::get<Tensor>(started[i].tensor); }),
+                             array_of<count>([&](std::size_t i) { return detail::as_tensor<Tensor>(started[i].tensor); }),
                              array_of<count>([&](std::size_t i) { return started[i].seconds; }), {0, 0}, true};
     LayerObjective objective(model_, layer, inputs, targets, std::max(1L, inputs.sequences() / config_.block_batches));
     BlockResult trained{"layer", inputs.values.rows};
@@ -597,6 +658,8 @@ class SequentialQuantizer {
   ModelQuantizationConfig config_;
   const Communicator* communicator_;
   LinearObserver observer_;
+  Format format_;
+  std::vector<LinearResult> beyond_layers_;
 };
 
 }  // namespace gsq

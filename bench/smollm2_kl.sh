@@ -38,7 +38,7 @@ quantize "$source_gguf" "$base" F32
 
 printf "%-18s %12s %12s %9s %12s %10s %10s\n" file "llama.cpp KL" "gsq, its sum" relative "gsq, exact" "llama top" "gsq top"
 compare() {  # compare GGUF: both tools' KL divergence from the reference on it
-  read -r llama_kl llama_top <<< "$(scripts/llama_cpp_kl.sh "$1" "$work/base.kld" "$build")"
+  read -r llama_kl llama_top _ <<< "$(scripts/llama_cpp_kl.sh "$1" "$work/base.kld" "$build")"
   "$build/evaluate_model" --model "$1" --reference "$model" --eval "$work/tokens.u32" --second-half --quiet --json "$work/kl.json" > /dev/null
   python3 - "$work/kl.json" "$(basename "$1")" "$llama_kl" "$llama_top" <<'PY'
 import json, sys

@@ -96,8 +96,8 @@ Options parse_options(int argc, char** argv) {
                                      "K-quant: q2_k, q3_k, q4_k, q5_k or q6_k (2.625, 3.4375, 4.5, 5.5, 6.5625 bits per "
                                      "weight; rows whole super-blocks of 256). In llama-quantize's upper case, its preset "
                                      "for this model, each linear in the type llama-quantize gives it: Q2_K, Q3_K_S, Q3_K_M, "
-                                     "Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, Q8_0, Q4_0, Q5_0 (as with an importance "
-                                     "matrix; docs/k_quants.md). rtn is the importance-weighted fit (K-quants) or the "
+                                     "Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, Q8_0, Q4_0, Q5_0, Q2_0 (as with an "
+                                     "importance matrix; docs/k_quants.md). rtn is the importance-weighted fit (K-quants) or the "
                                      "weighted scale search, gptq GPTQ in each type, gsq trains the codes under GPTQ's scales; "
                                      "--export gguf writes each linear in its type")
       ("like", po::value(&options.like), "instead of --bits/--group/--format, the layout of an existing GGUF of this model "

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # llama-perplexity --kl-divergence of MODEL.gguf against a base pass saved in BASE.kld (its
-# --kl-divergence-base file, which holds the text's tokens): prints llama.cpp's mean KL divergence
-# and same-top rate (%), one line, "KL TOP". llama-perplexity is built by scripts/build_llama_cpp.sh.
+# --kl-divergence-base file, which holds the text's tokens): prints llama.cpp's mean KL divergence,
+# same-top rate (%) and the model's perplexity, one line, "KL TOP PPL". llama-perplexity is built by scripts/build_llama_cpp.sh.
 # Its last log lines, these among them, can be lost although it exits 0 (llama.cpp's logger thread
 # is not joined at exit; scripts/llama_cpp_perplexity.sh says more): that loss, and only that, is
 # retried, up to 8 runs.
@@ -19,4 +19,5 @@ for attempt in 1 2 3 4 5 6 7 8; do
   grep -q "^Same top p" "$log" && break
 done
 grep -q "^Same top p" "$log" || { tail -20 "$log"; echo "llama-perplexity --kl-divergence printed no summary in 8 runs" >&2; exit 1; }
-echo "$(sed -n 's/^Mean    KLD: *\([0-9.e-]*\).*/\1/p' "$log") $(sed -n 's/^Same top p: *\([0-9.]*\).*/\1/p' "$log")"
+echo "$(sed -n 's/^Mean    KLD: *\([0-9.e-]*\).*/\1/p' "$log") $(sed -n 's/^Same top p: *\([0-9.]*\).*/\1/p' "$log")" \
+     "$(sed -n 's/^Mean PPL(Q) *: *\([0-9.]*\).*/\1/p' "$log")"

@@ -75,7 +75,7 @@ TEST_CASE("presets by llama-quantize's names; unknown names refused, naming the 
   CHECK(gsq::llama_quantize_preset("Q4_K_M") == gsq::LlamaQuantizePreset::Q4_K_M);
   CHECK(gsq::llama_quantize_preset_info(gsq::llama_quantize_preset("Q3_K_S")).ftype == 11);
   CHECK(gsq::llama_quantize_preset_info(gsq::llama_quantize_preset("Q8_0")).base == GgmlType::Q8_0);
-  CHECK(gsq::llama_quantize_presets().size() == 14);
+  CHECK(gsq::llama_quantize_presets().size() == 15);
   CHECK_THROWS_WITH(gsq::llama_quantize_preset("Q4_K_X"), Contains("unknown llama-quantize preset \"Q4_K_X\"") &&
                                                                  Contains("Q2_K") && Contains("Q5_K_M") && Contains("Q5_1"));
   CHECK_THROWS_WITH(gsq::llama_quantize_preset("q4_k_m"), Contains("unknown llama-quantize preset"));
@@ -136,6 +136,7 @@ TEST_CASE("the other presets: attn_v, ffn_down, attn_output, output and token_em
       {"Q4_1", "Q4_1 Q4_1 Q4_1 Q4_1 Q4_1 Q4_1 Q4_1 Q4_1", "Q4_1 Q4_1 Q4_1 Q4_1 Q4_1 Q4_1 Q4_1 Q4_1", T::Q4_1, T::Q4_1, T::Q6_K, T::Q4_1},
       {"Q5_0", "Q5_0 Q5_0 Q5_0 Q5_0 Q5_0 Q5_0 Q5_0 Q5_0", "Q5_0 Q5_0 Q5_0 Q5_0 Q5_0 Q5_0 Q5_0 Q5_0", T::Q5_0, T::Q5_0, T::Q6_K, T::Q5_0},
       {"Q5_1", "Q5_1 Q5_1 Q5_1 Q5_1 Q5_1 Q5_1 Q5_1 Q5_1", "Q5_1 Q5_1 Q5_1 Q5_1 Q5_1 Q5_1 Q5_1 Q5_1", T::Q5_1, T::Q5_1, T::Q6_K, T::Q5_1},
+      {"Q2_0", "Q2_0 Q2_0 Q2_0 Q2_0 Q2_0 Q2_0 Q2_0 Q2_0", "Q2_0 Q2_0 Q2_0 Q2_0 Q2_0 Q2_0 Q2_0 Q2_0", T::Q2_0, T::Q2_0, T::Q6_K, T::Q4_K},
   };
   for (const Row& row : rows) {
     INFO(row.preset);
@@ -186,6 +187,11 @@ TEST_CASE("rows of 576 (SmolLM2): K types fall back to blocks of 32, tied embedd
   CHECK(mix("Q6_K", smollm2, tensors).at("blk.3.attn_q.weight") == GgmlType::Q8_0);
   CHECK(mix("Q5_K_S", smollm2, tensors).at("blk.3.attn_q.weight") == GgmlType::Q5_1);
   CHECK(mix("Q2_K", smollm2, tensors).at("blk.3.attn_q.weight") == GgmlType::Q4_0);
+  // Q2_0 (blocks of 64) holds 576-column rows: every linear 2-bit, the tied embedding Q6_K -> Q8_0
+  const auto q20 = mix("Q2_0", smollm2, tensors);
+  CHECK(q20.at("blk.3.attn_q.weight") == GgmlType::Q2_0);
+  CHECK(q20.at("blk.3.ffn_down.weight") == GgmlType::Q2_0);
+  CHECK(q20.at("token_embd.weight") == GgmlType::Q8_0);
   // rows of 48 are not whole blocks of 32 either: F16
   const auto narrow = mix("Q4_K_M", {"qwen2", 2, 0, 4, 2}, llama_tensors(2, 48, 96, 24, 89, true));
   CHECK(narrow.at("token_embd.weight") == GgmlType::F16);

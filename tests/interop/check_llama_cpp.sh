@@ -103,7 +103,7 @@ f32_gguf "$work/bits4group128/model.gguf" "$model" "$base"
 "$perplexity" -m "$base" -f "$text" --ctx-size 256 --batch-size 256 -t "$(nproc)" --kl-divergence-base "$work/base.kld" > "$work/base.log" 2>&1 ||
   { tail -20 "$work/base.log"; echo "FAIL: llama-perplexity --kl-divergence-base"; exit 1; }
 compare_kl() {  # compare_kl GGUF RELATIVE_TOLERANCE TOP_POINTS
-  read -r llama_kl llama_top <<< "$(scripts/llama_cpp_kl.sh "$1" "$work/base.kld" "$build" || true)"
+  read -r llama_kl llama_top _ <<< "$(scripts/llama_cpp_kl.sh "$1" "$work/base.kld" "$build" || true)"
   "$build/evaluate_model" --model "$1" --reference "$base" --eval "$text" --byte-tokens --second-half --quiet \
       --json "$work/kl.json" > /dev/null
   read -r gsq_kl gsq_top <<< "$(python3 -c "import json, sys; c = json.load(open(sys.argv[1]))['comparison']; \

@@ -30,7 +30,7 @@
 namespace gsq {
 
 /// llama-quantize's presets gsq maps (llama.cpp's llama_ftype values in the table below).
-enum class LlamaQuantizePreset { Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K };
+enum class LlamaQuantizePreset { Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, Q2_0 };
 
 /// A preset: llama-quantize's name for it, its llama_ftype number (the file's general.file_type)
 /// and the type of every tensor no rule moves (llama_ftype_get_default_type).
@@ -49,7 +49,7 @@ inline const std::vector<LlamaQuantizePresetInfo>& llama_quantize_presets() {
       {P::Q5_1, "Q5_1", 9, T::Q5_1},       {P::Q8_0, "Q8_0", 7, T::Q8_0},       {P::Q2_K, "Q2_K", 10, T::Q2_K},
       {P::Q3_K_S, "Q3_K_S", 11, T::Q3_K},  {P::Q3_K_M, "Q3_K_M", 12, T::Q3_K},  {P::Q3_K_L, "Q3_K_L", 13, T::Q3_K},
       {P::Q4_K_S, "Q4_K_S", 14, T::Q4_K},  {P::Q4_K_M, "Q4_K_M", 15, T::Q4_K},  {P::Q5_K_S, "Q5_K_S", 16, T::Q5_K},
-      {P::Q5_K_M, "Q5_K_M", 17, T::Q5_K},  {P::Q6_K, "Q6_K", 18, T::Q6_K}};
+      {P::Q5_K_M, "Q5_K_M", 17, T::Q5_K},  {P::Q6_K, "Q6_K", 18, T::Q6_K},      {P::Q2_0, "Q2_0", 41, T::Q2_0}};
   return presets;
 }
 
@@ -240,7 +240,7 @@ inline std::vector<GgmlType> llama_quantize_types(LlamaQuantizePreset preset, co
       if (falcon || tensor.ne[0] % block(base) != 0) return T::Q8_0;
       return base == T::Q8_0 ? T::Q8_0 : T::Q6_K;
     }
-    if (role == R::TokenEmbedding) return type;
+    if (role == R::TokenEmbedding) return preset == P::Q2_0 ? T::Q4_K : type;
     if (detail::llama_value_role(role)) {  // (a fused attn_qkv is taken here, never by the attn_qkv rule after it)
       if (preset == P::Q2_K) type = n_gqa >= 4 ? T::Q4_K : T::Q3_K;
       else if (preset == P::Q3_K_M) type = i_value < 2 ? T::Q5_K : T::Q4_K;
@@ -292,7 +292,7 @@ inline std::vector<GgmlType> llama_quantize_types(LlamaQuantizePreset preset, co
     if (columns % block(type) == 0) return type;
     T smaller = type;
     switch (type) {
-      case T::Q2_K: case T::Q3_K: case T::TQ1_0: case T::TQ2_0: smaller = T::Q4_0; break;
+      case T::Q2_0: case T::Q2_K: case T::Q3_K: case T::TQ1_0: case T::TQ2_0: smaller = T::Q4_0; break;
       case T::Q4_K: smaller = T::Q5_0; break;
       case T::Q5_K: smaller = T::Q5_1; break;
       case T::Q6_K: smaller = T::Q8_0; break;

@@ -361,31 +361,35 @@ class SequentialQuantizer {
       return std::find(names.begin(), names.end(), name) != names.end();
     })["hash"];
     const Method method = config_.method == Method::gsq ? config_.gsq_init : config_.method;
-    std::vector<Matrix<float>> hessians;
     if (!output.completed(unit)) {
       SafetensorsWriter writer;
+      nlohmann::json errors = nlohmann::json::object();  // kept with the unit: a resumed run reports the same
       for (const std::string& name : names) {
         const bool is_head = name == head;
-        hessians.push_back(is_head ? detail::input_hessian(model_.final_normed(hidden)) : identity(config.hidden_size));
-        const Tensor tensor = format_.initial(name, is_head ? model_.head() : model_.embedding(), hessians.back(),
-                                              is_head ? method : Method::rtn, config_.gptq);
+        const Matrix<float> hessian = is_head ? detail::input_hessian(model_.final_normed(hidden)) : identity(config.hidden_size);
+        const Matrix<float> original = is_head ? model_.head() : model_.embedding();
+        Tensor tensor = format_.initial(name, original, hessian, is_head ? method : Method::rtn, config_.gptq);
         add_packed(writer, name, tensor);
+        errors[name] = HessianObjective<>(original, hessian).relative_error(Format::store(tensor, name));
       }
+      writer.set_metadata("errors", errors.dump());
       if (communicator_->rank() == 0) output.store(unit, writer, fingerprint);
       communicator_->barrier();
     } else {
       output.verify(unit, fingerprint, "the embedding and head in " + model_.checkpoint().source());
     }
     const SafetensorsFile file = output.read(unit);
+    const auto errors = file.metadata().find("errors");
+    require(errors != file.metadata().end(), file.path() + ": no \"errors\" metadata (not a completed " + unit + " unit)");
+    const nlohmann::json error_of = nlohmann::json::parse(errors->second);
     beyond_layers_.clear();
     for (std::size_t i = 0; i < names.size(); ++i) {
       const bool is_head = names[i] == head;
       const Matrix<float> original = is_head ? model_.head() : model_.embedding();
       Tensor tensor = format_.read(file, names[i], original.rows, original.cols);
-      const Matrix<float> stored = Format::store(tensor, names[i]);
       LinearResult result{names[i], tensor};
-      if (!hessians.empty()) result.error = HessianObjective<>(original, hessians[i]).relative_error(stored);
-      model_.set_embedding_or_head(is_head, stored);
+      result.error = error_of.at(names[i]).get<double>();
+      model_.set_embedding_or_head(is_head, Format::store(tensor, names[i]));
       add_packed(packed, names[i], tensor);
       beyond_layers_.push_back(std::move(result));
     }

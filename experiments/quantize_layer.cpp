@@ -194,8 +194,7 @@ std::optional<Options> parse_options(int argc, char** argv) {
        ("input columns sharing one scale: " + alternatives<GroupingChoice>() + " (0 = per-channel)").c_str())
       ("format", po::value(&k_quant)->value_name("NAME"),
        "instead of --bits/--group, llama.cpp's K-quant layout q2_k, q3_k, q4_k, q5_k or q6_k (2.625, 3.4375, 4.5, 5.5, "
-       "6.5625 bits per "
-       "weight; rows whole super-blocks of 256): rtn is the importance-weighted (diag H) fit, gptq GPTQ fitting each "
+       "6.5625 bits per weight; rows whole super-blocks of 256), or its blocks of 32 with a min, q4_1 or q5_1 (5, 6): rtn is the importance-weighted (diag H) fit, gptq GPTQ fitting each "
        "super-block as its sweep enters it, gsq learns codes and sub-block scales (and mins) under the stored "
        "rounding of the scales");
   po::options_description methods("Methods");

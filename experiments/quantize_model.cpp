@@ -94,9 +94,10 @@ Options parse_options(int argc, char** argv) {
       ("group", po::value<std::string>()->default_value("128"), "input columns per scale: 64, 128, 256, or per-channel (0)")
       ("format", po::value(&format), "instead of --bits/--group, a llama.cpp format. In lower case, every linear in one "
                                      "K-quant: q2_k, q3_k, q4_k, q5_k or q6_k (2.625, 3.4375, 4.5, 5.5, 6.5625 bits per "
-                                     "weight; rows whole super-blocks of 256). In llama-quantize's upper case, its preset "
+                                     "weight; rows whole super-blocks of 256), or q4_1, q5_1 (5, 6; blocks of 32 with an "
+                                     "fp16 scale and min). In llama-quantize's upper case, its preset "
                                      "for this model, each linear in the type llama-quantize gives it: Q2_K, Q3_K_S, Q3_K_M, "
-                                     "Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, Q8_0, Q4_0, Q5_0, Q2_0 (as with an "
+                                     "Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_0 (as with an "
                                      "importance matrix; docs/k_quants.md). rtn is the importance-weighted fit (K-quants) or the "
                                      "weighted scale search, gptq GPTQ in each type, gsq trains the codes under GPTQ's scales; "
                                      "--export gguf writes each linear in its type")

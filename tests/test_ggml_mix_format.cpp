@@ -88,8 +88,10 @@ TEST_CASE("a mix quantizes each linear in its own type, trains them jointly, and
   const ScratchDirectory scratch;
   const auto type_of = [](const std::string& linear) {
     if (linear == "self_attn.v_proj") return GgmlType::Q8_0;
-    if (linear == "self_attn.o_proj" || linear == "mlp.down_proj") return GgmlType::Q5_0;
-    if (linear == "mlp.gate_proj" || linear == "mlp.up_proj") return GgmlType::Q4_0;
+    if (linear == "self_attn.o_proj") return GgmlType::Q5_0;
+    if (linear == "mlp.down_proj") return GgmlType::Q5_1;  // rows of 160: blocks of 32 with a min
+    if (linear == "mlp.up_proj") return GgmlType::Q4_1;
+    if (linear == "mlp.gate_proj") return GgmlType::Q4_0;
     return GgmlType::Q2_0;  // q and k: rows of 64
   };
   const gsq::GgmlMixFormat mix(mix_of(type_of));
@@ -114,8 +116,8 @@ TEST_CASE("a mix quantizes each linear in its own type, trains them jointly, and
 }
 
 TEST_CASE("a mix refuses types gsq does not write and linears a type cannot hold, by name", "[mix]") {
-  CHECK_THROWS_WITH(gsq::GgmlMixFormat(mix_of([](const std::string&) { return GgmlType::Q4_1; })),
-                    Catch::Contains("model.layers.0.mlp.down_proj.weight: gsq does not quantize into ggml type Q4_1"));
+  CHECK_THROWS_WITH(gsq::GgmlMixFormat(mix_of([](const std::string&) { return GgmlType::TQ1_0; })),
+                    Catch::Contains("model.layers.0.mlp.down_proj.weight: gsq does not quantize into ggml type TQ1_0"));
   const gsq::GgmlMixFormat two_bit(mix_of([](const std::string&) { return GgmlType::Q2_0; }));
   CHECK_NOTHROW(two_bit.require_fits("model.layers.0.self_attn.q_proj.weight", 64));
   CHECK_THROWS_WITH(two_bit.require_fits("model.layers.0.self_attn.o_proj.weight", 96),

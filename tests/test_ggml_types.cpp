@@ -99,15 +99,30 @@ TEST_CASE("the Q5_0 and Q8_0 blocks gsq writes read back as the weights they enc
   }
 }
 
-TEST_CASE("the Q5_K and Q6_K blocks gsq writes dequantize as ggml computes them") {
-  // ggml_types.hpp decodes Q5_K and Q6_K by its own reading of ggml, not through k_quant.hpp.
+TEST_CASE("the K-quant, Q4_1 and Q5_1 blocks gsq writes dequantize as ggml computes them") {
+  // ggml_types.hpp decodes them by its own reading of ggml, not through k_quant.hpp.
   std::mt19937 random(4);
-  for (const gsq::KQuantFormat* format : {&gsq::q5_k(), &gsq::q6_k()}) {
+  for (const gsq::KQuantFormat* format : gsq::k_quant_formats()) {
     INFO(format->name);
     const gsq::KQuantTensor tensor = gsq::testing::random_k_quant(*format, 2, 512, random, 0.01f);
     const std::vector<std::uint8_t> bytes = gsq::encode_k_quant(tensor);
     const auto type = static_cast<gsq::GgmlType>(format->ggml_type);
     const std::vector<float> values = gsq::dequantize_ggml(type, bytes.data(), 1024, "k");
     CHECK(values == tensor.dequantize().values);
+  }
+}
+
+TEST_CASE("gsq's K-quant, Q4_1 and Q5_1 codecs read gguf-py's blocks as gguf-py does and write back the same bytes") {
+  const gsq::SafetensorsFile vectors = gsq::SafetensorsFile::open(GSQ_SOURCE_DIR "/tests/data/ggml_blocks.safetensors");
+  for (const gsq::KQuantFormat* format : gsq::k_quant_formats()) {
+    const std::string name = gsq::ggml_type_name(format->ggml_type);
+    INFO(name);
+    const gsq::ByteView view = vectors.raw_bytes(name + ".bytes");
+    const std::vector<std::uint8_t> bytes(view.data, view.data + view.size);
+    const std::vector<float> expected = vectors.float_values(name + ".values");
+    const long cols = 256;  // 8 blocks: one row of 256 for Q4_1 and Q5_1, 8 rows for the K-quants
+    const gsq::KQuantTensor tensor = gsq::decode_k_quant(bytes, *format, static_cast<long>(expected.size()) / cols, cols, name);
+    CHECK(tensor.dequantize().values == expected);
+    CHECK(gsq::encode_k_quant(tensor) == bytes);
   }
 }

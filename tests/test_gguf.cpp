@@ -21,36 +21,13 @@
 #include <gsq/policy/grid.hpp>
 
 #include "program_runner.hpp"
+#include "random_k_quant.hpp"
 #include "random_matrix.hpp"
 #include "skip.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
-
-/// A K-quant tensor with random codes everywhere in the format's ranges (the first sub-blocks'
-/// scale codes at the ends of theirs) and fp16 factors.
-gsq::KQuantTensor random_k_quant(const gsq::KQuantFormat& format, long rows, long cols, unsigned seed) {
-  std::mt19937 random(seed);
-  const auto uniform = [&](int low, int high) {
-    return static_cast<std::int8_t>(std::uniform_int_distribution<int>(low, high)(random));
-  };
-  gsq::KQuantTensor tensor{&format, rows, cols, {}, {}, {}, {}, {}};
-  const long subs = rows * cols / format.sub_block, supers = rows * cols / 256;
-  for (long i = 0; i < rows * cols; ++i) tensor.codes.push_back(uniform(format.min_code, format.max_code));
-  for (long i = 0; i < subs; ++i) {
-    const int random_code = uniform(format.min_scale_code(), format.max_scale_code());
-    const int code = i == 0 ? format.min_scale_code() : i == 1 ? format.max_scale_code() : random_code;
-    tensor.scale_codes.push_back(static_cast<std::int8_t>(code));
-    if (format.has_min) tensor.min_codes.push_back(uniform(format.min_scale_code(), format.max_scale_code()));
-  }
-  for (long i = 0; i < supers; ++i) {
-    tensor.d.push_back(gsq::half_bits_to_float(gsq::float_to_half_bits(0.001f * static_cast<float>(i + 1))));
-    if (format.has_min) tensor.dmin.push_back(gsq::half_bits_to_float(gsq::float_to_half_bits(0.0007f * static_cast<float>(i + 2))));
-  }
-  return tensor;
-}
-
 
 /// A quantized tensor whose scales are already fp16 values (as gsq stores them).
 template <class Grid>
@@ -218,9 +195,10 @@ TEST_CASE("gguf-py, llama.cpp's reader, reads gsq's GGUF: metadata and every ten
   save_npy(expected / "blk.0.attn_k.weight.npy", int5.dequantize());
   writer.add_tensor("blk.0.attn_v.weight", {2, 192}, gsq::GgmlType::Q8_0, gsq::encode_q8_0(int8));
   save_npy(expected / "blk.0.attn_v.weight.npy", int8.dequantize());
-  // K-quants: random codes over each format's whole range, extremes included.
+  // K-quants (and Q4_1, Q5_1): random codes over each format's whole range, extremes included.
+  std::mt19937 random(10);
   for (const gsq::KQuantFormat* format : gsq::k_quant_formats()) {
-    const gsq::KQuantTensor tensor = random_k_quant(*format, 3, 512, 10);
+    const gsq::KQuantTensor tensor = gsq::testing::random_k_quant(*format, 3, 512, random, 0.01f);
     const std::string name = std::string("blk.1.") + format->name + ".weight";
     writer.add_tensor(name, {3, 512}, static_cast<gsq::GgmlType>(format->ggml_type), gsq::encode_k_quant(tensor));
     save_npy(expected / (name + ".npy"), tensor.dequantize());

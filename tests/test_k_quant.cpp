@@ -38,6 +38,10 @@ TEST_CASE("K-quant formats: sizes and bits per weight are ggml's", "[k_quant]") 
   CHECK(gsq::q4_k().bits_per_weight() == 4.5);
   CHECK(gsq::q5_k().bits_per_weight() == 5.5);
   CHECK(gsq::q6_k().bits_per_weight() == 6.5625);
+  CHECK(gsq::q4_1().bits_per_weight() == 5.0);
+  CHECK(gsq::q5_1().bits_per_weight() == 6.0);
+  CHECK(gsq::q4_1().min_scale_code() == 1);
+  CHECK(gsq::q5_1().max_scale_code() == 1);
   CHECK(gsq::q3_k().min_scale_code() == -32);
   CHECK(gsq::q4_k().max_scale_code() == 63);
   CHECK(gsq::q5_k().max_scale_code() == 63);
@@ -47,14 +51,15 @@ TEST_CASE("K-quant formats: sizes and bits per weight are ggml's", "[k_quant]") 
 
 TEST_CASE("K-quant formats by name, and llama-quantize's fallback for rows that are not whole super-blocks", "[k_quant]") {
   for (const gsq::KQuantFormat* format : gsq::k_quant_formats()) CHECK(&gsq::k_quant_format_named(format->name) == format);
-  CHECK(gsq::k_quant_formats().size() == 5);
-  CHECK_THROWS_WITH(gsq::k_quant_format_named("q8_k"), Catch::Contains("'q8_k'") && Catch::Contains("q5_k and q6_k"));
+  CHECK(gsq::k_quant_formats().size() == 7);
+  CHECK_THROWS_WITH(gsq::k_quant_format_named("q8_k"), Catch::Contains("'q8_k'") && Catch::Contains("q4_1 and q5_1"));
   // llama.cpp's tensor_type_fallback (src/llama-quant.cpp).
   CHECK(gsq::q2_k().fallback == std::string("Q4_0"));
   CHECK(gsq::q3_k().fallback == std::string("Q4_0"));
   CHECK(gsq::q4_k().fallback == std::string("Q5_0"));
   CHECK(gsq::q5_k().fallback == std::string("Q5_1"));
   CHECK(gsq::q6_k().fallback == std::string("Q8_0"));
+  CHECK(gsq::q5_1().fallback == std::string("F16"));
   CHECK_THROWS_WITH(gsq::require_whole_super_blocks(gsq::q6_k(), "blk.0.ffn_down", 320), Catch::Contains("falls back to Q8_0"));
 }
 
@@ -172,6 +177,30 @@ TEST_CASE("Q6_K: low nibbles in ql, top two bits in qh, both by quarter of each 
   CHECK(weight.values[255] == 0.5f * 127 * -32);
 }
 
+TEST_CASE("Q4_1 and Q5_1: d, m = -dmin, (Q5_1: 32 fifth bits,) weights j and j + 16 in byte j's nibbles", "[k_quant]") {
+  for (const gsq::KQuantFormat* format : {&gsq::q4_1(), &gsq::q5_1()}) {
+    INFO(format->name);
+    const bool five_bits = format == &gsq::q5_1();
+    gsq::KQuantTensor tensor{format, 1, 32, iota(32, 0), {1}, {1}, {0.5f}, {0.25f}};
+    if (!five_bits)
+      for (std::int8_t& code : tensor.codes) code = static_cast<std::int8_t>(code % 16);
+    const std::vector<std::uint8_t> bytes = gsq::encode_k_quant(tensor);
+    REQUIRE(bytes.size() == (five_bits ? 24u : 20u));
+    CHECK(bytes[1] == 0x38);  // d = 0.5
+    CHECK(bytes[3] == 0xB4);  // m = -0.25 = fp16 0xB400
+    const std::size_t qs = five_bits ? 8 : 4;
+    CHECK(bytes[qs + 1] == 0x11);  // weights 1 and 17
+    CHECK(bytes[qs + 15] == 0xFF);
+    if (five_bits) {
+      CHECK((bytes[4] | bytes[5]) == 0);  // weights 0-15 below 16
+      CHECK((bytes[6] & bytes[7]) == 0xFF);
+    }
+    CHECK(tensor.dequantize().values[17] == 0.5f * (five_bits ? 17 : 1) - 0.25f);
+    tensor.scale_codes[0] = 0;  // the block has no scale code: it is d itself
+    CHECK_THROWS_WITH(tensor.validate(), Catch::Contains("must be 1"));
+  }
+}
+
 TEST_CASE("K-quant tensors refuse what their format cannot store", "[k_quant]") {
   gsq::KQuantTensor tensor = block(gsq::q4_k(), 0, iota(8, 0), iota(8, 0), 1.0f, 1.0f);
   tensor.codes[3] = 16;
@@ -197,7 +226,8 @@ TEST_CASE("K-quant tensors refuse what their format cannot store", "[k_quant]") 
 
 TEST_CASE("K-quant blocks decode to exactly the tensor they encode; a wrong size or a broken factor is refused", "[k_quant]") {
   std::mt19937 random(11);
-  const std::map<std::string, std::size_t> d_offsets = {{"q2_k", 80}, {"q3_k", 108}, {"q4_k", 0}, {"q5_k", 0}, {"q6_k", 208}};
+  const std::map<std::string, std::size_t> d_offsets = {{"q2_k", 80}, {"q3_k", 108}, {"q4_k", 0}, {"q5_k", 0},
+                                                        {"q6_k", 208}, {"q4_1", 0}, {"q5_1", 0}};
   for (const gsq::KQuantFormat* format : gsq::k_quant_formats()) {
     INFO(format->name);
     const gsq::KQuantTensor tensor = gsq::testing::random_k_quant(*format, 3, 512, random, 2.0f);
@@ -211,7 +241,7 @@ TEST_CASE("K-quant blocks decode to exactly the tensor they encode; a wrong size
 
     CHECK_THROWS_WITH(gsq::decode_k_quant(std::vector<std::uint8_t>(bytes.begin(), bytes.end() - 1), *format, 3, 512, "blocks"),
                       Catch::Contains("blocks: " + std::to_string(bytes.size() - 1) + " bytes"));
-    CHECK_THROWS_WITH(gsq::decode_k_quant(bytes, *format, 3, 384, "blocks"), Catch::Contains("not 384"));
+    CHECK_THROWS_WITH(gsq::decode_k_quant(bytes, *format, 3, 496, "blocks"), Catch::Contains("not 496"));
     std::vector<std::uint8_t> broken = bytes;  // d of the first super-block: an fp16 infinity
     const std::size_t d_offset = d_offsets.at(format->name);
     broken[d_offset] = 0x00, broken[d_offset + 1] = 0x7c;

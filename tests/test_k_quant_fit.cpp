@@ -86,19 +86,24 @@ TEST_CASE("the K-quant fit beats plain min/max rounding, and stores what it fitt
     const gsq::Matrix<float> stored = fitted.dequantize();
     const double fit_error = weighted_error(stored, weight, {}), plain = weighted_error(plain_rounding(weight, *format), weight, {});
     CHECK(fit_error < 0.9 * plain);  // the fit searches; the plain rounding does not
-    CHECK(gsq::encode_k_quant(fitted).size() == static_cast<std::size_t>(16 * 2 * format->block_bytes));
+    CHECK(gsq::encode_k_quant(fitted).size() == static_cast<std::size_t>(16 * 512 / format->super_block * format->block_bytes));
   }
   // More bits, less error.
   const double q2 = weighted_error(gsq::fit_k_quant(weight, {}, gsq::q2_k()).dequantize(), weight, {}),
                q3 = weighted_error(gsq::fit_k_quant(weight, {}, gsq::q3_k()).dequantize(), weight, {}),
                q4 = weighted_error(gsq::fit_k_quant(weight, {}, gsq::q4_k()).dequantize(), weight, {}),
                q5 = weighted_error(gsq::fit_k_quant(weight, {}, gsq::q5_k()).dequantize(), weight, {}),
-               q6 = weighted_error(gsq::fit_k_quant(weight, {}, gsq::q6_k()).dequantize(), weight, {});
-  INFO("q2_k " << q2 << ", q3_k " << q3 << ", q4_k " << q4 << ", q5_k " << q5 << ", q6_k " << q6);
+               q6 = weighted_error(gsq::fit_k_quant(weight, {}, gsq::q6_k()).dequantize(), weight, {}),
+               q4_1 = weighted_error(gsq::fit_k_quant(weight, {}, gsq::q4_1()).dequantize(), weight, {}),
+               q5_1 = weighted_error(gsq::fit_k_quant(weight, {}, gsq::q5_1()).dequantize(), weight, {});
+  INFO("q2_k " << q2 << ", q3_k " << q3 << ", q4_k " << q4 << ", q5_k " << q5 << ", q6_k " << q6 << ", q4_1 " << q4_1
+               << ", q5_1 " << q5_1);
   CHECK(q3 < 0.5 * q2);
   CHECK(q4 < 0.5 * q3);
   CHECK(q5 < 0.5 * q4);
   CHECK(q6 < 0.5 * q5);
+  CHECK(q4_1 < 0.5 * q3);  // four bits and fp16 scale and min per 32
+  CHECK(q5_1 < 0.5 * q4_1);
 }
 
 TEST_CASE("importance moves the K-quant fit's error away from the columns that matter", "[k_quant][fit]") {
@@ -118,7 +123,8 @@ TEST_CASE("importance moves the K-quant fit's error away from the columns that m
 }
 
 TEST_CASE("the K-quant fit refuses what it cannot fit", "[k_quant][fit]") {
-  CHECK_THROWS_WITH(gsq::fit_k_quant(gsq::testing::gaussian_matrix(2, 128, 1), {}, gsq::q4_k()), Catch::Contains("super-blocks of 256"));
+  CHECK_THROWS_WITH(gsq::fit_k_quant(gsq::testing::gaussian_matrix(2, 128, 1), {}, gsq::q4_k()), Catch::Contains("blocks of 256"));
+  CHECK_THROWS_WITH(gsq::fit_k_quant(gsq::testing::gaussian_matrix(2, 48, 1), {}, gsq::q4_1()), Catch::Contains("blocks of 32"));
   CHECK_THROWS_WITH(gsq::fit_k_quant(gsq::testing::gaussian_matrix(2, 256, 1), std::vector<float>(3, 1.0f), gsq::q4_k()),
                     Catch::Contains("one value per input column"));
   gsq::Matrix<float> bad = gsq::testing::gaussian_matrix(1, 256, 1);

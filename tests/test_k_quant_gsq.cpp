@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <random>
+#include <string>
 #include <vector>
 
 #include <gsq/backend/host.hpp>
@@ -74,11 +75,20 @@ TEST_CASE("GPTQ in a K-quant format: each format of more bits holds the layer wi
   gsq::HessianObjective<> objective = gsq::HessianObjective<>::from_inputs(layer.weight, layer.inputs);
   const gsq::Matrix<float> hessian = objective.hessian();
   std::vector<double> errors;
-  for (const gsq::KQuantFormat* format : gsq::k_quant_formats())
+  std::string report;
+  for (const gsq::KQuantFormat* format : {&gsq::q2_k(), &gsq::q3_k(), &gsq::q4_k(), &gsq::q5_k(), &gsq::q6_k()}) {
     errors.push_back(objective.relative_error(gsq::gptq_k_quant(layer.weight, hessian, *format).dequantize()));
-  INFO("q2_k " << errors[0] << ", q3_k " << errors[1] << ", q4_k " << errors[2] << ", q5_k " << errors[3] << ", q6_k "
-                << errors[4]);
+    report += std::string(format->name) + " " + std::to_string(errors.back()) + " ";
+  }
+  INFO(report);
   for (std::size_t i = 1; i < errors.size(); ++i) CHECK(errors[i] < 0.5 * errors[i - 1]);
+  // The legacy blocks with a min: an fp16 scale and min per 32 against Q4_K's and Q5_K's coded ones.
+  const double q4_1 = objective.relative_error(gsq::gptq_k_quant(layer.weight, hessian, gsq::q4_1()).dequantize()),
+               q5_1 = objective.relative_error(gsq::gptq_k_quant(layer.weight, hessian, gsq::q5_1()).dequantize());
+  INFO("q4_1 " << q4_1 << " q5_1 " << q5_1);
+  CHECK(q4_1 < errors[2]);
+  CHECK(q5_1 < errors[3]);
+  CHECK(q5_1 < 0.5 * q4_1);
 }
 
 TEST_CASE("GPTQ in a K-quant format refuses rows that are not whole super-blocks", "[k_quant][gptq]") {
@@ -196,11 +206,13 @@ TEST_CASE("the coded parametrisations: code gradients match finite differences, 
   SECTION("q4_k") { check_gradients<gsq::Q4K>(); }
   SECTION("q5_k") { check_gradients<gsq::Q5K>(); }
   SECTION("q6_k") { check_gradients<gsq::Q6K>(); }
+  SECTION("q4_1") { check_gradients<gsq::Q41>(); }
+  SECTION("q5_1") { check_gradients<gsq::Q51>(); }
 }
 
 TEST_CASE("the coded forward pass at one-hot codes is the K-quant tensor ggml dequantizes", "[k_quant][parametrisation]") {
   const gsq::KQuantTensor start = gsq::fit_k_quant(gsq::testing::gaussian_matrix(2, 256, 9), {}, gsq::q2_k());
-  gsq::Quantizer<gsq::Unsigned<2>, gsq::GroupSize<16>, gsq::LinearAnneal, gsq::Deterministic, gsq::CodedScaleAndMin<15>>
+  gsq::Quantizer<gsq::Unsigned<2>, gsq::GroupSize<16>, gsq::LinearAnneal, gsq::Deterministic, gsq::CodedScaleAndMin<0, 15>>
       quantizer(start.rows, start.cols, start.codes, gsq::detail::coded_parameters(start));
   for (std::size_t e = 0; e < start.codes.size(); ++e)  // each weight's logits: its code far ahead
     for (int k = 0; k < 4; ++k) quantizer.logits()[gsq::CandidateTiles<4>::index(k, e)] = k == start.codes[e] ? 1.0f : -1.0f;

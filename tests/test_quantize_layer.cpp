@@ -348,7 +348,7 @@ TEST_CASE("quantize_layer: --format runs the fit, GPTQ and GSQ in a K-quant layo
     CHECK(record.at("bpp").get<double>() == format->bits_per_weight());
     const gsq::SafetensorsFile saved = gsq::SafetensorsFile::open(saved_path);
     CHECK(saved.metadata().at("ggml_type") == std::to_string(format->ggml_type));
-    CHECK(saved.info("weight.blocks").shape == std::vector<std::int64_t>{16L * 2 * format->block_bytes});
+    CHECK(saved.info("weight.blocks").shape == std::vector<std::int64_t>{16L * 512 / format->super_block * format->block_bytes});
     const gsq::SafetensorsFile layer = gsq::SafetensorsFile::open(layer_path);
     gsq::HessianObjective<> objective(layer.matrix("W"), layer.matrix("H"));
     CHECK(objective.relative_error(saved.matrix("weight")) == Approx(record.at("rel_error").get<double>()).epsilon(1e-12));
@@ -423,10 +423,10 @@ TEST_CASE("quantize_layer: bad settings exit with status 2 and a message naming 
                         Case{input + "--weight W --hessian H_lopsided", {"--hessian H_lopsided", "not symmetric"}},
                         Case{input + "--weight W --inputs X_broken", {"--inputs X_broken", "non-finite", "row 3"}},
                         Case{input + "--weight W --hessian H_small --rows 8", {"--rows", "--input"}},
-                        Case{"--format q8_k", {"--format", "'q8_k'", "q2_k, q3_k, q4_k, q5_k and q6_k"}},
+                        Case{"--format q8_k", {"--format", "'q8_k'", "q2_k, q3_k, q4_k, q5_k, q6_k, q4_1 and q5_1"}},
                         Case{"--format ''", {"--format", "''"}},
                         Case{"--format q2_k --bits 3", {"--format replaces --bits and --group"}},
-                        Case{"--rows 16 --cols 300 --tokens 64 --threads 1 --format q4_k", {"q4_k", "super-blocks of 256", "300 columns"}}}) {
+                        Case{"--rows 16 --cols 300 --tokens 64 --threads 1 --format q4_k", {"q4_k", "blocks of 256", "300 columns"}}}) {
     const Outcome outcome = run_quantize_layer(c.flags);
     INFO(c.flags << "\nstderr: " << outcome.err);
     CHECK(outcome.status == 2);

@@ -159,7 +159,7 @@ TEST_CASE("quantize_model --format: K-quant blocks that rebuild the checkpoint, 
                               log.string() + " 2>&1";
   const int status = std::system(command.c_str());
   CHECK(WEXITSTATUS(status) == 2);
-  CHECK(slurp(log).find("64 input columns, not whole super-blocks of 256") != std::string::npos);
+  CHECK(slurp(log).find("64 input columns, not whole blocks of 256") != std::string::npos);
   CHECK(slurp(log).find("falls back to Q5_0") != std::string::npos);
   CHECK_FALSE(fs::exists(refused));
   fs::remove_all(whole);

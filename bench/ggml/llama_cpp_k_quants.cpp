@@ -85,7 +85,7 @@ ggml_type ggml_type_of(const gsq::KQuantFormat& format) {
   const auto type = static_cast<ggml_type>(format.ggml_type);
   // gsq packs blocks of the sizes ggml reads, or its bytes are not ggml's blocks.
   const ggml_type_traits* traits = ggml_get_type_traits(type);
-  gsq::require(traits->blck_size == gsq::KQuantFormat::super_block &&
+  gsq::require(traits->blck_size == format.super_block &&
                    traits->type_size == static_cast<std::size_t>(format.block_bytes),
                std::string(format.name) + ": ggml's " + traits->type_name + " blocks are not gsq's");
   return type;
@@ -121,7 +121,7 @@ struct Record {
 std::vector<Record> measure_layer(const std::string& path, const Options& options) {
   const gsq::SafetensorsFile file = gsq::SafetensorsFile::open(path);
   const gsq::Matrix<float> weight = file.matrix("W");
-  gsq::require(weight.cols % gsq::KQuantFormat::super_block == 0,
+  gsq::require(weight.cols % 256 == 0,  // whole blocks of every format
                path + ": W has " + std::to_string(weight.cols) + " columns, not whole super-blocks of 256");
   gsq::HessianObjective<> objective = [&]() -> gsq::HessianObjective<> {
     try {

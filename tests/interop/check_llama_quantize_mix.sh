@@ -6,8 +6,8 @@
 # file (PRESET.types), and the Catch2 case "[interop]" of build/tests/test_gguf_mix compares them,
 # tensor by tensor, with gsq's map of the F32 source (and with gsq::GgufFile's reading), printing
 # each mismatch by name. Then quantize_model writes the bundled model as llama-quantize's Q4_K_M
-# (--format) and as its Q2_K file (--like): the same tensors, types and bytes, and llama.cpp runs
-# them. About two minutes on 2 cores.
+# (--format), its Q2_K file (--like), its Q4_1 and Q5_1: the same tensors, types and bytes, and
+# llama.cpp runs them. About two minutes on 2 cores.
 # Usage: tests/interop/check_llama_quantize_mix.sh BUILD_DIR   (exit 77: the interop readers or the
 # test program are missing)
 set -euo pipefail
@@ -108,12 +108,13 @@ for path in sorted(pathlib.Path(sys.argv[1]).glob("*/*.gguf")):
 EOF
 GSQ_LLAMA_QUANTIZE_DIR="$work" "$build/tests/test_gguf_mix" "[interop]" || failures=$((failures + 1))
 
-# gsq's own mixed files of data/llama-bytes-3m: quantize_model --format Q4_K_M (GPTQ) and --like
-# llama-quantize's Q2_K file (RTN) must give every tensor the type and the bytes of llama-quantize's
+# gsq's own mixed files of data/llama-bytes-3m: quantize_model --format Q4_K_M (GPTQ), --like
+# llama-quantize's Q2_K file (RTN), --format Q4_1 (GPTQ) and Q5_1 (RTN) must give every tensor the type and the bytes of llama-quantize's
 # file (gguf-py reads both), and llama-perplexity must score gsq's file as transformers does (1e-3).
 model=data/llama-bytes-3m
 head -c 32768 "$model/eval.txt" > "$work/eval.txt"
-for run in "gptq --format Q4_K_M:Q4_K_M" "rtn --like $work/llama-bytes-3m/Q2_K.gguf:Q2_K"; do
+for run in "gptq --format Q4_K_M:Q4_K_M" "rtn --like $work/llama-bytes-3m/Q2_K.gguf:Q2_K" "gptq --format Q4_1:Q4_1" \
+           "rtn --format Q5_1:Q5_1"; do
   flags=${run%:*} preset=${run##*:} out="$work/gsq-${run##*:}"
   # shellcheck disable=SC2086  # the flags of the run
   "$build/quantize_model" --model "$model" --byte-tokens --calib "$model/calib.txt" --calib-tokens 4096 --method $flags \

@@ -11,6 +11,12 @@
 // d sc and d sc q are exact in float (at most 11 + 7 + 5 significant bits: Q6_K's extremes -128
 // and -32 are powers of two), so the one rounding of d sc q - dmin m is the same whether a reader
 // fuses the multiply-add or not.
+//
+// llama.cpp's legacy blocks with a min are the degenerate case, held here so that every method in
+// a K-quant format runs in them unchanged: a super-block of one block of 32, whose scale and min
+// codes are always 1 under the block's fp16 d and dmin (ggml's m is -dmin):
+//   Q4_1   1 block of 32, no codes (scale and min are d, dmin) w = d q - dmin, q in 0..15   20 bytes
+//   Q5_1   1 block of 32, no codes                          w = d q - dmin, q in 0..31   24 bytes
 #pragma once
 
 #include <algorithm>
@@ -30,24 +36,24 @@ struct KQuantFormat {
   std::uint32_t ggml_type;  // ggml's type number
   int sub_block;            // weights per sub-block
   int min_code, max_code;   // the stored weight codes q
-  int scale_bits;           // bits of a sub-block's scale (and min) code
+  int scale_bits;           // bits of a sub-block's scale (and min) code; 0: no code, always 1
   bool has_min;             // weight = d sc q - dmin m, or d sc q
   bool signed_scales;       // scale codes are -2^(bits-1) .. 2^(bits-1) - 1 (Q3_K, Q6_K)
   int block_bytes;          // bytes per super-block of 256
   const char* fallback;     // what llama-quantize writes instead for rows that are not whole super-blocks
+  long super_block = 256;   // weights per super-block (one ggml block)
 
-  static constexpr long super_block = 256;
   int sub_blocks() const { return static_cast<int>(super_block / sub_block); }
-  double bits_per_weight() const { return 8.0 * block_bytes / super_block; }
-  int min_scale_code() const { return signed_scales ? -(1 << (scale_bits - 1)) : 0; }
-  int max_scale_code() const { return signed_scales ? (1 << (scale_bits - 1)) - 1 : (1 << scale_bits) - 1; }
+  double bits_per_weight() const { return 8.0 * block_bytes / static_cast<double>(super_block); }
+  int min_scale_code() const { return scale_bits == 0 ? 1 : signed_scales ? -(1 << (scale_bits - 1)) : 0; }
+  int max_scale_code() const { return scale_bits == 0 ? 1 : signed_scales ? (1 << (scale_bits - 1)) - 1 : (1 << scale_bits) - 1; }
 };
 
 /// An error unless linear `name`'s rows of `cols` weights are whole super-blocks of `format`.
 inline void require_whole_super_blocks(const KQuantFormat& format, const std::string& name, long cols) {
-  require(cols % KQuantFormat::super_block == 0,
-          name + " has " + std::to_string(cols) + " input columns, not whole super-blocks of 256: " + format.name +
-              " cannot hold it (llama-quantize falls back to " + format.fallback + " for such a tensor)");
+  require(cols % format.super_block == 0,
+          name + " has " + std::to_string(cols) + " input columns, not whole blocks of " + std::to_string(format.super_block) +
+              ": " + format.name + " cannot hold it (llama-quantize falls back to " + format.fallback + " for such a tensor)");
 }
 
 inline const KQuantFormat& q2_k() {
@@ -70,18 +76,27 @@ inline const KQuantFormat& q6_k() {
   static const KQuantFormat format{"q6_k", 14, 16, -32, 31, 8, false, true, 210, "Q8_0"};
   return format;
 }
+/// A row that is not whole blocks of 32 is F16 in llama-quantize's file.
+inline const KQuantFormat& q4_1() {
+  static const KQuantFormat format{"q4_1", 3, 32, 0, 15, 0, true, false, 20, "F16", 32};
+  return format;
+}
+inline const KQuantFormat& q5_1() {
+  static const KQuantFormat format{"q5_1", 7, 32, 0, 31, 0, true, false, 24, "F16", 32};
+  return format;
+}
 
-/// Every K-quant format gsq writes, fewest bits first.
+/// Every K-quant format gsq writes (and the legacy blocks with a min), fewest bits first.
 inline const std::vector<const KQuantFormat*>& k_quant_formats() {
-  static const std::vector<const KQuantFormat*> formats = {&q2_k(), &q3_k(), &q4_k(), &q5_k(), &q6_k()};
+  static const std::vector<const KQuantFormat*> formats = {&q2_k(), &q3_k(), &q4_k(), &q4_1(), &q5_k(), &q5_1(), &q6_k()};
   return formats;
 }
 
-/// The format named `name` (q2_k ... q6_k).
+/// The format named `name` (q2_k ... q6_k, q4_1, q5_1).
 inline const KQuantFormat& k_quant_format_named(const std::string& name) {
   for (const KQuantFormat* format : k_quant_formats())
     if (name == format->name) return *format;
-  throw Error("unknown K-quant format '" + name + "' (gsq writes q2_k, q3_k, q4_k, q5_k and q6_k)");
+  throw Error("unknown K-quant format '" + name + "' (gsq writes q2_k, q3_k, q4_k, q5_k, q6_k, q4_1 and q5_1)");
 }
 
 /// A matrix in a K-quant format: per weight its code, per sub-block its scale (and min) code,
@@ -92,16 +107,17 @@ struct KQuantTensor {
   std::vector<std::int8_t> codes;         // rows x cols, format.min_code .. max_code
   std::vector<std::int8_t> scale_codes;   // rows x cols / sub_block
   std::vector<std::int8_t> min_codes;     // rows x cols / sub_block (formats with a min), else empty
-  std::vector<float> d, dmin;             // rows x cols / 256, fp16 values (dmin empty without a min)
+  std::vector<float> d, dmin;             // rows x cols / super_block, fp16 values (dmin empty without a min)
 
-  long super_blocks() const { return rows * cols / KQuantFormat::super_block; }
+  long super_blocks() const { return rows * cols / format->super_block; }
 
   /// Throws unless the sizes, the code ranges and the fp16 factors are those of the format.
   void validate() const {
     require(format != nullptr, "a K-quant tensor needs a format");
     const std::string what = std::string(format->name) + " tensor: ";
-    require(rows > 0 && cols > 0 && cols % KQuantFormat::super_block == 0,
-            what + "rows must be whole super-blocks of 256 weights, not " + std::to_string(cols) + " columns");
+    require(rows > 0 && cols > 0 && cols % format->super_block == 0,
+            what + "rows must be whole super-blocks of " + std::to_string(format->super_block) + " weights, not " +
+                std::to_string(cols) + " columns");
     const std::size_t weights = static_cast<std::size_t>(rows * cols);
     const std::size_t subs = weights / static_cast<std::size_t>(format->sub_block), supers = static_cast<std::size_t>(super_blocks());
     require(codes.size() == weights && scale_codes.size() == subs && d.size() == supers &&
@@ -114,7 +130,8 @@ struct KQuantTensor {
     require(within(codes, format->min_code, format->max_code), what + "a weight code is outside the format's range");
     require(within(scale_codes, format->min_scale_code(), format->max_scale_code()) &&
                 within(min_codes, format->min_scale_code(), format->max_scale_code()),
-            what + "a sub-block code is outside " + std::to_string(format->scale_bits) + " bits");
+            what + "a sub-block code is outside " + std::to_string(format->scale_bits) + " bits" +
+                (format->scale_bits == 0 ? " (it must be 1)" : ""));
     const auto fp16 = [](float value) { return std::isfinite(value) && half_bits_to_float(float_to_half_bits(value)) == value; };
     require(std::all_of(d.begin(), d.end(), fp16) && std::all_of(dmin.begin(), dmin.end(), fp16),
             what + "the super-block factors must be fp16 values");
@@ -142,7 +159,7 @@ inline void store_half(float value, std::uint8_t* out) { store_little_endian(flo
 /// Q2_K: scales[16] (scale code | min code << 4), qs[64], d, dmin. Within each half of 128
 /// weights, byte l of its 32 holds weights l, l + 32, l + 64, l + 96 at bits 0, 2, 4, 6.
 inline void encode_q2_k_block(const KQuantTensor& t, long super, std::uint8_t* block) {
-  const std::size_t first = static_cast<std::size_t>(super * KQuantFormat::super_block), sub0 = first / 16;
+  const std::size_t first = static_cast<std::size_t>(super * 256), sub0 = first / 16;
   for (int s = 0; s < 16; ++s)
     block[s] = static_cast<std::uint8_t>(t.scale_codes[sub0 + s] | t.min_codes[sub0 + s] << 4);
   for (int e = 0; e < 256; ++e)
@@ -156,7 +173,7 @@ inline void encode_q2_k_block(const KQuantTensor& t, long super, std::uint8_t* b
 /// weight 128 h + 32 j + l). Scale code s + 32 (6 bits): its low nibble in byte s % 8 (high
 /// nibble for s >= 8), its top two bits in byte 8 + s % 4 at bit 2 (s / 4).
 inline void encode_q3_k_block(const KQuantTensor& t, long super, std::uint8_t* block) {
-  const std::size_t first = static_cast<std::size_t>(super * KQuantFormat::super_block), sub0 = first / 16;
+  const std::size_t first = static_cast<std::size_t>(super * 256), sub0 = first / 16;
   for (int e = 0; e < 256; ++e) {
     const int code = t.codes[first + e], half = e / 128, lane = e % 128 / 32, l = e % 32;
     block[32 + 32 * half + l] |= static_cast<std::uint8_t>((code & 3) << (2 * lane));
@@ -192,7 +209,7 @@ inline void pack_scales_and_mins(const KQuantTensor& t, std::size_t sub0, std::u
 /// 2p and 2p + 1 share bytes 32 p .. 32 p + 31 of qs (low and high nibbles); Q5_K's fifth bit of
 /// weight e is bit e / 32 of qh[e % 32].
 inline void encode_q4_k_or_q5_k_block(const KQuantTensor& t, long super, std::uint8_t* block) {
-  const std::size_t first = static_cast<std::size_t>(super * KQuantFormat::super_block), sub0 = first / 32;
+  const std::size_t first = static_cast<std::size_t>(super * 256), sub0 = first / 32;
   const bool five_bits = t.format->max_code > 15;
   store_half(t.d[static_cast<std::size_t>(super)], block);
   store_half(t.dmin[static_cast<std::size_t>(super)], block + 2);
@@ -209,7 +226,7 @@ inline void encode_q4_k_or_q5_k_block(const KQuantTensor& t, long super, std::ui
 /// half of 128 weights, weight 32 r + l puts its low nibble in byte l + 32 (r % 2) of the half's
 /// 64 ql bytes (the high nibble for r >= 2) and its top two bits at bit 2 r of the half's qh[l].
 inline void encode_q6_k_block(const KQuantTensor& t, long super, std::uint8_t* block) {
-  const std::size_t first = static_cast<std::size_t>(super * KQuantFormat::super_block), sub0 = first / 16;
+  const std::size_t first = static_cast<std::size_t>(super * 256), sub0 = first / 16;
   for (int e = 0; e < 256; ++e) {
     const int value = t.codes[first + e] + 32, half = e / 128, quarter = e % 128 / 32, l = e % 32;
     block[64 * half + l + 32 * (quarter % 2)] |= static_cast<std::uint8_t>((value & 15) << (4 * (quarter / 2)));
@@ -223,7 +240,7 @@ inline float load_half(const std::uint8_t* in) { return half_bits_to_float(load_
 
 /// The inverses of the encoders above: super-block `super` of `t` from its block.
 inline void decode_q2_k_block(const std::uint8_t* block, long super, KQuantTensor& t) {
-  const std::size_t first = static_cast<std::size_t>(super * KQuantFormat::super_block), sub0 = first / 16;
+  const std::size_t first = static_cast<std::size_t>(super * 256), sub0 = first / 16;
   for (int s = 0; s < 16; ++s) {
     t.scale_codes[sub0 + s] = static_cast<std::int8_t>(block[s] & 15);
     t.min_codes[sub0 + s] = static_cast<std::int8_t>(block[s] >> 4);
@@ -235,7 +252,7 @@ inline void decode_q2_k_block(const std::uint8_t* block, long super, KQuantTenso
 }
 
 inline void decode_q3_k_block(const std::uint8_t* block, long super, KQuantTensor& t) {
-  const std::size_t first = static_cast<std::size_t>(super * KQuantFormat::super_block), sub0 = first / 16;
+  const std::size_t first = static_cast<std::size_t>(super * 256), sub0 = first / 16;
   for (int e = 0; e < 256; ++e) {
     const int half = e / 128, lane = e % 128 / 32, l = e % 32;
     const int low = block[32 + 32 * half + l] >> (2 * lane) & 3, high = block[l] >> (4 * half + lane) & 1;
@@ -257,7 +274,7 @@ inline void unpack_scales_and_mins(const std::uint8_t* scales, std::size_t sub0,
 }
 
 inline void decode_q4_k_or_q5_k_block(const std::uint8_t* block, long super, KQuantTensor& t) {
-  const std::size_t first = static_cast<std::size_t>(super * KQuantFormat::super_block), sub0 = first / 32;
+  const std::size_t first = static_cast<std::size_t>(super * 256), sub0 = first / 32;
   const bool five_bits = t.format->max_code > 15;
   t.d[static_cast<std::size_t>(super)] = load_half(block);
   t.dmin[static_cast<std::size_t>(super)] = load_half(block + 2);
@@ -270,7 +287,7 @@ inline void decode_q4_k_or_q5_k_block(const std::uint8_t* block, long super, KQu
 }
 
 inline void decode_q6_k_block(const std::uint8_t* block, long super, KQuantTensor& t) {
-  const std::size_t first = static_cast<std::size_t>(super * KQuantFormat::super_block), sub0 = first / 16;
+  const std::size_t first = static_cast<std::size_t>(super * 256), sub0 = first / 16;
   for (int e = 0; e < 256; ++e) {
     const int half = e / 128, quarter = e % 128 / 32, l = e % 32;
     const int low = block[64 * half + l + 32 * (quarter % 2)] >> (4 * (quarter / 2)) & 15;
@@ -279,6 +296,34 @@ inline void decode_q6_k_block(const std::uint8_t* block, long super, KQuantTenso
   }
   for (int s = 0; s < 16; ++s) t.scale_codes[sub0 + s] = static_cast<std::int8_t>(block[192 + s]);
   t.d[static_cast<std::size_t>(super)] = load_half(block + 208);
+}
+
+/// Q4_1: d, m, qs[16]; Q5_1: d, m, qh[4], qs[16]. Weights j and j + 16 share byte j's low and high
+/// nibble; Q5_1's fifth bit of weight j is bit j of qh (little-endian). m = -dmin.
+inline void encode_q4_1_or_q5_1_block(const KQuantTensor& t, long block_index, std::uint8_t* block) {
+  const std::size_t first = static_cast<std::size_t>(block_index * 32), index = static_cast<std::size_t>(block_index);
+  const bool five_bits = t.format->max_code > 15;
+  store_half(t.d[index], block);
+  store_half(-t.dmin[index], block + 2);
+  std::uint8_t *qh = block + 4, *qs = block + (five_bits ? 8 : 4);
+  for (int e = 0; e < 32; ++e) {
+    const int code = t.codes[first + e];
+    qs[e % 16] |= static_cast<std::uint8_t>((code & 15) << (4 * (e / 16)));
+    if (five_bits) qh[e / 8] |= static_cast<std::uint8_t>((code >> 4) << (e % 8));
+  }
+}
+
+inline void decode_q4_1_or_q5_1_block(const std::uint8_t* block, long block_index, KQuantTensor& t) {
+  const std::size_t first = static_cast<std::size_t>(block_index * 32), index = static_cast<std::size_t>(block_index);
+  const bool five_bits = t.format->max_code > 15;
+  t.d[index] = load_half(block);
+  t.dmin[index] = -load_half(block + 2);
+  t.scale_codes[index] = 1, t.min_codes[index] = 1;
+  const std::uint8_t *qh = block + 4, *qs = block + (five_bits ? 8 : 4);
+  for (int e = 0; e < 32; ++e) {
+    const int low = qs[e % 16] >> (4 * (e / 16)) & 15, high = five_bits ? qh[e / 8] >> (e % 8) & 1 : 0;
+    t.codes[first + e] = static_cast<std::int8_t>(low | high << 4);
+  }
 }
 
 /// A format's block encoder and its inverse.
@@ -294,6 +339,8 @@ inline KQuantBlockCodec block_codec(const KQuantFormat& format) {
     case 12:
     case 13: return {encode_q4_k_or_q5_k_block, decode_q4_k_or_q5_k_block};
     case 14: return {encode_q6_k_block, decode_q6_k_block};
+    case 3:
+    case 7: return {encode_q4_1_or_q5_1_block, decode_q4_1_or_q5_1_block};
     default: throw Error(std::string("no ggml block layout for the K-quant format ") + format.name);
   }
 }
@@ -302,7 +349,7 @@ inline KQuantBlockCodec block_codec(const KQuantFormat& format) {
 
 /// A `rows` x `cols` tensor in `format` with nothing filled in yet.
 inline KQuantTensor empty_k_quant(long rows, long cols, const KQuantFormat& format) {
-  const std::size_t supers = static_cast<std::size_t>(rows * cols / KQuantFormat::super_block);
+  const std::size_t supers = static_cast<std::size_t>(rows * cols / format.super_block);
   const std::size_t subs = supers * static_cast<std::size_t>(format.sub_blocks());
   return {&format,
           rows,
@@ -317,8 +364,9 @@ inline KQuantTensor empty_k_quant(long rows, long cols, const KQuantFormat& form
 /// The `rows` x `cols` tensor in `format` whose ggml blocks are `bytes`; `what` names them in errors.
 inline KQuantTensor decode_k_quant(const std::vector<std::uint8_t>& bytes, const KQuantFormat& format, long rows, long cols,
                                    const std::string& what) {
-  require(rows > 0 && cols > 0 && cols % KQuantFormat::super_block == 0,
-          what + ": a " + std::string(format.name) + " matrix has rows of whole super-blocks of 256, not " + std::to_string(cols));
+  require(rows > 0 && cols > 0 && cols % format.super_block == 0,
+          what + ": a " + std::string(format.name) + " matrix has rows of whole blocks of " + std::to_string(format.super_block) +
+              ", not " + std::to_string(cols));
   KQuantTensor tensor = empty_k_quant(rows, cols, format);
   require(bytes.size() == static_cast<std::size_t>(tensor.super_blocks() * format.block_bytes),
           what + ": " + std::to_string(bytes.size()) + " bytes, but a " + std::to_string(rows) + " x " + std::to_string(cols) +

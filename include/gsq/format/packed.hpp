@@ -68,7 +68,7 @@ inline void add_packed(SafetensorsWriter& writer, const std::string& name, const
 
 /// The metadata of a quantized.safetensors whose linears are K-quant blocks.
 inline std::map<std::string, std::string> k_quant_metadata() {
-  return {{"format", "llama.cpp K-quant blocks, as ggml stores them: <name>.q2_k ... <name>.q6_k (U8)"}};
+  return {{"format", "llama.cpp K-quant blocks, as ggml stores them: <name>.q2_k ... <name>.q6_k, <name>.q4_1, <name>.q5_1 (U8)"}};
 }
 
 /// Reads tensor `name` (a `rows` x `cols` weight) written by add_packed in a K-quant format, or

@@ -167,8 +167,8 @@ inline std::pair<float, float> super_block_factors(const std::vector<float>& sca
 
 /// Step 3 for super-block `super` of `out` under the factors d and dmin: each sub-block's scale
 /// and min rounded to codes (then moved by one step either way where that lowers its error), and
-/// the codes of the weights `x` (the super-block's 256) rounded under them; the importances
-/// `importance` (256 values) weight the error.
+/// the codes of the weights `x` (the super-block's) rounded under them; the importances
+/// `importance` (one per weight) weight the error.
 inline void round_super_block(const float* x, const float* importance, const std::vector<float>& scales,
                                 const std::vector<float>& mins, float d, float dmin, long super, KQuantTensor& out) {
   const KQuantFormat& format = *out.format;
@@ -178,8 +178,11 @@ inline void round_super_block(const float* x, const float* importance, const std
   for (int sub = 0; sub < subs; ++sub) {
     const float* xs = x + sub * n;
     const float* ws = importance + sub * n;
-    int scale_code = d == 0 ? 0 : round_code(scales[sub] / d, format.min_scale_code(), format.max_scale_code());
-    int min_code = dmin == 0 ? 0 : round_code(mins[sub] / dmin, format.min_scale_code(), format.max_scale_code());
+    const auto code_of = [&](float value, float factor) {
+      return round_code(factor == 0 ? 0.0f : value / factor, format.min_scale_code(), format.max_scale_code());
+    };
+    int scale_code = code_of(scales[sub], d);
+    int min_code = code_of(mins[sub], dmin);
     const auto error_of = [&](int sc, int mc) {
       return sub_block_error(xs, ws, n, format, d * static_cast<float>(sc), dmin * static_cast<float>(mc));
     };
@@ -199,12 +202,12 @@ inline void round_super_block(const float* x, const float* importance, const std
     if (format.has_min) out.min_codes[index] = static_cast<std::int8_t>(min_code);
     const float scale = d * static_cast<float>(scale_code), min = dmin * static_cast<float>(min_code);
     for (int i = 0; i < n; ++i)
-      out.codes[static_cast<std::size_t>(super * KQuantFormat::super_block + sub * n + i)] = static_cast<std::int8_t>(
+      out.codes[static_cast<std::size_t>(super * format.super_block + sub * n + i)] = static_cast<std::int8_t>(
           scale == 0 ? 0 : round_code((xs[i] + min) / scale, format.min_code, format.max_code));
   }
 }
 
-/// Steps 1-3 for super-block `super` of `out`: its 256 weights `x` with their importances.
+/// Steps 1-3 for super-block `super` of `out`: its weights `x` with their importances.
 inline void fit_super_block(const float* x, const float* importance, long super, KQuantTensor& out) {
   const KQuantFormat& format = *out.format;
   const int n = format.sub_block, subs = format.sub_blocks();
@@ -220,9 +223,9 @@ inline void fit_super_block(const float* x, const float* importance, long super,
 /// Throws unless `weight` can be stored in `format` with one importance per column (or none).
 inline void require_k_quant_shape(const Matrix<float>& weight, const std::vector<float>& importance,
                                   const KQuantFormat& format) {
-  require(weight.cols > 0 && weight.cols % KQuantFormat::super_block == 0,
-          std::string(format.name) + " stores rows in super-blocks of 256 weights; this matrix has " +
-              std::to_string(weight.cols) + " columns");
+  require(weight.cols > 0 && weight.cols % format.super_block == 0,
+          std::string(format.name) + " stores rows in blocks of " + std::to_string(format.super_block) +
+              " weights; this matrix has " + std::to_string(weight.cols) + " columns");
   require(importance.empty() || static_cast<long>(importance.size()) == weight.cols,
           "the importance must have one value per input column");
   for (float value : weight.values) require(std::isfinite(value), "the weight to fit holds a non-finite value");
@@ -231,17 +234,17 @@ inline void require_k_quant_shape(const Matrix<float>& weight, const std::vector
 
 }  // namespace detail
 
-/// Fits `weight` (rows x cols, cols a multiple of 256) in `format`, weighting the squared
-/// error of column c by importance[c] (diag H; empty: all 1).
+/// Fits `weight` (rows x cols, cols a multiple of the super-block) in `format`, weighting the
+/// squared error of column c by importance[c] (diag H; empty: all 1).
 inline KQuantTensor fit_k_quant(const Matrix<float>& weight, const std::vector<float>& importance, const KQuantFormat& format) {
   detail::require_k_quant_shape(weight, importance, format);
   KQuantTensor out = empty_k_quant(weight.rows, weight.cols, format);
-  const std::vector<float> ones(static_cast<std::size_t>(KQuantFormat::super_block), 1.0f);
+  const std::vector<float> ones(static_cast<std::size_t>(format.super_block), 1.0f);
   // Super-blocks are fitted independently: the result does not depend on the thread count.
 #pragma omp parallel for schedule(dynamic, 16)
   for (long super = 0; super < out.super_blocks(); ++super) {
-    const long first_col = super * KQuantFormat::super_block % weight.cols;
-    detail::fit_super_block(weight.values.data() + super * KQuantFormat::super_block,
+    const long first_col = super * format.super_block % weight.cols;
+    detail::fit_super_block(weight.values.data() + super * format.super_block,
                             importance.empty() ? ones.data() : importance.data() + first_col, super, out);
   }
   out.validate();

@@ -6,8 +6,8 @@
 //   gsq::GgmlMixFormat mix({{"model.layers.0.self_attn.v_proj.weight", gsq::GgmlType::Q6_K}, ...});
 //   gsq::SequentialQuantizer<gsq::GgmlMixFormat> quantizer(model, config, communicator, mix);
 //
-// Each ggml type is held by one of the fixed formats (gsq/policy/ggml_layout.hpp: the K-quants
-// as KQuantLinearFormat, the legacy symmetric types as the grid format with blocks of 32 or 64),
+// Each ggml type is held by one of the fixed formats (gsq/policy/ggml_layout.hpp: the K-quants,
+// Q4_1 and Q5_1 as KQuantLinearFormat, the legacy symmetric types as the grid format with blocks of 32 or 64),
 // so RTN, GPTQ and GSQ run in it exactly as in a pure file; GSQ trains a unit's linears jointly
 // whatever their types, through AnyQuantizer (gsq/core/any_quantizer.hpp). Packed, a tensor is
 // what its format writes; the metadata "ggml_types" names each tensor's type.
@@ -124,8 +124,8 @@ class GgmlMixFormat {
   std::map<std::string, std::string> metadata(long /*hidden_size*/) const {
     nlohmann::json types = nlohmann::json::object();
     for (const auto& [name, type] : types_) types[name] = ggml_type_name(static_cast<std::uint32_t>(type));
-    return {{"format", "a llama.cpp mix: each linear in the ggml type \"ggml_types\" names; K-quants as <name>.q2_k ... "
-                       "(ggml's blocks), Q4_0, Q5_0, Q8_0 (groups of 32) and Q2_0 (groups of 64) as <name>.codes and "
+    return {{"format", "a llama.cpp mix: each linear in the ggml type \"ggml_types\" names; K-quants, Q4_1 and Q5_1 as "
+                       "<name>.q2_k ... <name>.q5_1 (ggml's blocks), Q4_0, Q5_0, Q8_0 (groups of 32) and Q2_0 (groups of 64) as <name>.codes and "
                        "<name>.scales"},
             {"ggml_types", types.dump()}};
   }

@@ -174,7 +174,7 @@ using GroupingPolicies = TypeList<PerChannel, GroupSize<32>, GroupSize<64>, Grou
 using SchedulePolicies = TypeList<LinearAnneal, CosineAnneal, ExponentialAnneal>;
 using EstimatorPolicies = TypeList<Relaxed, StraightThrough, Deterministic>;
 using OptimizerPolicies = TypeList<Lion, Adam>;
-/// llama.cpp's K-quant layouts, spelled by format name ("q2_k"), for --format.
-using KQuantLayoutPolicies = TypeList<Q2K, Q3K, Q4K, Q5K, Q6K>;
+/// llama.cpp's K-quant layouts (and the legacy blocks with a min), spelled by format name ("q2_k"), for --format.
+using KQuantLayoutPolicies = TypeList<Q2K, Q3K, Q4K, Q5K, Q6K, Q41, Q51>;
 
 }  // namespace gsq

@@ -1,6 +1,6 @@
 // gsq/policy/ggml_layout.hpp -- the ggml types gsq quantizes into, each as the policies that hold
-// it exactly: the K-quants as their layouts (gsq/policy/k_quant_layout.hpp), the legacy
-// symmetric types as gsq's grid format with one fp16 scale per block (Q4_0: int4 codes in
+// it exactly: the K-quants and the legacy blocks with a min (Q4_1, Q5_1) as their layouts
+// (gsq/policy/k_quant_layout.hpp), the legacy symmetric types as gsq's grid format with one fp16 scale per block (Q4_0: int4 codes in
 // blocks of 32, Q5_0 int5, Q8_0 int8; Q2_0: int2 in blocks of 64; gsq/format/gguf.hpp writes
 // them). What a llama.cpp mix (gsq/pipeline/ggml_mix_format.hpp) and its reader share.
 #pragma once
@@ -35,6 +35,7 @@ struct GgmlGrid {
 
 using GgmlLayouts = TypeList<GgmlKQuant<GgmlType::Q2_K, Q2K>, GgmlKQuant<GgmlType::Q3_K, Q3K>, GgmlKQuant<GgmlType::Q4_K, Q4K>,
                              GgmlKQuant<GgmlType::Q5_K, Q5K>, GgmlKQuant<GgmlType::Q6_K, Q6K>,
+                             GgmlKQuant<GgmlType::Q4_1, Q41>, GgmlKQuant<GgmlType::Q5_1, Q51>,
                              GgmlGrid<GgmlType::Q4_0, Int<4>, 32>, GgmlGrid<GgmlType::Q5_0, Int<5>, 32>,
                              GgmlGrid<GgmlType::Q8_0, Int<8>, 32>, GgmlGrid<GgmlType::Q2_0, Int<2>, 64>>;
 

@@ -55,33 +55,33 @@ struct ProjectParameters {
 };
 
 /// The code of a continuous sub-block scale `value` under the factor `factor`: round(value /
-/// factor) (ties to even, as the storing step rounds) clamped to {MinCode .. MaxCode}; 0 when
-/// the factor is 0 (an all-zero super-block).
+/// factor) (ties to even, as the storing step rounds) clamped to {MinCode .. MaxCode}; 0 clamped
+/// when the factor is 0 (an all-zero super-block).
 template <int MinCode, int MaxCode, class Real>
 GSQ_HOST_DEVICE Real coded(Real value, Real factor) {
   using std::rint;
-  const Real code = rint(value / (factor != Real(0) ? factor : Real(1)));
-  return factor != Real(0) ? (code < Real(MinCode) ? Real(MinCode) : code > Real(MaxCode) ? Real(MaxCode) : code)
-                           : Real(0);
+  const Real code = factor != Real(0) ? rint(value / factor) : Real(0);
+  return code < Real(MinCode) ? Real(MinCode) : code > Real(MaxCode) ? Real(MaxCode) : code;
 }
 
 }  // namespace detail
 
 /// llama.cpp's K-quant sub-block with a min (Q2_K, Q4_K): parameters (scale s, min m, d, dmin),
 /// weight = d coded(s / d) code - dmin coded(m / dmin), the scale and min codes in
-/// {0 .. MaxCode} under the super-block's fp16 factors d and dmin. The forward pass uses the
+/// {MinCode .. MaxCode} under the super-block's fp16 factors d and dmin ({0 .. 15} for Q2_K;
+/// {1 .. 1} for Q4_1, whose block stores d and dmin alone). The forward pass uses the
 /// stored (coded) values, the gradient passes straight through the rounding to s and m, and d,
 /// dmin get no gradient (they stay as the starting point set them): the codes are trained under
 /// exactly the scales the file will hold.
-template <int MaxCode>
+template <int MinCode, int MaxCode>
 struct CodedScaleAndMin {
   static constexpr int parameter_count = 4;
   static constexpr const char* name = "coded-scale-and-min";
 
   template <class Real>
-  GSQ_HOST_DEVICE static Real scale_code(const Real* params) { return detail::coded<0, MaxCode>(params[0], params[2]); }
+  GSQ_HOST_DEVICE static Real scale_code(const Real* params) { return detail::coded<MinCode, MaxCode>(params[0], params[2]); }
   template <class Real>
-  GSQ_HOST_DEVICE static Real min_code(const Real* params) { return detail::coded<0, MaxCode>(params[1], params[3]); }
+  GSQ_HOST_DEVICE static Real min_code(const Real* params) { return detail::coded<MinCode, MaxCode>(params[1], params[3]); }
   template <class Real>
   GSQ_HOST_DEVICE static Real scale(const Real* params) { return params[2] * scale_code(params); }
   template <class Real>
@@ -99,7 +99,7 @@ struct CodedScaleAndMin {
     grad[1] -= weight_grad;
   }
 
-  /// Nothing to do: any value codes into {0 .. MaxCode}.
+  /// Nothing to do: any value codes into {MinCode .. MaxCode}.
   template <class Real>
   GSQ_HOST_DEVICE static void project(Real* /*params*/) {}
 };

@@ -20,7 +20,6 @@ shift $(( $# > 0 ? 1 : 0 ))
 presets=("$@")
 ((${#presets[@]})) || presets=(Q2_K Q3_K_M Q4_K_M)
 model=data/llama-bytes-3m
-python="$build/interop-venv/bin/python"
 for program in quantize_model evaluate_model; do
   [ -x "$build/$program" ] || { echo "ggml_mixes.sh: $build/$program is missing: run scripts/build.sh" >&2; exit 2; }
 done
@@ -46,19 +45,6 @@ done
 echo "| file | tensor bytes | llama.cpp mean KL | same top | PPL | gsq mean KL | same top | bits per token |"
 echo "|---|---|---|---|---|---|---|---|"
 for entry in "${files[@]}"; do
-  name=${entry%%:*} file=${entry#*:}
-  read -r llama_kl llama_top llama_ppl <<< "$(scripts/llama_cpp_kl.sh "$file" "$work/base.kld" "$build")"
-  "$build/evaluate_model" --model "$file" --reference "$model" --eval "$model/eval.txt" --byte-tokens --second-half \
-      --quiet --json "$work/evaluation.json" > /dev/null
-  "$python" - "$file" "$work/evaluation.json" "$name" "$llama_kl" "$llama_top" "$llama_ppl" <<'PY'
-import json, sys
-import gguf
-path, evaluation, name, llama_kl, llama_top, llama_ppl = sys.argv[1:]
-tensor_bytes = sum(int(t.n_bytes) for t in gguf.GGUFReader(path).tensors)
-record = json.load(open(evaluation))
-c = record["comparison"]
-print(f"| {name} | {tensor_bytes:,} | {float(llama_kl):.5f} | {float(llama_top):.2f} % | {float(llama_ppl):.4f} "
-      f"| {c['kl']['mean']:.5f} ± {c['kl']['error']:.5f} | {100 * c['same_top']['value']:.2f} % | {record['bits_per_token']:.5f} |")
-PY
+  bench/score_gguf.sh "${entry%%:*}" "${entry#*:}" "$work/base.kld" "$model" "$model/eval.txt" "$build" --byte-tokens
 done
 echo "(each preset's three files hold the same tensors in the same types: equal tensor bytes; files in $work; $SECONDS s)"

@@ -11,6 +11,9 @@
 #   - gguf-py reads each GGUF: metadata, tokenizer, every tensor exact (check_gguf_model.py);
 #   - the classic mistakes are caught: a GPTQ export read with the v2 zero convention, and a GGUF
 #     whose q/k rows were left in Hugging Face's order, must both fail those checks (tamper.py);
+#   - the Mixture-of-Experts fixtures (Mixtral, Qwen2-MoE, Qwen3-MoE) as compressed-tensors, in
+#     the per-expert layout vLLM's fused-MoE loader reads: transformers rebuilds gsq's weights
+#     exactly (check_same_weights.py) and scores token ids as gsq does;
 #   - a combination no engine format holds is refused before any work;
 #   - evaluate_model --reference's KL divergence and the other statistics equal those torch
 #     computes from transformers' logits of the quantized and the original model (check_kl.py).
@@ -67,6 +70,28 @@ for run in "q2_k gsq" "q3_k gptq" "q4_k gptq"; do
   check "--format $format, gguf-py" "$python" tests/interop/check_gguf_model.py "$out/model.gguf" "$out"
   check "--format $format, gguf, transformers" "$python" tests/interop/check_transformers.py "$out/model.gguf" "$text" "$out/manifest.json"
 done
+
+# The Mixture-of-Experts fixtures as compressed-tensors, in their checkpoints' per-expert layout
+# (the one vLLM's fused-MoE loader reads), routers left in full precision and listed as ignored:
+# transformers, which fuses the experts as it loads them, must rebuild gsq's weights exactly and
+# score the tokens as gsq does. GPTQ, not checked for MoE, is refused before any work.
+python3 -c "import struct, sys
+for name, seed in (('moe-calib', 11), ('moe-eval', 5)):
+    ids = [(i * 37 + seed) % 96 for i in range(2048 if name == 'moe-calib' else 1024)]
+    open(sys.argv[1] + '/' + name + '.u32', 'wb').write(struct.pack(f'<{len(ids)}I', *ids))" "$work"
+for run in "mixtral gsq 2" "qwen2-moe gptq 4" "qwen3-moe gsq 3"; do
+  read -r fixture method bits <<< "$run"
+  out="$work/tiny-$fixture"
+  "$build/quantize_model" --model "tests/data/tiny-$fixture" --calib "$work/moe-calib.u32" --eval "$work/moe-eval.u32" \
+      --method "$method" --steps 100 --bits "$bits" --group per-channel --export compressed-tensors --out "$out" --quiet > /dev/null
+  check "tiny-$fixture --method $method --bits $bits, compressed-tensors, transformers" \
+      "$python" tests/interop/check_transformers.py "$out/compressed-tensors" "$work/moe-eval.u32" "$out/manifest.json"
+  check "tiny-$fixture, compressed-tensors, every weight" "$python" tests/interop/check_same_weights.py "$out/compressed-tensors" "$out"
+done
+"$python" tests/interop/tamper.py experts-swapped "$work/tiny-mixtral/compressed-tensors" "$work/experts-swapped"
+refuses "compressed-tensors with experts 0 and 1 swapped" "$python" tests/interop/check_same_weights.py "$work/experts-swapped" "$work/tiny-mixtral"
+refuses "--export gptq of a Mixture-of-Experts model" "$build/quantize_model" --model tests/data/tiny-mixtral \
+    --calib "$work/moe-calib.u32" --bits 4 --group per-channel --export gptq --out "$work/refused"
 
 "$python" tests/interop/tamper.py gptq-v2 "$work/int4-g128/gptq" "$work/gptq-v2"
 refuses "GPTQ read with the v2 zero convention" "$python" tests/interop/check_transformers.py "$work/gptq-v2" "$text" "$work/int4-g128/manifest.json"

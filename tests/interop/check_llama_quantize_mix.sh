@@ -55,47 +55,12 @@ for dir in "$work"/*/; do
 done
 # gguf-py's reading of every file: one "name<TAB>ggml type number" line per tensor. The gguf-py on
 # PyPI refuses a type it does not know (Q2_0, 42): those files' tensor tables are read by the
-# plain walk of the GGUF header below instead, gsq's reader left out of it.
+# plain walk of the GGUF header in scripts/gguf_tensors.py instead, gsq's reader left out of it.
 "$python" - "$work" <<'EOF'
-import pathlib, struct, sys
+import pathlib, sys
 import gguf
-
-def tensor_types(path):
-    """(name, type number) of every tensor, from GGUF v3's header as the format documents it."""
-    data = path.read_bytes()
-    at = 0
-    def take(fmt):
-        nonlocal at
-        values = struct.unpack_from("<" + fmt, data, at)
-        at += struct.calcsize("<" + fmt)
-        return values[0] if len(values) == 1 else values
-    def string():
-        nonlocal at
-        size = take("Q")
-        at += size
-        return data[at - size:at].decode()
-    scalar = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
-    def skip(kind):
-        if kind == 8:
-            string()
-        elif kind == 9:
-            item, count = take("I"), take("Q")
-            for _ in range(count):
-                skip(item)
-        else:
-            take(scalar[kind])
-    assert data[:4] == b"GGUF" and take("4sI")[1] == 3, path
-    tensors, entries = take("QQ")
-    for _ in range(entries):
-        string()
-        skip(take("I"))
-    result = []
-    for _ in range(tensors):
-        name = string()
-        take("Q" * take("I"))
-        result.append((name, take("I")))
-        take("Q")
-    return result
+sys.path.insert(0, "scripts")
+from gguf_tensors import tensors
 
 for path in sorted(pathlib.Path(sys.argv[1]).glob("*/*.gguf")):
     if path.name == "model-f32.gguf":
@@ -103,7 +68,7 @@ for path in sorted(pathlib.Path(sys.argv[1]).glob("*/*.gguf")):
     try:
         types = [(t.name, int(t.tensor_type)) for t in gguf.GGUFReader(path).tensors]
     except ValueError:  # a type this gguf-py does not know
-        types = tensor_types(path)
+        types = [(name, kind) for name, kind, _ in tensors(path)]
     path.with_suffix(".types").write_text("".join(f"{name}\t{kind}\n" for name, kind in types))
 EOF
 GSQ_LLAMA_QUANTIZE_DIR="$work" "$build/tests/test_gguf_mix" "[interop]" || failures=$((failures + 1))

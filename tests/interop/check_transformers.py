@@ -1,6 +1,6 @@
 """Loads a gsq export with Hugging Face transformers (its own loader: compressed-tensors, GPTQ
 through GPTQModel/optimum, or GGUF through gguf_file=) and scores a text with gsq's evaluation
-rule: the text's bytes (or the tokenizer's ids) in non-overlapping windows, each window's first
+rule: the text's bytes (or the tokenizer's ids, or a .u32 file's token ids) in non-overlapping windows, each window's first
 `window - 1` tokens predicting the next ones, a fresh context per window. Compares the loss with
 the one gsq computed (the manifest's evaluation) and exits 1 when they differ by more than the
 tolerance (relative). Without a manifest it prints the figure; with --second-half it scores
@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import pathlib
+import struct
 import sys
 
 import torch
@@ -24,7 +25,7 @@ def load(path: pathlib.Path):
         tokenizer = None  # gguf's tokenizer conversion is not what is checked here
     else:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path) if (path / "tokenizer.json").exists() else None
     return model.eval(), tokenizer
 
 
@@ -62,7 +63,9 @@ def main() -> int:
     model, tokenizer = load(pathlib.Path(args.export))
     data = pathlib.Path(args.text).read_bytes()
     ids = list(data)
-    if tokenizer is not None:
+    if args.text.endswith(".u32"):  # token ids, as gsq reads them
+        ids = list(struct.unpack(f"<{len(data) // 4}I", data))
+    elif tokenizer is not None:
         tokenized = tokenizer(data.decode("utf-8"))["input_ids"]
         if tokenized != ids:
             print("the export's tokenizer does not give the text's bytes as ids")

@@ -5,7 +5,10 @@ comparisons catch the classic mistakes:
                                             a reader then takes the stored zero (2^(b-1) - 1) as
                                             the zero itself and shifts every weight by one step
   tamper.py gguf-unpermuted MODEL.gguf OUT  q and k rows put back in Hugging Face's order, as a
-                                            converter that forgot llama.cpp's rotary layout writes"""
+                                            converter that forgot llama.cpp's rotary layout writes
+  tamper.py experts-swapped DIR OUT_DIR     a compressed-tensors checkpoint with experts 0 and 1
+                                            of every layer trading names, as an exporter that
+                                            numbered experts wrongly writes"""
 import json
 import pathlib
 import shutil
@@ -44,5 +47,21 @@ def gguf_unpermuted(source: str, out: str) -> None:
     pathlib.Path(out).write_bytes(bytes(data))
 
 
+def experts_swapped(source: str, out: str) -> None:
+    from safetensors.torch import load_file, save_file
+    shutil.copytree(source, out)
+    path = pathlib.Path(out) / "model.safetensors"
+    swap = {".experts.0.": ".experts.1.", ".experts.1.": ".experts.0."}
+    renamed = {}
+    for name, tensor in load_file(path).items():
+        for old, new in swap.items():
+            if old in name:
+                name = name.replace(old, new)
+                break
+        renamed[name] = tensor
+    save_file(renamed, path, metadata={"format": "pt"})
+
+
 if __name__ == "__main__":
-    {"gptq-v2": gptq_v2, "gguf-unpermuted": gguf_unpermuted}[sys.argv[1]](sys.argv[2], sys.argv[3])
+    {"gptq-v2": gptq_v2, "gguf-unpermuted": gguf_unpermuted,
+     "experts-swapped": experts_swapped}[sys.argv[1]](sys.argv[2], sys.argv[3])

@@ -4,7 +4,9 @@
 //                                                (gsq/export/bit_stream.hpp)
 //   P.weight_scale   F16 [out, in / group]       the learned fp16 scales
 //   P.weight_shape   I64 [2] = {out, in}
-// and no zero point (symmetric). The dense 3-bit stream is compressed-tensors 0.18's layout
+// and no zero point (symmetric). A Mixture-of-Experts model keeps its checkpoint's per-expert
+// linears (experts.<e>.w1 ...), which vLLM's fused-MoE loader and transformers' fused experts
+// read, and lists its full-precision routers under "ignore". The dense 3-bit stream is compressed-tensors 0.18's layout
 // (earlier releases packed ten 3-bit values per word): read it with 0.18 or later. Ternary
 // codes are written as 2-bit codes.
 #pragma once
@@ -31,6 +33,16 @@ inline std::vector<std::int32_t> pack_quantized_codes(const QuantizedTensor& ten
   return packed;
 }
 
+/// What the checkpoint keeps in full precision: the head and a mixture's routers, by module name
+/// (transformers and vLLM would otherwise expect every Linear to be quantized).
+inline nlohmann::json compressed_tensors_ignore(const LlamaConfig& config) {
+  nlohmann::json ignore = {"lm_head"};
+  for (long layer = 0; layer < config.layers; ++layer)
+    for (const LinearShape& router : config.routers(layer))
+      ignore.push_back("model.layers." + std::to_string(layer) + "." + router.name);
+  return ignore;
+}
+
 inline nlohmann::json compressed_tensors_config(const QuantizedModel& model) {
   const bool channel = model.per_channel();
   nlohmann::json weights = {{"num_bits", model.grid().code_bits}, {"type", "int"}, {"symmetric", true},
@@ -42,7 +54,7 @@ inline nlohmann::json compressed_tensors_config(const QuantizedModel& model) {
           {"quantization_status", "compressed"},
           {"config_groups", {{"group_0", {{"targets", {"Linear"}}, {"weights", weights}, {"input_activations", nullptr},
                                           {"output_activations", nullptr}, {"format", "pack-quantized"}}}}},
-          {"ignore", {"lm_head"}},
+          {"ignore", compressed_tensors_ignore(model.config)},
           {"kv_cache_scheme", nullptr},
           {"version", "0.18.0"}};
 }

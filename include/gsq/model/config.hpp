@@ -196,6 +196,15 @@ struct LlamaConfig {
     return result;
   }
 
+  /// A mixture's routers in decoder layer `layer`, linears kept in full precision: "<block>.gate"
+  /// and, for a gated shared expert, "<shared_block>_gate". None in a dense layer.
+  std::vector<LinearShape> routers(long layer) const {
+    if (!mixture.in_layer(layer)) return {};
+    std::vector<LinearShape> result = {{mixture.block + ".gate", mixture.experts, hidden_size, false, ""}};
+    if (mixture.gated_shared_expert) result.push_back({mixture.shared_block + "_gate", 1, hidden_size, false, ""});
+    return result;
+  }
+
   /// The SwiGLU MLPs of decoder layer `layer`: the dense MLP, or the routed experts in order and
   /// then the shared expert.
   std::vector<SwiGluBlock> swiglu_blocks(long layer) const {

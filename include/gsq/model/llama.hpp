@@ -418,11 +418,8 @@ class LlamaModel {
   /// A decoder layer's linears: those quantization replaces, and a mixture's routers.
   std::vector<LinearShape> layer_linears(long layer) const {
     std::vector<LinearShape> linears = config_.linears(layer);
-    const MixtureConfig& mixture = config_.mixture;
-    if (mixture.in_layer(layer)) {
-      linears.push_back({mixture.block + ".gate", mixture.experts, config_.hidden_size, false, ""});
-      if (mixture.gated_shared_expert) linears.push_back({mixture.shared_block + "_gate", 1, config_.hidden_size, false, ""});
-    }
+    const std::vector<LinearShape> routers = config_.routers(layer);
+    linears.insert(linears.end(), routers.begin(), routers.end());
     return linears;
   }
 

@@ -549,7 +549,7 @@ MethodRun run_method(gsq::Method method, const Options& options, const Plan& pla
     packed.write(directory + "/quantized.safetensors");
     if (!options.exports.empty()) {
       gsq::QuantizedModel quantized = gsq::QuantizedModel::open(directory, directory + "/quantized.safetensors");
-      quantized.name = fs::path(out).filename().string();  // not the staging directory's
+      quantized.name = gsq::directory_name(options.model);  // the input model's, whatever the output's
       const auto gguf = [](const gsq::ExportFormat& format) { return std::string(format.name) == "gguf"; };
       if (std::any_of(options.exports.begin(), options.exports.end(), gguf)) {  // its tokenizer.ggml.pre
         const gsq::LlamaCppPreTokenizer pre = gsq::llama_cpp_pre_tokenizer(gsq::Tokenizer::from_file(directory));

@@ -105,4 +105,10 @@ PY
     echo "$report"; echo "FAIL: llama.cpp '$llama' and transformers '$transformers' on gsq's $preset mix"; failures=$((failures + 1))
   fi
 done
+# --like llama-quantize's own Q2_K file and --format Q2_K: the same file, byte for byte.
+"$build/quantize_model" --model "$model" --byte-tokens --calib "$model/calib.txt" --calib-tokens 4096 --method rtn \
+    --format Q2_K --export gguf --out "$work/gsq-format-Q2_K" --quiet > /dev/null 2> "$work/gsq-format-Q2_K.log" || cat "$work/gsq-format-Q2_K.log"
+if cmp -s "$work/gsq-Q2_K/model.gguf" "$work/gsq-format-Q2_K/model.gguf"; then
+  echo "ok:   --like llama-quantize's Q2_K file and --format Q2_K write the same bytes"
+else echo "FAIL: --like llama-quantize's Q2_K file and --format Q2_K differ"; failures=$((failures + 1)); fi
 [ "$failures" -eq 0 ]

@@ -47,6 +47,13 @@ inline std::map<std::string, GgmlType> ggml_types_from_metadata(const std::strin
   return types;
 }
 
+/// The last component of `directory`'s path ("model" for "out/model/"): a model's default name.
+inline std::string directory_name(const std::string& directory) {
+  std::filesystem::path path = std::filesystem::path(directory).lexically_normal();
+  if (path.filename().empty()) path = path.parent_path();  // "out/model/"
+  return path.filename().string();
+}
+
 struct QuantizedModel {
   std::string directory;        // config.json, tokenizer files and full-precision tensors are read here
   std::string name;             // the model's name in exports that carry one (GGUF's general.name)
@@ -215,10 +222,7 @@ struct QuantizedModel {
     const std::string config_path = directory + "/config.json";
     nlohmann::json config = LlamaConfig::read_json(config_path);
     LlamaConfig parsed = LlamaConfig::from_json(config, "model config '" + config_path + "'");
-    std::filesystem::path path = std::filesystem::path(directory).lexically_normal();
-    if (path.filename().empty()) path = path.parent_path();  // "out/model/"
-    const std::string name = path.filename().string();
-    return {directory, name, std::move(config), std::move(parsed), Checkpoint::open(directory), {}, {}, {}};
+    return {directory, directory_name(directory), std::move(config), std::move(parsed), Checkpoint::open(directory), {}, {}, {}};
   }
 };
 

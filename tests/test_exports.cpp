@@ -133,12 +133,12 @@ TEST_CASE("exports refuse what their format cannot hold, naming it", "[exports]"
                     Catch::Contains("needs the model's tokenizer.json"));
 }
 
-TEST_CASE("compressed-tensors writes Mixture-of-Experts models with their routers ignored; GPTQ refuses them", "[exports]") {
+TEST_CASE("compressed-tensors writes Mixture-of-Experts and latent-attention models, routers ignored; GPTQ refuses them", "[exports]") {
   const gsq::QuantizedModel qwen2_moe = gsq::QuantizedModel::planned(
       GSQ_SOURCE_DIR "/tests/data/tiny-qwen2-moe", gsq::grid_spec<gsq::Int<4>>(), [](long cols) { return cols; });
   CHECK_NOTHROW(gsq::require_exportable(gsq::parse_exports("compressed-tensors"), qwen2_moe));
   CHECK_THROWS_WITH(gsq::require_exportable(gsq::parse_exports("gptq"), qwen2_moe),
-                    Catch::StartsWith("cannot export gptq: Qwen2MoeForCausalLM has experts"));
+                    Catch::StartsWith("cannot export gptq: Qwen2MoeForCausalLM has experts or latent attention"));
   // Layers 0 and 2 are mixtures (router and shared-expert gate each), layer 1 a dense MLP.
   CHECK(gsq::compressed_tensors_config(qwen2_moe).at("ignore") ==
         nlohmann::json({"lm_head", "model.layers.0.mlp.gate", "model.layers.0.mlp.shared_expert_gate", "model.layers.2.mlp.gate",
@@ -152,6 +152,6 @@ TEST_CASE("compressed-tensors writes Mixture-of-Experts models with their router
   }
   const gsq::QuantizedModel deepseek = gsq::QuantizedModel::planned(
       GSQ_SOURCE_DIR "/tests/data/tiny-deepseek-v3", gsq::grid_spec<gsq::Int<4>>(), [](long cols) { return cols; });
-  CHECK_THROWS_WITH(gsq::require_exportable(gsq::parse_exports("compressed-tensors"), deepseek),
-                    Catch::Contains("dequantized checkpoint only"));
+  CHECK_NOTHROW(gsq::require_exportable(gsq::parse_exports("compressed-tensors"), deepseek));
+  CHECK_THROWS_WITH(gsq::require_exportable(gsq::parse_exports("gptq"), deepseek), Catch::Contains("latent attention"));
 }

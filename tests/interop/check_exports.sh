@@ -11,7 +11,7 @@
 #   - gguf-py reads each GGUF: metadata, tokenizer, every tensor exact (check_gguf_model.py);
 #   - the classic mistakes are caught: a GPTQ export read with the v2 zero convention, and a GGUF
 #     whose q/k rows were left in Hugging Face's order, must both fail those checks (tamper.py);
-#   - the Mixture-of-Experts fixtures (Mixtral, Qwen2-MoE, Qwen3-MoE) as compressed-tensors, in
+#   - the Mixture-of-Experts fixtures (Mixtral, Qwen2-MoE, Qwen3-MoE, DeepSeek-V3) as compressed-tensors, in
 #     the per-expert layout vLLM's fused-MoE loader reads: transformers rebuilds gsq's weights
 #     exactly (check_same_weights.py) and scores token ids as gsq does;
 #   - a combination no engine format holds is refused before any work;
@@ -79,7 +79,7 @@ python3 -c "import struct, sys
 for name, seed in (('moe-calib', 11), ('moe-eval', 5)):
     ids = [(i * 37 + seed) % 96 for i in range(2048 if name == 'moe-calib' else 1024)]
     open(sys.argv[1] + '/' + name + '.u32', 'wb').write(struct.pack(f'<{len(ids)}I', *ids))" "$work"
-for run in "mixtral gsq 2" "qwen2-moe gptq 4" "qwen3-moe gsq 3"; do
+for run in "mixtral gsq 2" "qwen2-moe gptq 4" "qwen3-moe gsq 3" "deepseek-v3 gptq 4"; do
   read -r fixture method bits <<< "$run"
   out="$work/tiny-$fixture"
   "$build/quantize_model" --model "tests/data/tiny-$fixture" --calib "$work/moe-calib.u32" --eval "$work/moe-eval.u32" \

@@ -26,9 +26,9 @@ namespace gsq {
 /// Why `model` cannot be written as GPTQ, or empty: the packed dimensions must fill whole words.
 inline std::string gptq_unsupported(const QuantizedModel& model) {
   if (!model.hugging_face_export_missing().empty()) return model.hugging_face_export_missing();
-  if (model.config.mixture.experts > 0)
-    return model.config.architecture + " has experts, and GPTQ checkpoints of Mixture-of-Experts models are not checked "
-                                       "against their loaders: export compressed-tensors (vLLM's fused-MoE layout) or gguf";
+  if (model.config.mixture.experts > 0 || model.config.latent_attention())
+    return model.config.architecture + " has experts or latent attention, and GPTQ checkpoints of such models are not "
+                                       "checked against their loaders: export compressed-tensors or gguf";
   const int bits = model.grid().code_bits;
   for (const auto& [name, tensor] : model.linears)
     if ((tensor.cols * bits) % 32 != 0 || (tensor.rows * bits) % 32 != 0)

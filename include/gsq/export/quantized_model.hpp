@@ -166,9 +166,6 @@ struct QuantizedModel {
   /// Why a Hugging Face export (the paper's grid format in the checkpoint's own layout: compressed-
   /// tensors, GPTQ) cannot write this model, or empty.
   std::string hugging_face_export_missing() const {
-    if (config.latent_attention())
-      return config.architecture + " is written as its dequantized checkpoint only: the Hugging Face exports are checked "
-                                   "against their engines' loaders on models with q/k/v/o attention";
     if (!k_quants.empty())
       return std::string("this model's linears are in llama.cpp's ") + k_quants.begin()->second.format->name +
              " format, which only the gguf export holds";

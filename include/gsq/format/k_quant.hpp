@@ -39,7 +39,7 @@ struct KQuantFormat {
   int scale_bits;           // bits of a sub-block's scale (and min) code; 0: no code, always 1
   bool has_min;             // weight = d sc q - dmin m, or d sc q
   bool signed_scales;       // scale codes are -2^(bits-1) .. 2^(bits-1) - 1 (Q3_K, Q6_K)
-  int block_bytes;          // bytes per super-block of 256
+  int block_bytes;          // bytes per super-block
   const char* fallback;     // what llama-quantize writes instead for rows that are not whole super-blocks
   long super_block = 256;   // weights per super-block (one ggml block)
 

@@ -6,9 +6,9 @@
 //   P.weight_shape   I64 [2] = {out, in}
 // and no zero point (symmetric). A Mixture-of-Experts model keeps its checkpoint's per-expert
 // linears (experts.<e>.w1 ...), which vLLM's fused-MoE loader and transformers' fused experts
-// read, and lists its full-precision routers under "ignore". The dense 3-bit stream is compressed-tensors 0.18's layout
-// (earlier releases packed ten 3-bit values per word): read it with 0.18 or later. Ternary
-// codes are written as 2-bit codes.
+// read, and lists its full-precision routers under "ignore". The dense 3-bit stream is
+// compressed-tensors 0.18's layout (earlier releases packed ten 3-bit values per word): read it
+// with 0.18 or later. Ternary codes are written as 2-bit codes.
 #pragma once
 
 #include <cstdint>

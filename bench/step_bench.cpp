@@ -2,8 +2,12 @@
 // 100 -> 500) against their floor, the matrix products a step cannot avoid:
 //   - the Hessian objective on a size x size layer: floor = one size x size x size product;
 //   - the SwiGLU block objective on SmolLM2-135M's MLP shapes (gate/up 1536 x 576, down
-//     576 x 1536; --block-shape 7168x2048 for a DeepSeek-V3 expert) with 512-token batches:
-//     floor = the block's seven products of a step.
+//     576 x 1536; --block-shape 7168x2048 for a DeepSeek-V3 expert) with quantize_model's default
+//     128-token batches (--block-tokens): floor = the block's seven products of a step;
+//   - the layer-output objective (quantize_model's default) on one decoder layer of SmolLM2-135M's
+//     shape, one 256-token sequence a step: floor = its linears' 18 products and attention's.
+// Each runs the code quantize_model runs (gsq::train_jointly on the objective it builds), with its
+// default batch, so the bench and the driver cannot drift apart.
 // For each it reports the median step in the first, middle and last eighth of the run (the late
 // anneal is where subnormal softmax tails used to cost 3-4x), the median of all steps, and the
 // ratio of that median to the floor, and the per-weight cost beyond the floor (the element-wise
@@ -11,10 +15,12 @@
 // steps throughout, and after it.
 //
 //   build/step_bench [--grids int2,int3] [--sizes 1024,2048,4096] [--steps 64] [--block-steps 128]
-//                    [--block-shape 576x1536] [--threads 2] [--json FILE]
+//                    [--block-shape 576x1536] [--block-tokens 128] [--layer-steps 64] [--threads 2]
+//                    [--json FILE]
 #include <algorithm>
 #include <array>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <sstream>
@@ -22,9 +28,14 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include <nlohmann/json.hpp>
 
+#include "random_checkpoint.hpp"
 #include "timing.hpp"
+#include <gsq/model/llama.hpp>
+#include <gsq/objective/decoder_layer.hpp>
 #include <gsq/policy/dispatch.hpp>
 #include <gsq/gsq.hpp>
 
@@ -37,8 +48,9 @@ using gsq::bench::seconds_of;
 struct Settings {
   std::vector<std::string> grids{"int2", "int3"};
   std::vector<long> sizes{1024, 2048, 4096};
-  long steps = 64, block_steps = 128;
+  long steps = 64, block_steps = 128, layer_steps = 64;
   long block_hidden = 576, block_intermediate = 1536;
+  long block_tokens = 128;  // quantize_model's batch: 8192 calibration tokens in 64 batches
   int threads = 2;
   std::string json_path;
 };
@@ -109,8 +121,8 @@ nlohmann::json bench_layer(long size, long steps) {
 /// The SwiGLU block objective on an MLP of `hidden` x `intermediate` (SmolLM2-135M's: 576 x
 /// 1536), groups of 64 (128 does not divide 576).
 template <class Grid>
-nlohmann::json bench_block(long steps, long hidden, long intermediate) {
-  constexpr long batch = 512, batches = 8;
+nlohmann::json bench_block(long steps, long hidden, long intermediate, long batch) {
+  constexpr long batches = 8;
   const gsq::SyntheticLayer gate = gsq::make_synthetic_layer({intermediate, hidden, batch * batches, 11});
   const gsq::SyntheticLayer up = gsq::make_synthetic_layer({intermediate, hidden, 1, 12});
   const gsq::SyntheticLayer down = gsq::make_synthetic_layer({hidden, intermediate, 1, 13});
@@ -139,7 +151,70 @@ nlohmann::json bench_block(long steps, long hidden, long intermediate) {
   nlohmann::json result = summarise(report, floor, 3.0 * hidden * intermediate);
   result.update({{"objective", "swiglu block"},
                  {"grid", Grid::name},
-                 {"shape", std::to_string(hidden) + "x" + std::to_string(intermediate) + " mlp, 512 tokens"}});
+                 {"shape", std::to_string(hidden) + "x" + std::to_string(intermediate) + " mlp, " + std::to_string(batch) + " tokens"}});
+  return result;
+}
+
+/// The layer-output objective (quantize_model's default for dense models) on one decoder layer of
+/// SmolLM2-135M's shape, as the driver runs it by default: 8192 calibration tokens in 64
+/// batches, so one 256-token sequence a step; the seven linears in groups of 64, RTN start. Floor:
+/// the step's products: the linears' 18 (7 forward, 7 weight gradients, the input gradients of o,
+/// gate, up and down) and attention's six per head (S = Q K^T, P V; dP, dQ, dK, dV).
+template <class Grid>
+nlohmann::json bench_layer_output(long steps) {
+  constexpr long length = 256, sequences = 32;
+  gsq::bench::RandomModelShape shape;
+  shape.layers = 1;
+  shape.vocab = 256;
+  const std::filesystem::path directory =
+      std::filesystem::temp_directory_path() / ("gsq-step-bench-" + std::to_string(::getpid()));
+  gsq::bench::write_random_model(shape, directory.string());
+  const gsq::LlamaModel model = gsq::LlamaModel::load(directory.string());  // every weight in memory
+  std::filesystem::remove_all(directory);
+
+  std::vector<gsq::TokenId> tokens(static_cast<std::size_t>(sequences * length));
+  for (std::size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<gsq::TokenId>((i * 2654435761u >> 13) & 255);
+  const gsq::HiddenStates inputs = model.embed(tokens, length);
+  gsq::DecoderLayerObjective<> objective(model, 0, inputs, model.decoder_layer(0, inputs).values, 1);
+  using Objective = gsq::DecoderLayerObjective<>;
+  using Grouping = gsq::GroupSize<64>;
+  std::array<gsq::Matrix<float>, Objective::linear_count> weights;
+  for (std::size_t i = 0; i < weights.size(); ++i) weights[i] = model.linear_weight(0, Objective::linear_names()[i]);
+  auto q = rtn_start<Grid, Grouping>(weights[0]), k = rtn_start<Grid, Grouping>(weights[1]),
+       v = rtn_start<Grid, Grouping>(weights[2]), o = rtn_start<Grid, Grouping>(weights[3]),
+       gate = rtn_start<Grid, Grouping>(weights[4]), up = rtn_start<Grid, Grouping>(weights[5]),
+       down = rtn_start<Grid, Grouping>(weights[6]);
+
+  const long hidden = shape.hidden, head_dim = hidden / shape.heads;
+  std::vector<float> x(length * shape.intermediate), y(x.size()), grad(static_cast<std::size_t>(hidden * shape.intermediate));
+  const auto products = [&] {
+    for (std::size_t i = 0; i < weights.size(); ++i) {
+      const long rows = weights[i].rows, cols = weights[i].cols;
+      Backend::gemm(false, length, rows, cols, 1.0f, x.data(), weights[i].data(), y.data(), true);
+      Backend::gemm(true, rows, cols, length, 1.0f, y.data(), x.data(), grad.data());
+      if (i >= Objective::out) Backend::gemm(false, length, cols, rows, 1.0f, y.data(), weights[i].data(), x.data());
+    }
+#pragma omp parallel
+    {
+      std::vector<float> a(length * length), b(length * head_dim), c(b.size());
+#pragma omp for schedule(dynamic)
+      for (long head = 0; head < shape.heads; ++head) {
+        Backend::gemm(true, length, length, head_dim, 1.0f, b.data(), c.data(), a.data());          // S = Q K^T
+        Backend::gemm(false, length, head_dim, length, 1.0f, a.data(), b.data(), c.data());         // O = P V
+        Backend::gemm(false, length, length, head_dim, 1.0f, b.data(), c.data(), a.data(), true);   // dP = dO V^T
+        Backend::gemm(false, length, head_dim, length, 1.0f, a.data(), c.data(), b.data(), true);   // dQ = dS K
+        Backend::gemm(true, length, head_dim, length, 1.0f, a.data(), b.data(), c.data(), true);    // dK = dS^T Q
+        Backend::gemm(true, length, head_dim, length, 1.0f, a.data(), c.data(), b.data());          // dV = P^T dO
+      }
+    }
+  };
+  const auto [floor, report] = with_floor(products, steps, [&](const auto& on_step) {
+    return gsq::train_jointly(objective, annealed_run(steps), on_step, q, k, v, o, gate, up, down);
+  });
+  double parameters = 0;
+  for (const gsq::Matrix<float>& weight : weights) parameters += static_cast<double>(weight.size());
+  nlohmann::json result = summarise(report, floor, parameters);
+  result.update({{"objective", "layer output"}, {"grid", Grid::name}, {"shape", "576x1536 layer, 256 tokens"}});
   return result;
 }
 
@@ -168,13 +243,14 @@ std::vector<T> parse_list(const std::string& text, const std::function<T(const s
 
 constexpr const char* usage =
     "usage: step_bench [--grids int2,int3] [--sizes 1024,2048,4096] [--steps 64] [--block-steps 128] "
-    "[--block-shape 576x1536] [--threads 2] [--json FILE]   (steps at least 8; block sides multiples of 64)\n";
+    "[--block-shape 576x1536] [--block-tokens 128] [--layer-steps 64] [--threads 2] [--json FILE]\n"
+    "  (steps at least 8; block sides multiples of 64; --sizes \"\" and --layer-steps 0 leave those rows out)\n";
 
 void parse_settings(int argc, char** argv, Settings& settings) {
   for (int i = 1; i < argc; i += 2) {
     const std::string flag = argv[i];
-    gsq::require(flag == "--grids" || flag == "--sizes" || flag == "--steps" || flag == "--block-steps" ||
-                     flag == "--block-shape" || flag == "--threads" || flag == "--json",
+    gsq::require(flag == "--grids" || flag == "--sizes" || flag == "--steps" || flag == "--block-steps" || flag == "--layer-steps" ||
+                     flag == "--block-shape" || flag == "--block-tokens" || flag == "--threads" || flag == "--json",
                  "unknown option '" + flag + "'");
     gsq::require(i + 1 < argc, flag + " needs a value");
     const std::string value = argv[i + 1];
@@ -187,18 +263,22 @@ void parse_settings(int argc, char** argv, Settings& settings) {
       for (long size : settings.sizes) gsq::require(size > 0, "--sizes: sizes must be positive");
     } else if (flag == "--steps") settings.steps = parse_number(flag, value);
     else if (flag == "--block-steps") settings.block_steps = parse_number(flag, value);
+    else if (flag == "--layer-steps") settings.layer_steps = parse_number(flag, value);
     else if (flag == "--block-shape") {
       const std::size_t x = value.find('x');
       gsq::require(x != std::string::npos, "--block-shape: '" + value + "' is not HIDDENxINTERMEDIATE");
       settings.block_hidden = parse_number(flag, value.substr(0, x));
       settings.block_intermediate = parse_number(flag, value.substr(x + 1));
-    } else if (flag == "--threads") settings.threads = static_cast<int>(parse_number(flag, value));
+    } else if (flag == "--block-tokens") settings.block_tokens = parse_number(flag, value);
+    else if (flag == "--threads") settings.threads = static_cast<int>(parse_number(flag, value));
     else settings.json_path = value;
   }
   gsq::require(settings.steps >= 8 && settings.block_steps >= 8, "--steps and --block-steps must be at least 8");
+  gsq::require(settings.layer_steps == 0 || settings.layer_steps >= 8, "--layer-steps must be 0 (no layer-output row) or at least 8");
   gsq::require(settings.block_hidden > 0 && settings.block_intermediate > 0 && settings.block_hidden % 64 == 0 &&
                    settings.block_intermediate % 64 == 0,
                "--block-shape: both sides must be positive multiples of 64");
+  gsq::require(settings.block_tokens > 0, "--block-tokens must be positive");
   gsq::require(settings.threads >= 1, "--threads must be at least 1");
 }
 
@@ -238,8 +318,13 @@ int main(int argc, char** argv) {
           results.push_back(bench_layer<Grid>(size, settings.steps));
           print_row(results.back());
         }
-        results.push_back(bench_block<Grid>(settings.block_steps, settings.block_hidden, settings.block_intermediate));
+        results.push_back(bench_block<Grid>(settings.block_steps, settings.block_hidden, settings.block_intermediate,
+                                            settings.block_tokens));
         print_row(results.back());
+        if (settings.layer_steps > 0) {
+          results.push_back(bench_layer_output<Grid>(settings.layer_steps));
+          print_row(results.back());
+        }
       });
     }
     if (!settings.json_path.empty()) std::ofstream(settings.json_path) << results.dump(2) << "\n";

@@ -78,7 +78,7 @@ TEST_CASE("report: a layer's record has the block and starting-point errors only
   block.linears[0].init_error = 0.25;
   block.linears[0].tokens = 40;
   block.linears[0].fallback = true;
-  block.blocks.push_back({"mlp.experts.3", 40, 0.0625, 0.09375});
+  block.blocks.push_back({"mlp.experts.3", 40, 0.0625, 0.09375, 2.5, 0.125});
   const nlohmann::json block_json = block;
   CHECK(block_json["linears"][0]["init_rel_error"] == 0.25);
   CHECK(block_json["linears"][0]["tokens"] == 40);
@@ -86,14 +86,16 @@ TEST_CASE("report: a layer's record has the block and starting-point errors only
   CHECK(block_json["blocks"] == nlohmann::json::array({{{"name", "mlp.experts.3"},
                                                          {"tokens", 40},
                                                          {"rel_error", 0.0625},
-                                                         {"init_rel_error", 0.09375}}}));
+                                                         {"init_rel_error", 0.09375},
+                                                         {"train_seconds", 2.5},
+                                                         {"step_seconds_median", 0.125}}}));
 }
 
 TEST_CASE("report: a layer's record reads back as it was written") {
   gsq::LayerResult layer;
   layer.layer = 1;
   layer.seconds = 0.1 + 0.2;  // not exactly representable: the round trip must keep every bit
-  layer.blocks.push_back({"mlp", 12, 1.0 / 3, 2.0 / 3});
+  layer.blocks.push_back({"mlp", 12, 1.0 / 3, 2.0 / 3, 0.7, 0.1 + 0.2});
   layer.linears.push_back({"a", {}, 1e-7 / 3, 0.7, 0.01, 12, true});
   layer.linears.push_back({"b", {}, 0.3, -1, 0.02});
   const nlohmann::json written = layer;
@@ -104,6 +106,8 @@ TEST_CASE("report: a layer's record reads back as it was written") {
   CHECK(read.blocks[0].error == layer.blocks[0].error);
   CHECK(read.blocks[0].init_error == layer.blocks[0].init_error);
   CHECK(read.blocks[0].tokens == 12);
+  CHECK(read.blocks[0].train_seconds == layer.blocks[0].train_seconds);
+  CHECK(read.blocks[0].step_seconds == layer.blocks[0].step_seconds);
   CHECK(read.linears[0].tokens == 12);
   CHECK(read.linears[0].fallback);
   CHECK_FALSE(read.linears[1].fallback);

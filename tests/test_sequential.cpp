@@ -80,6 +80,7 @@ nlohmann::json errors_of(const gsq::LayerResult& layer) {
   nlohmann::json record = layer;
   record.erase("seconds");
   for (nlohmann::json& linear : record["linears"]) linear.erase("seconds");
+  for (nlohmann::json& block : record["blocks"]) block.erase("train_seconds"), block.erase("step_seconds_median");
   return record;
 }
 

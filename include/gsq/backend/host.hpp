@@ -80,32 +80,38 @@ struct Host {
   /// inner x cols. op(X) = X^T when its flag is set (X is then stored transposed).
   ///
   /// Eigen's own threading picks its k-blocking from the thread count, which changes the
-  /// summation order; so threads here take fixed panels of 1/16 of the rows, each a
-  /// single-threaded Eigen product (gsq::gsq defines EIGEN_DONT_PARALLELIZE), and results are
-  /// identical for any thread count.
+  /// summation order; so threads here take fixed panels of 1/16 of C, each a single-threaded
+  /// Eigen product (gsq::gsq defines EIGEN_DONT_PARALLELIZE), and results are identical for any
+  /// thread count. The panels cut C's longer side: each panel packs the whole operand of the
+  /// other side again, so cutting 128 token rows of X W^T would pack all of W sixteen times.
   static void gemm(bool transpose_a, long rows, long cols, long inner, Real alpha, const Real* a,
                    const Real* b, Real* c, bool transpose_b = false) {
     using RowMajor = Eigen::Matrix<Real, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
     using Stored = Eigen::Map<const RowMajor>;
-    const long panel = std::max(8L, (rows + 15) / 16);
-    const long panels = (rows + panel - 1) / panel;
+    using Panel = Eigen::Map<RowMajor, 0, Eigen::OuterStride<>>;
+    const bool by_rows = rows >= cols;
+    const long side = by_rows ? rows : cols;
+    const long panel = std::max(8L, (side + 15) / 16);
+    const long panels = (side + panel - 1) / panel;
     // Small products are not worth a thread team (the split stays the same, so do the results).
     const bool threaded = static_cast<double>(rows) * static_cast<double>(cols) * static_cast<double>(inner) >= 1 << 20;
 #pragma omp parallel for schedule(dynamic) if (threaded)
     for (long p = 0; p < panels; ++p) {
       const detail::SubnormalsFlushed flushed;
-      const long first = p * panel, count = std::min(panel, rows - first);
-      Eigen::Map<RowMajor> product(c + first * cols, count, cols);
+      const long first = p * panel, count = std::min(panel, side - first);
+      const long first_row = by_rows ? first : 0, row_count = by_rows ? count : rows;
+      const long first_col = by_rows ? 0 : first, col_count = by_rows ? cols : count;
+      Panel product(c + first_row * cols + first_col, row_count, col_count, Eigen::OuterStride<>(cols));
       const auto left = [&](auto&& right) {
         if (transpose_a)
-          product.noalias() = alpha * Stored(a, inner, rows).middleCols(first, count).transpose() * right;
+          product.noalias() = alpha * Stored(a, inner, rows).middleCols(first_row, row_count).transpose() * right;
         else
-          product.noalias() = alpha * Stored(a + first * inner, count, inner) * right;
+          product.noalias() = alpha * Stored(a + first_row * inner, row_count, inner) * right;
       };
       if (transpose_b)
-        left(Stored(b, cols, inner).transpose());
+        left(Stored(b + first_col * inner, col_count, inner).transpose());
       else
-        left(Stored(b, inner, cols));
+        left(Stored(b, inner, cols).middleCols(first_col, col_count));
     }
   }
 

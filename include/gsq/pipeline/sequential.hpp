@@ -75,6 +75,8 @@ struct BlockResult {
   long tokens = 0;
   double error = 0;
   double init_error = 0;
+  double train_seconds = 0;  // the GSQ run on the joint objective (its steps)
+  double step_seconds = 0;   // ... its median step
 };
 
 struct LayerResult {
@@ -86,8 +88,8 @@ struct LayerResult {
 
 /// A layer's record in manifests and layer files (without the tensors):
 /// {"layer", "seconds", "linears": [{"name", "rel_error", "seconds", "init_rel_error"?, "tokens"?,
-///  "fallback"?}], "blocks"?: [{"name", "tokens", "rel_error", "init_rel_error"}]}; the keys
-/// marked ? appear only when they apply.
+///  "fallback"?}], "blocks"?: [{"name", "tokens", "rel_error", "init_rel_error", "train_seconds",
+///  "step_seconds_median"}]}; the keys marked ? appear only when they apply.
 inline void to_json(nlohmann::json& json, const LayerResult& layer) {
   nlohmann::json linears = nlohmann::json::array();
   for (const LinearResult& linear : layer.linears) {
@@ -100,7 +102,8 @@ inline void to_json(nlohmann::json& json, const LayerResult& layer) {
   json = {{"layer", layer.layer}, {"seconds", layer.seconds}, {"linears", linears}};
   for (const BlockResult& block : layer.blocks)
     json["blocks"].push_back({{"name", block.name}, {"tokens", block.tokens}, {"rel_error", block.error},
-                              {"init_rel_error", block.init_error}});
+                              {"init_rel_error", block.init_error}, {"train_seconds", block.train_seconds},
+                              {"step_seconds_median", block.step_seconds}});
 }
 
 /// Reads what to_json wrote; the tensors are left empty.
@@ -115,7 +118,8 @@ inline void from_json(const nlohmann::json& json, LayerResult& layer) {
   layer.blocks.clear();
   for (const nlohmann::json& entry : json.value("blocks", nlohmann::json::array()))
     layer.blocks.push_back({entry.at("name").get<std::string>(), entry.at("tokens").get<long>(),
-                            entry.at("rel_error").get<double>(), entry.at("init_rel_error").get<double>()});
+                            entry.at("rel_error").get<double>(), entry.at("init_rel_error").get<double>(),
+                            entry.value("train_seconds", 0.0), entry.value("step_seconds_median", 0.0)});
 }
 
 /// Progress of one GSQ run inside a layer: which layer and part, then the step report.
@@ -553,10 +557,16 @@ class SequentialQuantizer {
       std::array<Gsq, N> quantizers = array_of<N>([&](std::size_t i) {
         return Format::quantizer(tensors[i], part_init(layer, {group.first.index + static_cast<long>(i), group.first.stream}));
       });
-      std::apply([&](auto&... each) {
-        train_jointly<typename Format::Optimizer>(*joint, part_config(layer, group.first),
-                                                  [&](const StepReport& step) { if (progress) progress(layer, part, step); }, each...);
+      const auto trained_at = Clock::now();
+      const TrainReport report = std::apply([&](auto&... each) {
+        return train_jointly<typename Format::Optimizer>(
+            *joint, part_config(layer, group.first), [&](const StepReport& step) { if (progress) progress(layer, part, step); },
+            each...);
       }, quantizers);
+      if (block) {
+        block->train_seconds = seconds_since(trained_at);
+        block->step_seconds = report.median_step_seconds();
+      }
       std::array<Tensor, N> trained = array_of<N>([&](std::size_t i) { return Format::result(quantizers[i], tensors[i]); });
       const std::array<Matrix<float>, N> judged = array_of<N>([&](std::size_t i) {
         return group.stored_starts ? Format::store(trained[i], results[i].name) : dequantize(trained[i]);

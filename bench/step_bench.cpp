@@ -26,6 +26,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <unistd.h>
@@ -34,6 +35,7 @@
 
 #include "random_checkpoint.hpp"
 #include "timing.hpp"
+#include <gsq/common/array_of.hpp>
 #include <gsq/model/llama.hpp>
 #include <gsq/objective/decoder_layer.hpp>
 #include <gsq/policy/dispatch.hpp>
@@ -180,10 +182,7 @@ nlohmann::json bench_layer_output(long steps) {
   using Grouping = gsq::GroupSize<64>;
   std::array<gsq::Matrix<float>, Objective::linear_count> weights;
   for (std::size_t i = 0; i < weights.size(); ++i) weights[i] = model.linear_weight(0, Objective::linear_names()[i]);
-  auto q = rtn_start<Grid, Grouping>(weights[0]), k = rtn_start<Grid, Grouping>(weights[1]),
-       v = rtn_start<Grid, Grouping>(weights[2]), o = rtn_start<Grid, Grouping>(weights[3]),
-       gate = rtn_start<Grid, Grouping>(weights[4]), up = rtn_start<Grid, Grouping>(weights[5]),
-       down = rtn_start<Grid, Grouping>(weights[6]);
+  auto quantizers = gsq::array_of<Objective::linear_count>([&](std::size_t i) { return rtn_start<Grid, Grouping>(weights[i]); });
 
   const long hidden = shape.hidden, head_dim = hidden / shape.heads;
   std::vector<float> x(length * shape.intermediate), y(x.size()), grad(static_cast<std::size_t>(hidden * shape.intermediate));
@@ -209,7 +208,8 @@ nlohmann::json bench_layer_output(long steps) {
     }
   };
   const auto [floor, report] = with_floor(products, steps, [&](const auto& on_step) {
-    return gsq::train_jointly(objective, annealed_run(steps), on_step, q, k, v, o, gate, up, down);
+    return std::apply([&](auto&... each) { return gsq::train_jointly(objective, annealed_run(steps), on_step, each...); },
+                      quantizers);
   });
   double parameters = 0;
   for (const gsq::Matrix<float>& weight : weights) parameters += static_cast<double>(weight.size());

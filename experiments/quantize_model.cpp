@@ -33,9 +33,11 @@
 #include <gsq/model/comparison.hpp>
 #include <gsq/model/evaluation.hpp>
 #include <gsq/model/layer_divergence.hpp>
+#include <gsq/pipeline/budget.hpp>
 #include <gsq/pipeline/ggml_mix.hpp>
 #include <gsq/pipeline/ggml_mix_format.hpp>
 #include <gsq/pipeline/report.hpp>
+#include <gsq/pipeline/sensitivity.hpp>
 #include <gsq/pipeline/sequential.hpp>
 #include <gsq/text/llama_cpp_pre_tokenizer.hpp>
 #include <gsq/text/tokenizer.hpp>
@@ -66,6 +68,15 @@ struct Options {
   const gsq::KQuantFormat* k_quant = nullptr;  // --format: a llama.cpp K-quant layout instead of the grid
   std::optional<gsq::GgmlMix> mix;             // --format PRESET or --like: each linear in its own ggml type
   std::string preset, like;                    // --format PRESET, --like FILE
+  struct Budget {                              // --target-bpw / --target-size: the mix chosen from measured sensitivity
+    double bits_per_weight = 0;
+    std::uint64_t bytes = 0;
+    std::vector<gsq::GgmlType> candidates;
+    std::string sensitivity;                   // --sensitivity FILE: the measurement kept or reused
+    long windows = 0;
+    bool plan_only = false;
+  };
+  std::optional<Budget> budget;
   gsq::ModelQuantizationConfig config;
   long calib_tokens = 0, calib_window = 0, window = 0, stop_after = 0, layer_kl_windows = 0;
   std::string tokenizer;
@@ -84,11 +95,13 @@ Options parse_options(int argc, char** argv) {
   Options options;
   gsq::TrainConfig& train = options.config.train;
   std::string methods, init, objective, target_inputs, attention, scale_search, exports, format, expert_calibration, seed;
+  std::string target_size, candidates;
+  Options::Budget budget;
   po::options_description flags("quantize_model: quantize a Llama-family checkpoint layer by layer and evaluate it");
   flags.add_options()
       ("help", "print this help")
       ("model", po::value(&options.model)->required(), "input checkpoint directory (config.json + model.safetensors or a sharded index)")
-      ("out", po::value(&options.out)->required(), "output directory (replaced atomically); with several methods, one subdirectory per method")
+      ("out", po::value(&options.out), "output directory (replaced atomically); with several methods, one subdirectory per method")
       ("method", po::value(&methods)->default_value("gsq"), "rtn, gptq or gsq, or a comma list (e.g. rtn,gptq,gsq)")
       ("bits", po::value<std::string>()->default_value("2"), "grid: ternary, 2, 3 or 4")
       ("group", po::value<std::string>()->default_value("128"), "input columns per scale: 64, 128, 256, or per-channel (0)")
@@ -103,6 +116,21 @@ Options parse_options(int argc, char** argv) {
                                      "--export gguf writes each linear in its type")
       ("like", po::value(&options.like), "instead of --bits/--group/--format, the layout of an existing GGUF of this model "
                                           "(llama-quantize's, a hand-made mix): each linear in the ggml type that file gives it")
+      ("target-bpw", po::value(&budget.bits_per_weight), "instead of --bits/--group/--format, a size budget in bits per weight over the "
+                                                          "whole GGUF file (embeddings, head and norms included): each tensor's type chosen "
+                                                          "from --candidates by its measured effect on the model's output, the least total "
+                                                          "KL that fits (docs/budget.md)")
+      ("target-size", po::value(&target_size), "the budget as the GGUF's tensor bytes instead (e.g. 1236480)")
+      ("candidates", po::value(&candidates)->default_value("Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0"),
+       "the ggml types a budget chooses from, each as llama-quantize writes it for rows that are not whole blocks of it")
+      ("sensitivity", po::value(&budget.sensitivity), "with a budget, the file each tensor's measured sensitivity is kept in: "
+                                                       "read when it holds this model's, calibration's and candidates' "
+                                                       "measurement, else measured and written there (another budget then "
+                                                       "costs no measurement)")
+      ("sensitivity-windows", po::value(&budget.windows)->default_value(8), "with a budget, the calibration windows (--calib-window) "
+                                                                             "each tensor's divergence is measured on")
+      ("plan-only", po::bool_switch(&budget.plan_only), "with a budget, print each tensor's chosen type, the size and the predicted "
+                                                         "KL, and stop (no --out needed)")
       ("objective", po::value(&objective)->default_value("layer-output"), "what GSQ trains on: layer-output (q, k, v, o, gate, up, down jointly on the decoder layer's output, from --init; dense layers; docs/layer_objective.md), block (the paper's recipe: gate/up/down jointly on the SwiGLU block's output, attention by GPTQ; the default for Mixture-of-Experts and latent-attention models) or layer (each projection on its Hessian objective; the default with --format)")
       ("target-inputs", po::value(&target_inputs)->default_value("full-precision"), "layer-output objective: the full-precision layer it matches runs on the quantized model's inputs to the layer (quantized) or on the full-precision model's (full-precision: the layer also makes up for the earlier layers' error)")
       ("attention", po::value(&attention)->default_value("gptq"), "attention projections under --method gsq: gptq (the reference) or gsq (Hessian objective); with --format: gsq")
@@ -164,10 +192,34 @@ Options parse_options(int argc, char** argv) {
   options.grid.validate();
   options.grouping.validate();
   gsq::require(!(values.count("format") && values.count("like")), "--format and --like both choose the format: give one");
-  if (values.count("format") || values.count("like")) {
+  gsq::require(!(values.count("target-bpw") && values.count("target-size")), "--target-bpw and --target-size both set the budget: give one");
+  if (values.count("target-bpw") || values.count("target-size")) {
+    gsq::require(!values.count("format") && !values.count("like") && values["bits"].defaulted() && values["group"].defaulted(),
+                 "a budget (--target-bpw, --target-size) chooses every tensor's type: give no --bits, --group, --format or --like");
+    if (values.count("target-size")) {
+      const std::uint64_t bytes = gsq::driver::parse_unsigned("--target-size", target_size);
+      gsq::require(bytes > 0, "--target-size must be positive");
+      budget.bytes = bytes;
+    } else {
+      gsq::require(std::isfinite(budget.bits_per_weight) && budget.bits_per_weight > 0,
+                   "--target-bpw must be a positive number of bits per weight");
+    }
+    for (const std::string& name : split(candidates)) budget.candidates.push_back(gsq::ggml_type_named(name, "--candidates"));
+    gsq::require(!budget.candidates.empty(), "--candidates names no type");
+    gsq::require(budget.windows > 0, "--sensitivity-windows must be positive");
+    options.budget = budget;
+  } else {
+    gsq::require(!values.count("sensitivity") && !budget.plan_only && values["candidates"].defaulted() &&
+                     values["sensitivity-windows"].defaulted(),
+                 "--candidates, --sensitivity, --sensitivity-windows and --plan-only go with a budget: give --target-bpw or --target-size");
+  }
+  gsq::require(!options.out.empty() || budget.plan_only, "--out is required (except with --plan-only)");
+  if (values.count("format") || values.count("like") || options.budget) {
     const bool preset = values.count("format") && std::any_of(format.begin(), format.end(), [](char c) { return std::isupper(c); });
     if (preset) options.preset = format;
-    if (values.count("like") || preset) {
+    if (options.budget) {
+      options.preset = "budget";  // the mix itself is chosen once the sensitivity is measured
+    } else if (values.count("like") || preset) {
       const gsq::LlamaConfig model = gsq::LlamaConfig::load(options.model + "/config.json");
       options.mix = values.count("like") ? gsq::ggml_mix_like(model, gsq::GgufFile::open(options.like))
                                          : gsq::llama_quantize_mix(model, gsq::Checkpoint::open(options.model),
@@ -262,6 +314,9 @@ struct Plan {
   std::string parent;             // with several methods, the directory that holds their outputs
   std::string json, dump_layers;
   nlohmann::json inputs;  // what a resumed run must find unchanged
+  gsq::SensitivityTable sensitivity;  // a budget's tensors and candidates: measured, or read from --sensitivity
+  std::uint64_t budget_bytes = 0;
+  nlohmann::json budget;              // the budget's plan, for the manifests
 };
 
 /// What a resumed run must find unchanged (docs/files.md): the files the run reads, whole, and the
@@ -301,16 +356,28 @@ std::vector<gsq::TokenId> read_checked_tokens(const std::string& flag, const std
   }
 }
 
+/// How a budget's sensitivity is measured: as the run starts each tensor (GPTQ, or RTN when only RTN runs).
+gsq::SensitivityOptions sensitivity_options(const Options& options) {
+  gsq::SensitivityOptions measure;
+  const bool rtn_only = std::all_of(options.methods.begin(), options.methods.end(), [](gsq::Method m) { return m == gsq::Method::rtn; });
+  measure.method = rtn_only ? gsq::Method::rtn : gsq::Method::gptq;
+  measure.gptq = options.config.gptq;
+  measure.window = options.calib_window;
+  measure.windows = options.budget->windows;
+  return measure;
+}
+
 Plan plan_run(const Options& options) {
   const gsq::LlamaConfig model = gsq::LlamaConfig::load(options.model + "/config.json");
   gsq::LlamaModel::check_checkpoint(model, gsq::Checkpoint::open(options.model));  // before its sizes are trusted
   model.require_within_positions(options.calib_window, "--calib-window: calibration sequences of");
   if (!options.eval.empty()) model.require_within_positions(options.window, "--window: evaluation windows of");
-  visit_format(options, [&](const auto& format) {
-    for (long layer = 0; layer < model.layers; ++layer)
-      for (const gsq::LinearShape& linear : model.linears(layer))
-        format.require_fits(gsq::LlamaModel::tensor_name(layer, linear.name), linear.cols);
-  });
+  if (!options.budget)  // a budget's candidates are taken as each tensor's rows allow
+    visit_format(options, [&](const auto& format) {
+      for (long layer = 0; layer < model.layers; ++layer)
+        for (const gsq::LinearShape& linear : model.linears(layer))
+          format.require_fits(gsq::LlamaModel::tensor_name(layer, linear.name), linear.cols);
+    });
   const bool gsq_run = std::find(options.methods.begin(), options.methods.end(), gsq::Method::gsq) != options.methods.end();
   if (gsq_run && options.config.objective == gsq::GsqObjective::layer_output)  // refused before OUT.partial exists
     for (long layer = 0; layer < model.layers; ++layer) gsq::DecoderLayerObjective<>::require_supported(model, layer);
@@ -341,6 +408,21 @@ Plan plan_run(const Options& options) {
                         "each layer's divergence on " + std::to_string(options.layer_kl_windows) + " windows (--layer-kl-windows)");
   }
 
+  if (options.budget) {  // the budget checked, and the kept measurement read, before any work
+    const Options::Budget& budget = *options.budget;
+    plan.sensitivity = gsq::sensitivity_table(model, gsq::Checkpoint::open(options.model), budget.candidates);
+    plan.budget_bytes = budget.bytes > 0 ? budget.bytes : gsq::budget_bytes_of_bpw(plan.sensitivity, budget.bits_per_weight);
+    gsq::require_budget(plan.sensitivity, plan.budget_bytes, budget.bytes > 0 ? "--target-size" : "--target-bpw");
+    for (const gsq::ExportFormat& format : options.exports)
+      gsq::require(std::string(format.name) == "gguf", std::string("--export ") + format.name +
+                                                          ": a budget's per-tensor ggml types are written as GGUF only so far");
+    const nlohmann::json settings = gsq::sensitivity_settings(plan.sensitivity, gsq::Checkpoint::open(options.model),
+                                                              plan.calibration, sensitivity_options(options));
+    if (!budget.sensitivity.empty() && fs::exists(budget.sensitivity))
+      plan.sensitivity = gsq::load_sensitivity(budget.sensitivity, settings);
+    else
+      plan.sensitivity.settings = settings;
+  }
   if (options.mix && !options.exports.empty()) {  // what each export can hold, before any work
     gsq::require_exportable(options.exports, gsq::QuantizedModel::planned(options.model, options.mix->linears));
   } else if (options.k_quant && !options.exports.empty()) {
@@ -356,8 +438,17 @@ Plan plan_run(const Options& options) {
         options.grid, options.grouping);
   }
 
-  const std::vector<gsq::NamedPath> inputs{{"--model", options.model}, {"--calib", options.calib}, {"--eval", options.eval}};
+  std::vector<gsq::NamedPath> inputs{{"--model", options.model}, {"--calib", options.calib}, {"--eval", options.eval}};
+  if (plan.sensitivity.measured) inputs.push_back({"--sensitivity", options.budget->sensitivity});
   std::vector<gsq::NamedPath> apart = inputs;
+  if (options.budget && !options.budget->sensitivity.empty() && !plan.sensitivity.measured) {
+    const std::string kept = gsq::claim_output({"--sensitivity", options.budget->sensitivity}, gsq::OutputKind::file, apart);
+    apart.push_back({"--sensitivity", kept, true});
+  }
+  if (options.budget && options.budget->plan_only) {
+    plan.inputs = input_fingerprints(options);
+    return plan;
+  }
   if (options.methods.size() == 1) {
     plan.outs.push_back(gsq::claim_output({"--out", options.out}, gsq::OutputKind::directory, inputs));
   } else {
@@ -515,6 +606,7 @@ MethodRun run_method(gsq::Method method, const Options& options, const Plan& pla
                              {"group", group_label(options)}, {"bpp", bpp}, {"settings", settings},
                              {"layers", layers}, {"quantize_seconds", quantize_seconds}};
   if (!beyond_layers.empty()) manifest["beyond_layers"] = beyond_layers;
+  if (options.budget) manifest["budget"] = plan.budget, manifest["sensitivity"] = plan.sensitivity;
   if (!evaluation.empty() && communicator.rank() == 0) {  // judged beside the original (gsq/model/comparison.hpp)
     const Clock::time_point eval_start = Clock::now();
     gsq::EvaluationOptions eval_options;
@@ -586,10 +678,67 @@ void print_row(const std::string& method, const std::string& bits, const std::st
               shown(compared ? comparison["same_top"]["value"] : nlohmann::json(), "%.2f%%", 100).c_str(), seconds);
 }
 
-int run(const Options& options, const gsq::Communicator& communicator) {
+/// The budget's plan: each tensor's type by layer, the totals and the prediction.
+void print_budget(const gsq::SensitivityTable& table, const gsq::BudgetPlan& plan) {
+  const auto type_of = [&](std::size_t i) {
+    return gsq::ggml_type_name(static_cast<std::uint32_t>(table.tensors[i].choices[plan.choice[i]].type));
+  };
+  std::printf("budget %llu bytes (%.4f bits per weight): the plan takes %llu bytes (%.4f bits per weight), predicted KL %.5f\n",
+              static_cast<unsigned long long>(plan.budget), 8.0 * plan.budget / table.parameters,
+              static_cast<unsigned long long>(plan.bytes), plan.bits_per_weight(table), plan.predicted_kl);
+  std::string layer, line;
+  for (std::size_t i = 0; i < table.tensors.size(); ++i) {
+    const std::string& name = table.tensors[i].gguf;
+    const std::size_t dot = name.find('.', 4);
+    const std::string here = name.rfind("blk.", 0) == 0 ? name.substr(0, dot) : "";
+    if (here != layer && !line.empty()) std::printf("%s\n", line.c_str()), line.clear();
+    layer = here;
+    const std::string short_name = here.empty() ? name.substr(0, name.find('.')) : name.substr(dot + 1, name.rfind('.') - dot - 1);
+    line += (line.empty() ? (here.empty() ? std::string() : here + ":") : std::string()) + " " + short_name + " " + type_of(i);
+  }
+  if (!line.empty()) std::printf("%s\n", line.c_str());
+}
+
+/// A budget's mix: the sensitivity measured (or read), the plan solved and printed.
+gsq::GgmlMix plan_budget(const Options& options, Plan& plan, const gsq::Communicator& communicator) {
+  const Options::Budget& budget = *options.budget;
+  gsq::SensitivityTable& table = plan.sensitivity;
+  if (!table.measured) {
+    const Clock::time_point start = Clock::now();
+    gsq::SensitivityOptions measure = sensitivity_options(options);
+    const bool quiet = options.quiet || communicator.rank() != 0;
+    measure.on_tensor = [&](const gsq::TensorSensitivity& tensor, long done, long total) {
+      if (quiet) return;
+      std::string kls;
+      for (const gsq::SensitivityChoice& choice : tensor.choices) {
+        char text[48];
+        std::snprintf(text, sizeof text, " %s %.5f", gsq::ggml_type_name(static_cast<std::uint32_t>(choice.type)).c_str(), choice.kl);
+        kls += text;
+      }
+      const double elapsed = seconds_since(start);
+      std::fprintf(stderr, "sensitivity %ld/%ld %s:%s, ETA %.0f s\n", done, total, tensor.gguf.c_str(), kls.c_str(),
+                   elapsed / done * (total - done));
+    };
+    gsq::LlamaModel model = gsq::LlamaModel::load(options.model);
+    gsq::measure_sensitivity(model, table, plan.calibration, measure);
+    if (!budget.sensitivity.empty() && communicator.rank() == 0) gsq::save_sensitivity(budget.sensitivity, table);
+  }
+  const gsq::BudgetPlan chosen = gsq::plan_budget(table, plan.budget_bytes);
+  if (communicator.rank() == 0) print_budget(table, chosen);
+  plan.budget = gsq::budget_json(table, chosen);
+  char source[64];
+  std::snprintf(source, sizeof source, "a budget of %.4f bits per weight", 8.0 * plan.budget_bytes / table.parameters);
+  return gsq::budget_mix(gsq::LlamaConfig::load(options.model + "/config.json"), table, chosen, source);
+}
+
+int run(Options options, const gsq::Communicator& communicator) {
   gsq::driver::set_threads(options.threads);
-  const Plan plan = plan_run(options);
+  Plan plan = plan_run(options);
   communicator.barrier();  // every rank has checked the plan before rank 0 creates anything
+  if (options.budget) {
+    options.mix = plan_budget(options, plan, communicator);
+    if (options.budget->plan_only) return 0;
+  }
   const std::vector<gsq::TokenId>& calibration = plan.calibration;
   const std::vector<gsq::TokenId>& evaluation = plan.evaluation;
 

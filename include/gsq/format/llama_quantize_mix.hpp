@@ -175,6 +175,24 @@ inline bool llama_is_70b(const LlamaQuantizeModel& model) {
 
 }  // namespace detail
 
+/// The type llama-quantize writes instead of `type` for rows of `columns` values (its
+/// tensor_type_fallback): `type` where the rows are whole blocks of it; else the type of blocks of
+/// 32 next to it, and F16 where the rows are not whole blocks of 32 either.
+inline GgmlType llama_quantize_fallback(GgmlType type, std::int64_t columns) {
+  using T = GgmlType;
+  const auto block = [](T of) { return static_cast<std::int64_t>(ggml_type_info(of).block); };
+  if (columns % block(type) == 0) return type;
+  T smaller = type;
+  switch (type) {
+    case T::Q2_0: case T::Q2_K: case T::Q3_K: case T::TQ1_0: case T::TQ2_0: smaller = T::Q4_0; break;
+    case T::Q4_K: smaller = T::Q5_0; break;
+    case T::Q5_K: smaller = T::Q5_1; break;
+    case T::Q6_K: smaller = T::Q8_0; break;
+    default: require(block(type) <= 32, std::string("llama-quantize has no fallback for ") + ggml_type_info(type).name);
+  }
+  return columns % block(smaller) == 0 ? smaller : T::F16;
+}
+
 /// The ggml type llama-quantize writes for each of `tensors` (in their order) under `preset`,
 /// default options, an imatrix given or not. llama-quantize decides in the order its loader
 /// keeps the tensors (those outside the layers first, then layer by layer, by name within one);
@@ -285,22 +303,6 @@ inline std::vector<GgmlType> llama_quantize_types(LlamaQuantizePreset preset, co
     return type;
   };
 
-  // tensor_type_fallback: a row that is not whole blocks of the type takes the type of blocks of
-  // 32 next to it, and one not whole blocks of 32 either F16.
-  const auto fallback = [&](const LlamaQuantizeTensor& tensor, T type) -> T {
-    const std::int64_t columns = tensor.ne[0];
-    if (columns % block(type) == 0) return type;
-    T smaller = type;
-    switch (type) {
-      case T::Q2_0: case T::Q2_K: case T::Q3_K: case T::TQ1_0: case T::TQ2_0: smaller = T::Q4_0; break;
-      case T::Q4_K: smaller = T::Q5_0; break;
-      case T::Q5_K: smaller = T::Q5_1; break;
-      case T::Q6_K: smaller = T::Q8_0; break;
-      default: require(block(type) <= 32, std::string("llama_quantize_types: no fallback for ") + ggml_type_info(type).name);
-    }
-    return columns % block(smaller) == 0 ? smaller : T::F16;
-  };
-
   std::vector<T> types(tensors.size());
   for (const std::size_t i : order) {
     const LlamaQuantizeTensor& tensor = tensors[i];
@@ -309,7 +311,7 @@ inline std::vector<GgmlType> llama_quantize_types(LlamaQuantizePreset preset, co
       types[i] = tensor.type;
       continue;
     }
-    types[i] = fallback(tensor, choose(tensor, detail::llama_tensor_role(tensor.name)));
+    types[i] = llama_quantize_fallback(choose(tensor, detail::llama_tensor_role(tensor.name)), tensor.ne[0]);
   }
   return types;
 }

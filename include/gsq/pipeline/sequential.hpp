@@ -50,6 +50,7 @@
 #include "gsq/model/llama.hpp"
 #include "gsq/objective/decoder_layer.hpp"
 #include "gsq/objective/hessian.hpp"
+#include "gsq/objective/input_hessian.hpp"
 #include "gsq/objective/swiglu_block.hpp"
 #include "gsq/pipeline/config.hpp"
 #include "gsq/policy/grid.hpp"
@@ -142,14 +143,6 @@ using LinearObserver = std::function<void(const std::string& tensor_name, const 
 
 namespace detail {
 
-/// H = X^T X / N of a linear layer's inputs (tokens x features).
-inline Matrix<float> input_hessian(const Matrix<float>& inputs) {
-  Matrix<float> hessian(inputs.cols, inputs.cols);
-  Host<float>::gemm(true, inputs.cols, inputs.cols, inputs.rows, 1.0f / static_cast<float>(inputs.rows),
-                    inputs.data(), inputs.data(), hessian.data());
-  return hessian;
-}
-
 /// A seed for each (layer, linear) from the run's seed, so that layers draw independent noise
 /// and a resumed run draws what an uninterrupted one would.
 inline std::uint64_t part_seed(std::uint64_t seed, long layer, long part) {
@@ -225,7 +218,7 @@ class SequentialQuantizer {
       const auto shape = std::find_if(linears.begin(), linears.begin() + attention_count,
                                       [&](const LinearShape& candidate) { return candidate.name == linear; });
       if (shape != linears.begin() + attention_count && shape->input_of.empty())
-        hessians[linear] = detail::input_hessian(x);
+        hessians[linear] = input_hessian(x);
     });
     const bool attention_gsq = config_.method == Method::gsq && config_.gsq_attention;
     std::vector<double> attention_costs;
@@ -272,8 +265,8 @@ class SequentialQuantizer {
     });
 
     if (layer_output()) {  // q, k, v, o, gate, up, down from their start, jointly on the layer's output
-      const Matrix<float> gate_hessian = detail::input_hessian(mlp_inputs);
-      const Matrix<float> down_hessian = detail::input_hessian(down_inputs.at(linears[6].name));
+      const Matrix<float> gate_hessian = input_hessian(mlp_inputs);
+      const Matrix<float> down_hessian = input_hessian(down_inputs.at(linears[6].name));
       const Matrix<float>& query_hessian = hessians.at(linears[0].name);
       const std::array<const Matrix<float>*, LayerObjective::linear_count> linear_hessians = {
           &query_hessian, &query_hessian, &query_hessian, &hessians.at(linears[3].name), &gate_hessian, &gate_hessian, &down_hessian};
@@ -370,7 +363,7 @@ class SequentialQuantizer {
       nlohmann::json errors = nlohmann::json::object();  // kept with the unit: a resumed run reports the same
       for (const std::string& name : names) {
         const bool is_head = name == head;
-        const Matrix<float> hessian = is_head ? detail::input_hessian(model_.final_normed(hidden)) : identity(config.hidden_size);
+        const Matrix<float> hessian = is_head ? input_hessian(model_.final_normed(hidden)) : identity_hessian(config.hidden_size);
         const Matrix<float> original = is_head ? model_.head() : model_.embedding();
         Tensor tensor = format_.initial(name, original, hessian, is_head ? method : Method::rtn, config_.gptq);
         add_packed(writer, name, tensor);
@@ -606,12 +599,6 @@ class SequentialQuantizer {
     return result;
   }
 
-  static Matrix<float> identity(long size) {
-    Matrix<float> result(size, size);
-    for (long i = 0; i < size; ++i) result(i, i) = 1;
-    return result;
-  }
-
   /// Quantizes SwiGLU block `block` from its calibration inputs `inputs` (the rows of the MLP's
   /// input it is calibrated on, of `layer_tokens`; `down_inputs`: its down projection's inputs if
   /// the forward pass recorded them): GSQ of gate, up and down trained jointly on the block's
@@ -622,16 +609,16 @@ class SequentialQuantizer {
     const std::size_t first_linear = result.linears.size();
     const double min_tokens = config_.expert_min_tokens * static_cast<double>(layer_tokens);
     if (block.expert >= 0 && (inputs.rows == 0 || static_cast<double>(inputs.rows) < min_tokens)) {
-      const Matrix<float> input_identity = identity(model_.config().hidden_size), down_identity = identity(block.width);
+      const Matrix<float> input_identity = identity_hessian(model_.config().hidden_size), down_identity = identity_hessian(block.width);
       for (std::size_t j = 0; j < 3; ++j)
         result.linears.push_back(quantize_without_data(layer, block.linears[j], j == 2 ? down_identity : input_identity));
     } else {
       // H of gate/up's input and of down's, before any of the block is quantized.
-      const Matrix<float> input_hessian = detail::input_hessian(inputs);
+      const Matrix<float> gate_hessian = input_hessian(inputs);
       const Matrix<float> down_hessian =
-          detail::input_hessian(down_inputs ? *down_inputs : model_.swiglu_activations(layer, block, inputs));
+          input_hessian(down_inputs ? *down_inputs : model_.swiglu_activations(layer, block, inputs));
       if (config_.method == Method::gsq && config_.objective == GsqObjective::block) {
-        LinearGroup<3> group = start_group<3>(layer, block.linears, {&input_hessian, &input_hessian, &down_hessian}, config_.gsq_init, first);
+        LinearGroup<3> group = start_group<3>(layer, block.linears, {&gate_hessian, &gate_hessian, &down_hessian}, config_.gsq_init, first);
         const long batch_tokens = std::min(inputs.rows, std::max(1L, layer_tokens / config_.block_batches));
         SwiGluBlockObjective<> objective(group.weights[0], group.weights[1], group.weights[2], inputs, batch_tokens);
         BlockResult trained{block.name, inputs.rows};
@@ -641,7 +628,7 @@ class SequentialQuantizer {
       } else {  // each on its own; the layer-output objective's start
         for (long j = 0; j < 3; ++j)
           result.linears.push_back(quantize_linear(layer, block.linears[static_cast<std::size_t>(j)], {first.index + j, first.stream},
-                                                   j == 2 ? down_hessian : input_hessian,
+                                                   j == 2 ? down_hessian : gate_hessian,
                                                    layer_output() ? config_.gsq_init : config_.method, progress));
       }
     }

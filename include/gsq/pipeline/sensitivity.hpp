@@ -1,0 +1,310 @@
+// gsq/pipeline/sensitivity.hpp -- what each tensor of a model's llama.cpp file costs and does to the
+// model's output in each candidate ggml type: its bytes, and the divergence of the original model
+// with only that tensor quantized into the type (by GPTQ, or RTN, on the calibration H of the
+// tensor's inputs, as the run starts it), compared with the original prediction by prediction on
+// calibration windows (mean KL). What a size budget is solved from (gsq/pipeline/budget.hpp);
+// measured once and kept as JSON, so that another budget costs no new measurement.
+//
+//   gsq::SensitivityTable table = gsq::sensitivity_table(config, checkpoint, {gsq::GgmlType::Q2_K, ...});
+//   gsq::measure_sensitivity(model, table, calibration, options);   // fills each choice's KL
+//
+// Each candidate is taken as llama-quantize would write it for the tensor's rows (Q4_K becomes Q5_0
+// for rows that are not whole super-blocks). Cost: per tensor and type, a forward pass of the
+// measured windows from the tensor's layer up and a head product; the original's hidden states at
+// every layer and its logits on those windows are kept. Dense models, grouped-query attention.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "gsq/common/error.hpp"
+#include "gsq/common/memory.hpp"
+#include "gsq/format/ggml_types.hpp"
+#include "gsq/format/llama_quantize_mix.hpp"
+#include "gsq/io/atomic_file.hpp"
+#include "gsq/io/fingerprint.hpp"
+#include "gsq/io/regular_file.hpp"
+#include "gsq/io/safetensors.hpp"
+#include "gsq/model/comparison.hpp"
+#include "gsq/model/gguf_layout.hpp"
+#include "gsq/model/layer_divergence.hpp"
+#include "gsq/model/llama.hpp"
+#include "gsq/objective/hessian.hpp"
+#include "gsq/objective/input_hessian.hpp"
+#include "gsq/pipeline/ggml_mix.hpp"
+#include "gsq/pipeline/ggml_mix_format.hpp"
+#include "gsq/pipeline/method.hpp"
+
+namespace gsq {
+
+/// One candidate type of a tensor: its bytes in the file, and what it does alone.
+struct SensitivityChoice {
+  GgmlType type = GgmlType::F32;
+  std::uint64_t bytes = 0;
+  double kl = 0, kl_error = 0;  // mean KL(P_original || P) with only this tensor in this type, nats, and its standard error
+  double error = 0;             // the tensor's relative Hessian error in this type (gsq/objective/hessian.hpp)
+};
+
+/// A tensor of the model's GGUF whose type a budget chooses: a decoder linear, the token embedding
+/// or the head (a tied model's one tensor is its token_embd).
+struct TensorSensitivity {
+  std::string gguf;        // llama.cpp's name: "blk.3.ffn_down.weight"
+  std::string checkpoint;  // the checkpoint tensor it is written from
+  long rows = 0, cols = 0;
+  std::vector<SensitivityChoice> choices;  // by increasing bytes
+};
+
+/// Every tensor a budget chooses for, with its candidates, and the rest of the file.
+struct SensitivityTable {
+  nlohmann::json settings;        // what the measurement depends on: a kept table serves only a run with the same
+  std::uint64_t fixed_bytes = 0;  // the tensors every file keeps in float: norms, biases
+  std::uint64_t parameters = 0;   // of every tensor of the file
+  std::vector<TensorSensitivity> tensors;
+  bool measured = false;
+};
+
+/// How measure_sensitivity quantizes and measures.
+struct SensitivityOptions {
+  Method method = Method::gptq;  // each tensor's quantization: GPTQ or RTN (the token embedding always RTN, as a run does)
+  GptqConfig gptq;
+  long window = 256;             // calibration windows of this many tokens ...
+  long windows = 8;              // ... the first this many measured
+  /// Hears of each tensor measured: it, and the tensors done and in all.
+  std::function<void(const TensorSensitivity&, long done, long total)> on_tensor;
+};
+
+inline void to_json(nlohmann::json& json, const SensitivityTable& table) {
+  nlohmann::json tensors = nlohmann::json::array();
+  for (const TensorSensitivity& tensor : table.tensors) {
+    nlohmann::json choices = nlohmann::json::array();
+    for (const SensitivityChoice& choice : tensor.choices)
+      choices.push_back({{"type", ggml_type_name(static_cast<std::uint32_t>(choice.type))}, {"bytes", choice.bytes},
+                         {"kl", choice.kl}, {"kl_error", choice.kl_error}, {"rel_error", choice.error}});
+    tensors.push_back({{"gguf", tensor.gguf}, {"checkpoint", tensor.checkpoint}, {"rows", tensor.rows}, {"cols", tensor.cols},
+                       {"choices", choices}});
+  }
+  json = {{"settings", table.settings}, {"fixed_bytes", table.fixed_bytes}, {"parameters", table.parameters},
+          {"measured", table.measured}, {"tensors", tensors}};
+}
+
+inline void from_json(const nlohmann::json& json, SensitivityTable& table) {
+  table.settings = json.at("settings");
+  table.fixed_bytes = json.at("fixed_bytes").get<std::uint64_t>();
+  table.parameters = json.at("parameters").get<std::uint64_t>();
+  table.measured = json.at("measured").get<bool>();
+  table.tensors.clear();
+  for (const nlohmann::json& tensor : json.at("tensors")) {
+    TensorSensitivity read{tensor.at("gguf"), tensor.at("checkpoint"), tensor.at("rows"), tensor.at("cols"), {}};
+    for (const nlohmann::json& choice : tensor.at("choices"))
+      read.choices.push_back({ggml_type_named(choice.at("type").get<std::string>(), "a sensitivity table's type"),
+                              choice.at("bytes").get<std::uint64_t>(), choice.at("kl").get<double>(),
+                              choice.at("kl_error").get<double>(), choice.at("rel_error").get<double>()});
+    table.tensors.push_back(std::move(read));
+  }
+}
+
+/// The tensors of the GGUF of the model (`config`, its tensors in `checkpoint`) a budget chooses
+/// a type for, each with the candidates as llama-quantize writes them for its rows (by increasing
+/// bytes; a candidate no row fits is left out), and the bytes of the rest; not yet measured.
+inline SensitivityTable sensitivity_table(const LlamaConfig& config, const Checkpoint& checkpoint,
+                                          const std::vector<GgmlType>& candidates) {
+  require(config.mixture.experts == 0 && !config.latent_attention(),
+          "a size budget is measured on dense models with grouped-query attention so far, not on " + config.architecture +
+              " with experts or latent attention");
+  require(!candidates.empty(), "a size budget needs at least one candidate type");
+  for (GgmlType type : candidates) require_ggml_type_written(type, "the budget's candidates");
+  std::map<std::string, bool> linear;
+  for (long layer = 0; layer < config.layers; ++layer)
+    for (const std::string& name : config.linear_names(layer)) linear[LlamaModel::tensor_name(layer, name)] = true;
+  SensitivityTable table;
+  for (const GgufTensorLayout& tensor : gguf_layout(config)) {
+    const std::vector<std::int64_t> shape = tensor.gguf_shape(config);
+    std::uint64_t count = 1;
+    for (std::int64_t extent : shape) count *= static_cast<std::uint64_t>(extent);
+    table.parameters += count;
+    const std::string& name = tensor.checkpoint.front();
+    if (!(tensor.gguf == "token_embd.weight" || tensor.gguf == "output.weight" || linear.count(name))) {
+      const GgmlType kept = shape.size() == 1 ? GgmlType::F32 : detail::float_ggml_type(checkpoint.info(name).dtype);
+      table.fixed_bytes += ggml_bytes(kept, count);
+      continue;
+    }
+    TensorSensitivity budgeted{tensor.gguf, name, shape[0], shape[1], {}};
+    for (GgmlType candidate : candidates) {
+      const GgmlType type = llama_quantize_fallback(candidate, budgeted.cols);
+      const bool seen = std::any_of(budgeted.choices.begin(), budgeted.choices.end(),
+                                    [&](const SensitivityChoice& choice) { return choice.type == type; });
+      if (type != GgmlType::F16 && !seen) budgeted.choices.push_back({type, ggml_bytes(type, count), 0, 0, 0});
+    }
+    require(!budgeted.choices.empty(), tensor.gguf + " has rows of " + std::to_string(budgeted.cols) +
+                                           " values, which none of the candidate types holds");
+    std::stable_sort(budgeted.choices.begin(), budgeted.choices.end(),
+                     [](const SensitivityChoice& a, const SensitivityChoice& b) { return a.bytes < b.bytes; });
+    table.tensors.push_back(std::move(budgeted));
+  }
+  if (config.rotary.type == "llama3") table.fixed_bytes += 4 * static_cast<std::uint64_t>(config.head_dim / 2);  // rope_freqs
+  return table;
+}
+
+/// What a measurement of `table` depends on: the model's tensors, the calibration tokens, the
+/// candidates and `options`.
+inline nlohmann::json sensitivity_settings(const SensitivityTable& table, const Checkpoint& checkpoint,
+                                           const std::vector<TokenId>& calibration, const SensitivityOptions& options) {
+  nlohmann::json candidates = nlohmann::json::object();
+  for (const TensorSensitivity& tensor : table.tensors)
+    for (const SensitivityChoice& choice : tensor.choices) candidates[ggml_type_name(static_cast<std::uint32_t>(choice.type))] = true;
+  nlohmann::json types = nlohmann::json::array();
+  for (const auto& [type, used] : candidates.items()) types.push_back(type);
+  return {{"model", tensors_fingerprint(checkpoint, [](const std::string&) { return true; })},
+          {"calibration", fingerprint_bytes(calibration.data(), calibration.size() * sizeof(TokenId))},
+          {"types", types},
+          {"method", method_name(options.method)},
+          {"percdamp", options.gptq.percdamp},
+          {"act_order", options.gptq.act_order},
+          {"scale_search", scale_fit_name(options.gptq.scale_fit)},
+          {"window", options.window},
+          {"windows", options.windows}};
+}
+
+namespace detail {
+
+/// `weight`, tensor `name`, quantized into `type` (by `method` on `hessian`) and stored as the file holds it.
+inline Matrix<float> quantized_in(GgmlType type, const std::string& name, const Matrix<float>& weight, const Matrix<float>& hessian,
+                                  Method method, const GptqConfig& gptq) {
+  const GgmlMixFormat format({{name, type}});
+  QuantizedLinear tensor = format.initial(name, weight, hessian, method, gptq);
+  return GgmlMixFormat::store(tensor, name);
+}
+
+}  // namespace detail
+
+/// Bytes measure_sensitivity keeps: the original's hidden states at every layer and its logits
+/// on the measured windows, and the calibration's hidden states.
+inline double sensitivity_bytes(const LlamaConfig& config, long calibration_tokens, const SensitivityOptions& options) {
+  const double predictions = static_cast<double>(options.windows) * static_cast<double>(options.window - 1);
+  return layer_divergence_bytes(config, options.window, options.windows) + 4.0 * predictions * static_cast<double>(config.vocab_size) +
+         config.forward_bytes(calibration_tokens, options.window);
+}
+
+/// Measures every choice of `table` on `model` (every layer in memory: changed one tensor at a
+/// time and put back, bit for bit): H of each tensor's inputs from the original model on all of
+/// `calibration` (windows of options.window), the divergence on its first options.windows windows.
+/// The result does not depend on the thread count.
+inline void measure_sensitivity(LlamaModel& model, SensitivityTable& table, const std::vector<TokenId>& calibration,
+                                const SensitivityOptions& options) {
+  const LlamaConfig& config = model.config();
+  require(options.window >= 2 && options.windows > 0, "the sensitivity is measured on at least one window of at least 2 tokens");
+  require_memory(sensitivity_bytes(config, static_cast<long>(calibration.size()), options),
+                 "each tensor's sensitivity on " + std::to_string(options.windows) + " windows of " + std::to_string(options.window) +
+                     " tokens");
+  EvaluationOptions measured;
+  measured.window = options.window;
+  measured.max_windows = options.windows;
+  const detail::OriginalStates kept = detail::original_states(model, calibration, measured);
+  const EvaluationWindows& windows = kept.windows;
+  std::vector<Matrix<float>> reference;
+  for (const std::vector<HiddenStates>& states : kept.states) reference.push_back(model.logits(states.back()));
+  const long vocabulary = config.vocab_size;
+
+  // The model as it now is against the original, run from layer `first` up on input_of(batch).
+  const auto divergence = [&](long first, const std::function<HiddenStates(std::size_t)>& input_of) {
+    std::vector<double> kl(static_cast<std::size_t>(windows.predictions()));
+    for (std::size_t b = 0; b < kept.states.size(); ++b) {
+      HiddenStates hidden = input_of(b);
+      for (long layer = first; layer < config.layers; ++layer) hidden = model.decoder_layer(layer, hidden);
+      const Matrix<float> logits = model.logits(hidden);
+      const long first_window = static_cast<long>(b) * kept.batch, count = hidden.values.rows / windows.inputs();
+#pragma omp parallel for
+      for (long w = 0; w < count; ++w)
+        for (long t = 0; t < windows.inputs(); ++t) {
+          const long row = w * windows.inputs() + t;
+          kl[static_cast<std::size_t>(windows.prediction_index(first_window + w, t))] =
+              compare_prediction(logits.data() + row * vocabulary, reference[b].data() + row * vocabulary, vocabulary,
+                                 windows.next_token(calibration, first_window + w, t)).kl;
+        }
+    }
+    return detail::mean_and_error(kl);
+  };
+  const auto batch_tokens = [&](std::size_t b) {
+    const long first = static_cast<long>(b) * kept.batch, count = kept.states[b].front().values.rows / windows.inputs();
+    std::vector<TokenId> tokens;
+    for (long w = first; w < first + count; ++w)
+      tokens.insert(tokens.end(), calibration.begin() + w * windows.window, calibration.begin() + w * windows.window + windows.inputs());
+    return tokens;
+  };
+
+  long done = 0;
+  const auto measure = [&](const std::string& gguf, const Matrix<float>& weight, const Matrix<float>& hessian, Method method,
+                           const std::function<void(const Matrix<float>&)>& put, long first,
+                           const std::function<HiddenStates(std::size_t)>& input_of) {
+    const auto found = std::find_if(table.tensors.begin(), table.tensors.end(),
+                                    [&](const TensorSensitivity& tensor) { return tensor.gguf == gguf; });
+    require(found != table.tensors.end(), "the sensitivity table has no tensor " + gguf);
+    for (SensitivityChoice& choice : found->choices) {
+      const Matrix<float> quantized = detail::quantized_in(choice.type, found->checkpoint, weight, hessian, method, options.gptq);
+      choice.error = HessianObjective<>(weight, hessian).relative_error(quantized);
+      put(quantized);
+      std::tie(choice.kl, choice.kl_error) = divergence(first, input_of);
+    }
+    put(weight);
+    if (options.on_tensor) options.on_tensor(*found, ++done, static_cast<long>(table.tensors.size()));
+  };
+
+  const std::string embedding = "model.embed_tokens.weight";
+  const Matrix<float> original_embedding = model.embedding();
+  if (!config.tie_word_embeddings)  // the embedding by RTN on H = I, as a run quantizes it
+    measure("token_embd.weight", original_embedding, identity_hessian(config.hidden_size), Method::rtn,
+            [&](const Matrix<float>& weight) { model.set_embedding_or_head(false, weight); }, 0,
+            [&](std::size_t b) { return model.embed(batch_tokens(b), windows.inputs()); });
+  std::map<std::string, std::string> gguf_name;  // of each linear's checkpoint tensor
+  for (const GgufTensorLayout& tensor : gguf_layout(config)) gguf_name[tensor.checkpoint.front()] = tensor.gguf;
+  HiddenStates hidden = model.embed(calibration, options.window);
+  for (long layer = 0; layer < config.layers; ++layer) {
+    std::map<std::string, Matrix<float>> hessians;
+    HiddenStates next = model.decoder_layer(layer, hidden, [&](long, const std::string& linear, const Matrix<float>& x) {
+      if (!hessians.count(linear)) hessians[linear] = input_hessian(x);
+    });
+    for (const LinearShape& linear : config.linears(layer)) {
+      const Matrix<float> weight = model.linear_weight(layer, linear.name);
+      measure(gguf_name.at(LlamaModel::tensor_name(layer, linear.name)), weight, hessians.at(linear.input_of.empty() ? linear.name : linear.input_of), options.method,
+              [&](const Matrix<float>& changed) { model.set_linear_weight(layer, linear.name, changed); }, layer + 1,
+              [&](std::size_t b) { return model.decoder_layer(layer, kept.states[b][static_cast<std::size_t>(layer)]); });
+    }
+    hidden = std::move(next);
+  }
+  // The head (a tied model's embedding too) by the run's method on H of its input.
+  const bool tied = config.tie_word_embeddings;
+  measure(tied ? "token_embd.weight" : "output.weight", tied ? original_embedding : model.head(),
+          input_hessian(model.final_normed(hidden)), options.method,
+          [&](const Matrix<float>& weight) { model.set_embedding_or_head(true, weight); }, tied ? 0 : config.layers,
+          [&](std::size_t b) { return tied ? model.embed(batch_tokens(b), windows.inputs()) : kept.states[b].back(); });
+  table.measured = true;
+}
+
+/// `table` kept at `path` (atomically).
+inline void save_sensitivity(const std::string& path, const SensitivityTable& table) { write_json_atomically(path, table); }
+
+/// The table kept at `path`, if its settings are `settings` (a measurement of this model on these
+/// tokens with these candidates and options); an error names what differs.
+inline SensitivityTable load_sensitivity(const std::string& path, const nlohmann::json& settings) {
+  SensitivityTable table;
+  try {
+    table = nlohmann::json::parse(read_regular_file(path, "--sensitivity"));
+  } catch (const nlohmann::json::exception& error) {
+    throw Error(path + ": not a sensitivity table gsq wrote (" + error.what() + ")");
+  }
+  require(table.measured, path + ": a sensitivity table that was never measured");
+  for (const auto& [key, value] : settings.items())
+    require(table.settings.contains(key) && table.settings.at(key) == value,
+            path + " was measured with other settings than this run's (its " + key +
+                " differs): give another file, or remove this one to measure again");
+  return table;
+}
+
+}  // namespace gsq

@@ -722,6 +722,8 @@ gsq::GgmlMix plan_budget(const Options& options, Plan& plan, const gsq::Communic
     gsq::LlamaModel model = gsq::LlamaModel::load(options.model);
     gsq::measure_sensitivity(model, table, plan.calibration, measure);
     if (!budget.sensitivity.empty() && communicator.rank() == 0) gsq::save_sensitivity(budget.sensitivity, table);
+    if (budget.sensitivity.empty() && budget.plan_only && !quiet)
+      std::fprintf(stderr, "note: the measurement is not kept; with --sensitivity FILE the next budget reads it instead\n");
   }
   const gsq::BudgetPlan chosen = gsq::plan_budget(table, plan.budget_bytes);
   if (communicator.rank() == 0) print_budget(table, chosen);

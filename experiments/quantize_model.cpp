@@ -362,6 +362,7 @@ gsq::SensitivityOptions sensitivity_options(const Options& options) {
   const bool rtn_only = std::all_of(options.methods.begin(), options.methods.end(), [](gsq::Method m) { return m == gsq::Method::rtn; });
   measure.method = rtn_only ? gsq::Method::rtn : gsq::Method::gptq;
   measure.gptq = options.config.gptq;
+  measure.expert_min_tokens = options.config.expert_min_tokens;
   measure.window = options.calib_window;
   measure.windows = options.budget->windows;
   return measure;

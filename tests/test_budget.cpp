@@ -44,7 +44,7 @@ gsq::SensitivityTable random_table(std::size_t tensors, std::size_t choices, uns
   table.parameters = 1000 * tensors;
   table.measured = true;
   for (std::size_t i = 0; i < tensors; ++i) {
-    gsq::TensorSensitivity tensor{"t" + std::to_string(i), "t" + std::to_string(i), 10, 100, {}};
+    gsq::TensorSensitivity tensor{"t" + std::to_string(i), {"t" + std::to_string(i)}, 10, 100, {}};
     std::uint64_t bytes = 100 + static_cast<std::uint64_t>(uniform(random) * 50);
     double kl = 0.01 + uniform(random);
     for (std::size_t c = 0; c < choices; ++c) {
@@ -135,9 +135,10 @@ TEST_CASE("sensitivity: the candidates as llama-quantize writes them for each te
   CHECK(table.fixed_bytes == 4 * (64 * (2 * static_cast<std::uint64_t>(config.layers) + 1) + 24 / 2));
   CHECK_THROWS_WITH(gsq::sensitivity_table(config, gsq::Checkpoint::open(fixture), {GgmlType::Q2_K, GgmlType::TQ1_0}),
                     Contains("does not quantize into ggml type TQ1_0"));
-  const std::string moe = std::string(GSQ_SOURCE_DIR) + "/tests/data/tiny-mixtral";
-  CHECK_THROWS_WITH(gsq::sensitivity_table(gsq::LlamaConfig::load(moe + "/config.json"), gsq::Checkpoint::open(moe), {GgmlType::Q4_0}),
-                    Contains("dense models"));
+  const std::string latent = std::string(GSQ_SOURCE_DIR) + "/tests/data/tiny-deepseek-v3";
+  CHECK_THROWS_WITH(
+      gsq::sensitivity_table(gsq::LlamaConfig::load(latent + "/config.json"), gsq::Checkpoint::open(latent), {GgmlType::Q4_0}),
+      Contains("latent attention"));
 }
 
 TEST_CASE("sensitivity: each choice's KL is the whole model's with only that tensor quantized", "[budget]") {
@@ -180,7 +181,7 @@ TEST_CASE("sensitivity: each choice's KL is the whole model's with only that ten
         const std::string linear = tensor.gguf == "blk.0.attn_k.weight" ? "self_attn.k_proj" : "mlp.down_proj";
         const gsq::Matrix<float> original_weight =
             embedding ? original.embedding() : head ? original.head() : original.linear_weight(layer, linear);
-        const gsq::Matrix<float> quantized = gsq::detail::quantized_in(choice.type, tensor.checkpoint, original_weight,
+        const gsq::Matrix<float> quantized = gsq::detail::quantized_in(choice.type, tensor.checkpoint.front(), original_weight,
                                                                        gsq::identity_hessian(original_weight.cols), gsq::Method::rtn,
                                                                        options.gptq);
         if (embedding || head) changed.set_embedding_or_head(head, quantized);
@@ -295,4 +296,52 @@ TEST_CASE("quantize_model --target-size: the planned GGUF holds the plan's types
   CHECK(other.status == 2);
   CHECK_THAT(other.err, Contains("its calibration differs"));
   CHECK(gsq::testing::read_file(scratch.file("sensitivity.json")) == kept);
+}
+
+TEST_CASE("sensitivity of a Mixture-of-Experts model: each projection of a layer's experts as GGUF stacks it", "[budget]") {
+  const std::string fixture = std::string(GSQ_SOURCE_DIR) + "/tests/data/tiny-mixtral";
+  const gsq::LlamaModel original = gsq::LlamaModel::load(fixture);
+  const gsq::LlamaConfig& config = original.config();
+  gsq::SensitivityTable table = gsq::sensitivity_table(config, gsq::Checkpoint::open(fixture), {GgmlType::Q4_0, GgmlType::Q8_0});
+  const auto stacked = std::find_if(table.tensors.begin(), table.tensors.end(),
+                                    [](const gsq::TensorSensitivity& tensor) { return tensor.gguf == "blk.1.ffn_down_exps.weight"; });
+  REQUIRE(stacked != table.tensors.end());
+  REQUIRE(static_cast<long>(stacked->checkpoint.size()) == config.mixture.experts);
+  CHECK(stacked->choices.front().bytes ==
+        gsq::ggml_bytes(GgmlType::Q4_0, static_cast<std::size_t>(config.mixture.experts * stacked->rows * stacked->cols)));
+  for (const gsq::TensorSensitivity& tensor : table.tensors) CHECK(tensor.gguf.find("ffn_gate_inp") == std::string::npos);  // routers stay float
+
+  const std::vector<gsq::TokenId> calibration = random_tokens(4 * 16, config.vocab_size, 5);
+  gsq::SensitivityOptions options;
+  options.method = gsq::Method::rtn;
+  options.gptq.scale_fit = gsq::ScaleFit::max_abs;
+  options.window = 16;
+  options.windows = 2;
+  gsq::LlamaModel model = gsq::LlamaModel::load(fixture);
+  gsq::measure_sensitivity(model, table, calibration, options);
+  // Every expert's down projection in Q4_0 at once, against gsq::compare.
+  gsq::LlamaModel changed = gsq::LlamaModel::load(fixture);
+  for (const std::string& name : stacked->checkpoint) {
+    const std::string linear = name.substr(std::string("model.layers.1.").size(), name.size() - std::string("model.layers.1.").size() - 7);
+    const gsq::Matrix<float> weight = original.linear_weight(1, linear);
+    changed.set_linear_weight(1, linear, gsq::detail::quantized_in(GgmlType::Q4_0, name, weight, gsq::identity_hessian(weight.cols),
+                                                                   gsq::Method::rtn, options.gptq));
+  }
+  gsq::EvaluationOptions windows;
+  windows.window = 16;
+  const std::vector<gsq::TokenId> measured(calibration.begin(), calibration.begin() + 2 * 16);
+  const gsq::Comparison compared = gsq::compare(changed, original, measured, windows);
+  double kl = 0;
+  for (const gsq::PredictionComparison& prediction : compared.predictions) kl += prediction.kl;
+  kl /= static_cast<double>(compared.predictions.size());
+  CHECK(kl > 0);
+  CHECK(stacked->choices.front().kl == Approx(kl).epsilon(1e-6));
+
+  // A plan of it as a mix: every expert's tensor in its stacked tensor's type.
+  const gsq::BudgetPlan plan = gsq::plan_budget(table, (gsq::budget_smallest(table) + gsq::budget_largest(table)) / 2);
+  const gsq::GgmlMix mix = gsq::budget_mix(config, table, plan, "a test budget");
+  for (std::size_t i = 0; i < table.tensors.size(); ++i)
+    for (const std::string& name : table.tensors[i].checkpoint)
+      if (table.tensors[i].gguf != "token_embd.weight" && table.tensors[i].gguf != "output.weight")
+        CHECK(mix.linears.at(name) == table.tensors[i].choices[plan.choice[i]].type);
 }

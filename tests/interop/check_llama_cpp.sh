@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# llama.cpp itself runs gsq's GGUF exports of the bundled model (4-bit Q4_0, 2-bit TQ2_0 and Q2_0, Q2_K):
+# llama.cpp itself runs gsq's GGUF exports of the bundled model (4-bit Q4_0, 2-bit TQ2_0 and Q2_0, Q2_K,
+# and a size budget's mix of K-quants chosen per tensor, --target-bpw):
 # scripts/llama_cpp_perplexity.sh builds llama-perplexity from llama-cpp-python's source package
 # and scores the first 32 KiB of eval.txt (128 windows); its figure must agree with transformers' on the same file under the same
 # rule to 1e-3 relative (llama.cpp rounds activations to 8 bits for its quantized products).
@@ -24,7 +25,7 @@ rm -rf "$work" && mkdir -p "$work"
 text="$work/eval.txt"
 head -c 32768 "$model/eval.txt" > "$text"
 failures=0
-for run in "--bits 4 --group 128" "--bits 2 --group 256" "--format q2_k"; do
+for run in "--bits 4 --group 128" "--bits 2 --group 256" "--format q2_k" "--target-bpw 3.2 --sensitivity-windows 2"; do
   out="$work/$(echo "$run" | tr -d ' -')"
   # shellcheck disable=SC2086  # the flags of the run
   "$build/quantize_model" --model "$model" --byte-tokens --calib "$model/calib.txt" --method gptq $run \

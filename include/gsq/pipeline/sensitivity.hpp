@@ -11,7 +11,8 @@
 // Each candidate is taken as llama-quantize would write it for the tensor's rows (Q4_K becomes Q5_0
 // for rows that are not whole super-blocks). Cost: per tensor and type, a forward pass of the
 // measured windows from the tensor's layer up and a head product; the original's hidden states at
-// every layer and its logits on those windows are kept. Dense models, grouped-query attention.
+// every layer and its logits on those windows are kept. Grouped-query attention, dense or with
+// experts (GGUF stacks a layer's experts: each projection of them all takes one type).
 #pragma once
 
 #include <algorithm>
@@ -52,12 +53,13 @@ struct SensitivityChoice {
   double error = 0;             // the tensor's relative Hessian error in this type (gsq/objective/hessian.hpp)
 };
 
-/// A tensor of the model's GGUF whose type a budget chooses: a decoder linear, the token embedding
-/// or the head (a tied model's one tensor is its token_embd).
+/// A tensor of the model's GGUF whose type a budget chooses: a decoder linear, a projection of
+/// every routed expert of a layer (GGUF stacks them: one type), the token embedding or the head (a
+/// tied model's one tensor is its token_embd).
 struct TensorSensitivity {
-  std::string gguf;        // llama.cpp's name: "blk.3.ffn_down.weight"
-  std::string checkpoint;  // the checkpoint tensor it is written from
-  long rows = 0, cols = 0;
+  std::string gguf;                     // llama.cpp's name: "blk.3.ffn_down.weight", "blk.3.ffn_down_exps.weight"
+  std::vector<std::string> checkpoint;  // the checkpoint tensors it is written from: one, or one per expert
+  long rows = 0, cols = 0;              // of the checkpoint tensors, all alike
   std::vector<SensitivityChoice> choices;  // by increasing bytes
 };
 
@@ -74,6 +76,7 @@ struct SensitivityTable {
 struct SensitivityOptions {
   Method method = Method::gptq;  // each tensor's quantization: GPTQ or RTN (the token embedding always RTN, as a run does)
   GptqConfig gptq;
+  double expert_min_tokens = 0.005;  // an expert routed fewer than this share of the tokens: RTN on H = I, as a run does
   long window = 256;             // calibration windows of this many tokens ...
   long windows = 8;              // ... the first this many measured
   /// Hears of each tensor measured: it, and the tensors done and in all.
@@ -101,7 +104,8 @@ inline void from_json(const nlohmann::json& json, SensitivityTable& table) {
   table.measured = json.at("measured").get<bool>();
   table.tensors.clear();
   for (const nlohmann::json& tensor : json.at("tensors")) {
-    TensorSensitivity read{tensor.at("gguf"), tensor.at("checkpoint"), tensor.at("rows"), tensor.at("cols"), {}};
+    TensorSensitivity read{tensor.at("gguf"), tensor.at("checkpoint").get<std::vector<std::string>>(), tensor.at("rows"),
+                           tensor.at("cols"), {}};
     for (const nlohmann::json& choice : tensor.at("choices"))
       read.choices.push_back({ggml_type_named(choice.at("type").get<std::string>(), "a sensitivity table's type"),
                               choice.at("bytes").get<std::uint64_t>(), choice.at("kl").get<double>(),
@@ -115,9 +119,8 @@ inline void from_json(const nlohmann::json& json, SensitivityTable& table) {
 /// bytes; a candidate no row fits is left out), and the bytes of the rest; not yet measured.
 inline SensitivityTable sensitivity_table(const LlamaConfig& config, const Checkpoint& checkpoint,
                                           const std::vector<GgmlType>& candidates) {
-  require(config.mixture.experts == 0 && !config.latent_attention(),
-          "a size budget is measured on dense models with grouped-query attention so far, not on " + config.architecture +
-              " with experts or latent attention");
+  require(!config.latent_attention(), "a size budget is measured on models with grouped-query attention so far, not on " +
+                                          config.architecture + "'s latent attention");
   require(!candidates.empty(), "a size budget needs at least one candidate type");
   for (GgmlType type : candidates) require_ggml_type_written(type, "the budget's candidates");
   std::map<std::string, bool> linear;
@@ -130,12 +133,12 @@ inline SensitivityTable sensitivity_table(const LlamaConfig& config, const Check
     for (std::int64_t extent : shape) count *= static_cast<std::uint64_t>(extent);
     table.parameters += count;
     const std::string& name = tensor.checkpoint.front();
-    if (!(tensor.gguf == "token_embd.weight" || tensor.gguf == "output.weight" || linear.count(name))) {
+    if (!(tensor.gguf == "token_embd.weight" || tensor.gguf == "output.weight" || (linear.count(name) && shape.size() > 1))) {
       const GgmlType kept = shape.size() == 1 ? GgmlType::F32 : detail::float_ggml_type(checkpoint.info(name).dtype);
       table.fixed_bytes += ggml_bytes(kept, count);
       continue;
     }
-    TensorSensitivity budgeted{tensor.gguf, name, shape[0], shape[1], {}};
+    TensorSensitivity budgeted{tensor.gguf, tensor.checkpoint, tensor.shape[0], tensor.shape[1], {}};
     for (GgmlType candidate : candidates) {
       const GgmlType type = llama_quantize_fallback(candidate, budgeted.cols);
       const bool seen = std::any_of(budgeted.choices.begin(), budgeted.choices.end(),
@@ -167,6 +170,7 @@ inline nlohmann::json sensitivity_settings(const SensitivityTable& table, const 
           {"method", method_name(options.method)},
           {"percdamp", options.gptq.percdamp},
           {"act_order", options.gptq.act_order},
+          {"expert_min_tokens", options.expert_min_tokens},
           {"scale_search", scale_fit_name(options.gptq.scale_fit)},
           {"window", options.window},
           {"windows", options.windows}};
@@ -239,50 +243,77 @@ inline void measure_sensitivity(LlamaModel& model, SensitivityTable& table, cons
     return tokens;
   };
 
+  // One checkpoint tensor of a measured GGUF tensor: its weight, H, how it is quantized, and how
+  // the model takes a replacement.
+  struct Part {
+    Matrix<float> weight, hessian;
+    Method method;
+    std::function<void(const Matrix<float>&)> put;
+  };
   long done = 0;
-  const auto measure = [&](const std::string& gguf, const Matrix<float>& weight, const Matrix<float>& hessian, Method method,
-                           const std::function<void(const Matrix<float>&)>& put, long first,
+  const auto measure = [&](TensorSensitivity& tensor, const std::vector<Part>& parts, long first,
                            const std::function<HiddenStates(std::size_t)>& input_of) {
+    for (SensitivityChoice& choice : tensor.choices) {
+      choice.error = 0;
+      for (std::size_t i = 0; i < parts.size(); ++i) {
+        const Part& part = parts[i];
+        const Matrix<float> quantized =
+            detail::quantized_in(choice.type, tensor.checkpoint[i], part.weight, part.hessian, part.method, options.gptq);
+        choice.error += HessianObjective<>(part.weight, part.hessian).relative_error(quantized) / static_cast<double>(parts.size());
+        part.put(quantized);
+      }
+      std::tie(choice.kl, choice.kl_error) = divergence(first, input_of);
+      for (const Part& part : parts) part.put(part.weight);
+    }
+    if (options.on_tensor) options.on_tensor(tensor, ++done, static_cast<long>(table.tensors.size()));
+  };
+  const auto tensor_named = [&](const std::string& gguf) -> TensorSensitivity& {
     const auto found = std::find_if(table.tensors.begin(), table.tensors.end(),
                                     [&](const TensorSensitivity& tensor) { return tensor.gguf == gguf; });
     require(found != table.tensors.end(), "the sensitivity table has no tensor " + gguf);
-    for (SensitivityChoice& choice : found->choices) {
-      const Matrix<float> quantized = detail::quantized_in(choice.type, found->checkpoint, weight, hessian, method, options.gptq);
-      choice.error = HessianObjective<>(weight, hessian).relative_error(quantized);
-      put(quantized);
-      std::tie(choice.kl, choice.kl_error) = divergence(first, input_of);
-    }
-    put(weight);
-    if (options.on_tensor) options.on_tensor(*found, ++done, static_cast<long>(table.tensors.size()));
+    return *found;
   };
 
-  const std::string embedding = "model.embed_tokens.weight";
   const Matrix<float> original_embedding = model.embedding();
   if (!config.tie_word_embeddings)  // the embedding by RTN on H = I, as a run quantizes it
-    measure("token_embd.weight", original_embedding, identity_hessian(config.hidden_size), Method::rtn,
-            [&](const Matrix<float>& weight) { model.set_embedding_or_head(false, weight); }, 0,
-            [&](std::size_t b) { return model.embed(batch_tokens(b), windows.inputs()); });
-  std::map<std::string, std::string> gguf_name;  // of each linear's checkpoint tensor
-  for (const GgufTensorLayout& tensor : gguf_layout(config)) gguf_name[tensor.checkpoint.front()] = tensor.gguf;
+    measure(tensor_named("token_embd.weight"),
+            {{original_embedding, identity_hessian(config.hidden_size), Method::rtn,
+              [&](const Matrix<float>& weight) { model.set_embedding_or_head(false, weight); }}},
+            0, [&](std::size_t b) { return model.embed(batch_tokens(b), windows.inputs()); });
   HiddenStates hidden = model.embed(calibration, options.window);
+  const double tokens = static_cast<double>(hidden.values.rows);
   for (long layer = 0; layer < config.layers; ++layer) {
+    // H of each linear's inputs (an expert's: the tokens routed to it), and how many there were.
     std::map<std::string, Matrix<float>> hessians;
+    std::map<std::string, long> rows;
     HiddenStates next = model.decoder_layer(layer, hidden, [&](long, const std::string& linear, const Matrix<float>& x) {
-      if (!hessians.count(linear)) hessians[linear] = input_hessian(x);
+      if (!hessians.count(linear) && x.rows > 0) hessians[linear] = input_hessian(x);
+      rows[linear] = x.rows;
     });
-    for (const LinearShape& linear : config.linears(layer)) {
-      const Matrix<float> weight = model.linear_weight(layer, linear.name);
-      measure(gguf_name.at(LlamaModel::tensor_name(layer, linear.name)), weight, hessians.at(linear.input_of.empty() ? linear.name : linear.input_of), options.method,
-              [&](const Matrix<float>& changed) { model.set_linear_weight(layer, linear.name, changed); }, layer + 1,
+    std::map<std::string, LinearShape> linears;  // by checkpoint tensor name
+    for (const LinearShape& linear : config.linears(layer)) linears[LlamaModel::tensor_name(layer, linear.name)] = linear;
+    for (TensorSensitivity& tensor : table.tensors) {
+      if (!linears.count(tensor.checkpoint.front())) continue;
+      std::vector<Part> parts;
+      for (const std::string& name : tensor.checkpoint) {
+        const LinearShape& linear = linears.at(name);
+        const std::string& input = linear.input_of.empty() ? linear.name : linear.input_of;
+        const bool routed = rows.count(input) && static_cast<double>(rows.at(input)) >= options.expert_min_tokens * tokens;
+        parts.push_back({model.linear_weight(layer, linear.name), routed ? hessians.at(input) : identity_hessian(linear.cols),
+                         routed ? options.method : Method::rtn,
+                         [&model, layer, name = linear.name](const Matrix<float>& weight) { model.set_linear_weight(layer, name, weight); }});
+      }
+      measure(tensor, parts, layer + 1,
               [&](std::size_t b) { return model.decoder_layer(layer, kept.states[b][static_cast<std::size_t>(layer)]); });
     }
     hidden = std::move(next);
   }
   // The head (a tied model's embedding too) by the run's method on H of its input.
   const bool tied = config.tie_word_embeddings;
-  measure(tied ? "token_embd.weight" : "output.weight", tied ? original_embedding : model.head(),
-          input_hessian(model.final_normed(hidden)), options.method,
-          [&](const Matrix<float>& weight) { model.set_embedding_or_head(true, weight); }, tied ? 0 : config.layers,
+  measure(tensor_named(tied ? "token_embd.weight" : "output.weight"),
+          {{tied ? original_embedding : model.head(), input_hessian(model.final_normed(hidden)), options.method,
+            [&](const Matrix<float>& weight) { model.set_embedding_or_head(true, weight); }}},
+          tied ? 0 : config.layers,
           [&](std::size_t b) { return tied ? model.embed(batch_tokens(b), windows.inputs()) : kept.states[b].back(); });
   table.measured = true;
 }

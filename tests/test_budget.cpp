@@ -72,6 +72,27 @@ double brute_force(const gsq::SensitivityTable& table, std::uint64_t budget) {
   }
 }
 
+/// RTN with max-abs scales, whose result does not depend on H: a test can make each quantized
+/// tensor on its own and compare whole models (windows of 16 tokens).
+gsq::SensitivityOptions rtn_on_windows(long windows) {
+  gsq::SensitivityOptions options;
+  options.method = gsq::Method::rtn;
+  options.gptq.scale_fit = gsq::ScaleFit::max_abs;
+  options.window = 16;
+  options.windows = windows;
+  return options;
+}
+
+/// The mean KL of `model` from `original` on `tokens` in windows of 16, by gsq::compare.
+double mean_kl(const gsq::LlamaModel& model, const gsq::LlamaModel& original, const std::vector<gsq::TokenId>& tokens) {
+  gsq::EvaluationOptions windows;
+  windows.window = 16;
+  const gsq::Comparison compared = gsq::compare(model, original, tokens, windows);
+  double kl = 0;
+  for (const gsq::PredictionComparison& prediction : compared.predictions) kl += prediction.kl;
+  return kl / static_cast<double>(compared.predictions.size());
+}
+
 }  // namespace
 
 TEST_CASE("budget: the plan is the least KL that fits, as enumeration finds it", "[budget]") {
@@ -151,11 +172,7 @@ TEST_CASE("sensitivity: each choice's KL is the whole model's with only that ten
     const gsq::LlamaConfig& config = original.config();
     gsq::SensitivityTable table = gsq::sensitivity_table(config, gsq::Checkpoint::open(fixture), {GgmlType::Q4_0, GgmlType::Q8_0});
     const std::vector<gsq::TokenId> calibration = random_tokens(5 * 16, config.vocab_size, 3);
-    gsq::SensitivityOptions options;
-    options.method = gsq::Method::rtn;
-    options.gptq.scale_fit = gsq::ScaleFit::max_abs;
-    options.window = 16;
-    options.windows = 3;
+    gsq::SensitivityOptions options = rtn_on_windows(3);
     long heard = 0;
     options.on_tensor = [&](const gsq::TensorSensitivity&, long done, long total) {
       CHECK(done == ++heard);
@@ -186,10 +203,7 @@ TEST_CASE("sensitivity: each choice's KL is the whole model's with only that ten
                                                                        options.gptq);
         if (embedding || head) changed.set_embedding_or_head(head, quantized);
         else changed.set_linear_weight(layer, linear, quantized);
-        const gsq::Comparison compared = gsq::compare(changed, original, measured, windows);
-        double kl = 0;
-        for (const gsq::PredictionComparison& prediction : compared.predictions) kl += prediction.kl;
-        kl /= static_cast<double>(compared.predictions.size());
+        const double kl = mean_kl(changed, original, measured);
         CHECK(kl > 0);
         CHECK(choice.kl == Approx(kl).epsilon(1e-6));
       }
@@ -312,11 +326,7 @@ TEST_CASE("sensitivity of a Mixture-of-Experts model: each projection of a layer
   for (const gsq::TensorSensitivity& tensor : table.tensors) CHECK(tensor.gguf.find("ffn_gate_inp") == std::string::npos);  // routers stay float
 
   const std::vector<gsq::TokenId> calibration = random_tokens(4 * 16, config.vocab_size, 5);
-  gsq::SensitivityOptions options;
-  options.method = gsq::Method::rtn;
-  options.gptq.scale_fit = gsq::ScaleFit::max_abs;
-  options.window = 16;
-  options.windows = 2;
+  const gsq::SensitivityOptions options = rtn_on_windows(2);
   gsq::LlamaModel model = gsq::LlamaModel::load(fixture);
   gsq::measure_sensitivity(model, table, calibration, options);
   // Every expert's down projection in Q4_0 at once, against gsq::compare.
@@ -327,13 +337,7 @@ TEST_CASE("sensitivity of a Mixture-of-Experts model: each projection of a layer
     changed.set_linear_weight(1, linear, gsq::detail::quantized_in(GgmlType::Q4_0, name, weight, gsq::identity_hessian(weight.cols),
                                                                    gsq::Method::rtn, options.gptq));
   }
-  gsq::EvaluationOptions windows;
-  windows.window = 16;
-  const std::vector<gsq::TokenId> measured(calibration.begin(), calibration.begin() + 2 * 16);
-  const gsq::Comparison compared = gsq::compare(changed, original, measured, windows);
-  double kl = 0;
-  for (const gsq::PredictionComparison& prediction : compared.predictions) kl += prediction.kl;
-  kl /= static_cast<double>(compared.predictions.size());
+  const double kl = mean_kl(changed, original, std::vector<gsq::TokenId>(calibration.begin(), calibration.begin() + 2 * 16));
   CHECK(kl > 0);
   CHECK(stacked->choices.front().kl == Approx(kl).epsilon(1e-6));
 

@@ -60,7 +60,7 @@ done
 
 echo "| file | tensor bytes | llama.cpp mean KL | same top | PPL | gsq mean KL | same top | bits per token |"
 echo "|---|---|---|---|---|---|---|---|"
-grep '^| [lg]' "$work/presets.md" | grep -v '^| file'
+grep -E '^\| (llama\.cpp Q|gsq )' "$work/presets.md"
 printf '%s\n' "${rows[@]}"
 echo
 echo "| budget of | budget bytes | plan bytes | bits per weight | types chosen | predicted KL | GPTQ measured | GSQ measured |"

@@ -417,6 +417,11 @@ Plan plan_run(const Options& options) {
     for (const gsq::ExportFormat& format : options.exports)
       gsq::require(std::string(format.name) == "gguf", std::string("--export ") + format.name +
                                                           ": a budget's per-tensor ggml types are written as GGUF only so far");
+    if (!options.exports.empty()) {  // what the export needs of the model (its tokenizer, ...), whatever the plan
+      const gsq::BudgetPlan any_plan{std::vector<std::size_t>(plan.sensitivity.tensors.size(), 0)};
+      gsq::require_exportable(options.exports, gsq::QuantizedModel::planned(
+                                                   options.model, gsq::budget_mix(model, plan.sensitivity, any_plan, "").linears));
+    }
     const nlohmann::json settings = gsq::sensitivity_settings(plan.sensitivity, gsq::Checkpoint::open(options.model),
                                                               plan.calibration, sensitivity_options(options));
     if (!budget.sensitivity.empty() && fs::exists(budget.sensitivity))

@@ -273,6 +273,18 @@ TEST_CASE("quantize_model --target-size: the planned GGUF holds the plan's types
     CHECK(!gsq::testing::fs::exists(scratch.file("sensitivity.json")));
     CHECK(!gsq::testing::fs::exists(scratch.file("out")));
   }
+  {  // what the export needs of the model is checked before the measurement, too
+    const std::vector<gsq::TokenId> tokens = random_tokens(512, 96, 9);
+    std::ofstream(scratch.file("calib.u32"), std::ios::binary)
+        .write(reinterpret_cast<const char*>(tokens.data()), static_cast<std::streamsize>(tokens.size() * sizeof(gsq::TokenId)));
+    const gsq::testing::Outcome refused = gsq::testing::run_program(
+        "quantize_model", "--model '" + std::string(GSQ_SOURCE_DIR) + "/tests/data/tiny-mixtral' --calib '" + scratch.file("calib.u32") +
+                              "' --calib-window 64 --target-bpw 5 --export gguf --out '" + scratch.file("out") + "'");
+    CHECK(refused.status == 2);
+    CHECK_THAT(refused.err, Contains("needs the model's tokenizer.json"));
+    CHECK(refused.err.find("sensitivity") == std::string::npos);
+    CHECK(!gsq::testing::fs::exists(scratch.file("out")));
+  }
   const gsq::testing::Outcome too_small = gsq::testing::run_program("quantize_model", measured + "--target-bpw 1 --plan-only");
   CHECK_THAT(too_small.err, Contains("below the smallest file the candidate types make"));
 

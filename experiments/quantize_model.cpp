@@ -447,17 +447,10 @@ Plan plan_run(const Options& options) {
   std::vector<gsq::NamedPath> inputs{{"--model", options.model}, {"--calib", options.calib}, {"--eval", options.eval}};
   if (plan.sensitivity.measured) inputs.push_back({"--sensitivity", options.budget->sensitivity});
   std::vector<gsq::NamedPath> apart = inputs;
-  if (options.budget && !options.budget->sensitivity.empty() && !plan.sensitivity.measured) {
-    const std::string kept = gsq::claim_output({"--sensitivity", options.budget->sensitivity}, gsq::OutputKind::file, apart);
-    apart.push_back({"--sensitivity", kept, true});
-  }
-  if (options.budget && options.budget->plan_only) {
-    plan.inputs = input_fingerprints(options);
-    return plan;
-  }
-  if (options.methods.size() == 1) {
+  const bool plan_only = options.budget && options.budget->plan_only;
+  if (!plan_only && options.methods.size() == 1) {
     plan.outs.push_back(gsq::claim_output({"--out", options.out}, gsq::OutputKind::directory, inputs));
-  } else {
+  } else if (!plan_only) {
     // Several methods: one output each inside --out, which its own manifest marks as gsq's.
     plan.parent = gsq::claim_output({"--out", options.out}, gsq::OutputKind::directory, inputs);
     std::ifstream earlier(plan.parent + "/manifest.json");
@@ -471,12 +464,14 @@ Plan plan_run(const Options& options) {
     gsq::ResumableOutput::require_startable(out, {options.resume, "--resume"});
     apart.push_back({"--out", out, true});
   }
-  if (!options.json.empty()) {
+  if (!options.json.empty() && !plan_only) {
     plan.json = gsq::claim_output({"--json", options.json}, gsq::OutputKind::file, apart);
     apart.push_back({"--json", plan.json, true});
   }
-  if (!options.dump_layers.empty())
+  if (!options.dump_layers.empty() && !plan_only)
     plan.dump_layers = gsq::claim_output({"--dump-layers", options.dump_layers}, gsq::OutputKind::container, apart);
+  if (options.budget && !options.budget->sensitivity.empty() && !plan.sensitivity.measured)  // kept apart from every output
+    gsq::claim_output({"--sensitivity", options.budget->sensitivity}, gsq::OutputKind::file, apart);
   plan.inputs = input_fingerprints(options);
   return plan;
 }

@@ -98,7 +98,7 @@ inline BudgetPlan plan_budget(const SensitivityTable& table, std::uint64_t budge
       next[s] = none;
       for (std::size_t c = 0; c < tensor.choices.size(); ++c) {
         const std::size_t cost = extra(tensor, c);
-        if (cost > s || least[s - cost] == none) continue;
+        if (cost > s) continue;  // (least[] is finite everywhere: every tensor's smallest choice costs no step)
         const double kl = least[s - cost] + tensor.choices[c].kl;
         if (kl < next[s]) next[s] = kl, picked[i][s] = static_cast<std::uint8_t>(c);  // equal KL: the smaller type
       }

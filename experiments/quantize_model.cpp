@@ -36,6 +36,7 @@
 #include <gsq/pipeline/budget.hpp>
 #include <gsq/pipeline/ggml_mix.hpp>
 #include <gsq/pipeline/ggml_mix_format.hpp>
+#include <gsq/pipeline/grid_mix_format.hpp>
 #include <gsq/pipeline/report.hpp>
 #include <gsq/pipeline/sensitivity.hpp>
 #include <gsq/pipeline/sequential.hpp>
@@ -67,11 +68,13 @@ struct Options {
   GroupingChoice grouping{"--group", "128"};
   const gsq::KQuantFormat* k_quant = nullptr;  // --format: a llama.cpp K-quant layout instead of the grid
   std::optional<gsq::GgmlMix> mix;             // --format PRESET or --like: each linear in its own ggml type
+  std::optional<std::map<std::string, gsq::GridScheme>> schemes;  // a budget for compressed-tensors: each linear in its own grid scheme
   std::string preset, like;                    // --format PRESET, --like FILE
   struct Budget {                              // --target-bpw / --target-size: the mix chosen from measured sensitivity
     double bits_per_weight = 0;
     std::uint64_t bytes = 0;
-    std::vector<gsq::GgmlType> candidates;
+    std::vector<gsq::GgmlType> types;          // the candidates of a GGUF budget ...
+    std::vector<gsq::GridScheme> schemes;      // ... or of a compressed-tensors one
     std::string sensitivity;                   // --sensitivity FILE: the measurement kept or reused
     long windows = 0;
     bool plan_only = false;
@@ -117,12 +120,15 @@ Options parse_options(int argc, char** argv) {
       ("like", po::value(&options.like), "instead of --bits/--group/--format, the layout of an existing GGUF of this model "
                                           "(llama-quantize's, a hand-made mix): each linear in the ggml type that file gives it")
       ("target-bpw", po::value(&budget.bits_per_weight), "instead of --bits/--group/--format, a size budget in bits per weight over the "
-                                                          "whole GGUF file (embeddings, head and norms included): each tensor's type chosen "
+                                                          "whole file (embeddings, head and norms included): each tensor's type chosen "
                                                           "from --candidates by its measured effect on the model's output, the least total "
-                                                          "KL that fits (docs/budget.md)")
-      ("target-size", po::value(&target_size), "the budget as the GGUF's tensor bytes instead (e.g. 1236480)")
-      ("candidates", po::value(&candidates)->default_value("Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0"),
-       "the ggml types a budget chooses from, each as llama-quantize writes it for rows that are not whole blocks of it")
+                                                          "KL that fits (docs/budget.md). The file is the GGUF, or with --export "
+                                                          "compressed-tensors that checkpoint (q/k/v and gate/up sharing a scheme)")
+      ("target-size", po::value(&target_size), "the budget as the file's tensor bytes instead (e.g. 1236480)")
+      ("candidates", po::value(&candidates), "what a budget chooses from: ggml types for a GGUF (default Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0, "
+                                             "each as llama-quantize writes it for rows that are not whole blocks of it), grid schemes "
+                                             "for compressed-tensors (default int2-g128,int3-g128,int4-g128,int8-g128; "
+                                             "int2/int3/int4/int8 with -g32, -g64, -g128, -g256 or -per-channel)")
       ("sensitivity", po::value(&budget.sensitivity), "with a budget, the file each tensor's measured sensitivity is kept in: "
                                                        "read when it holds this model's, calibration's and candidates' "
                                                        "measurement, else measured and written there (another budget then "
@@ -193,6 +199,7 @@ Options parse_options(int argc, char** argv) {
   options.grouping.validate();
   gsq::require(!(values.count("format") && values.count("like")), "--format and --like both choose the format: give one");
   gsq::require(!(values.count("target-bpw") && values.count("target-size")), "--target-bpw and --target-size both set the budget: give one");
+  options.exports = gsq::parse_exports(exports);
   if (values.count("target-bpw") || values.count("target-size")) {
     gsq::require(!values.count("format") && !values.count("like") && values["bits"].defaulted() && values["group"].defaulted(),
                  "a budget (--target-bpw, --target-size) chooses every tensor's type: give no --bits, --group, --format or --like");
@@ -204,12 +211,25 @@ Options parse_options(int argc, char** argv) {
       gsq::require(std::isfinite(budget.bits_per_weight) && budget.bits_per_weight > 0,
                    "--target-bpw must be a positive number of bits per weight");
     }
-    for (const std::string& name : split(candidates)) budget.candidates.push_back(gsq::ggml_type_named(name, "--candidates"));
-    gsq::require(!budget.candidates.empty(), "--candidates names no type");
+    const auto exported = [&](const char* name) {
+      return std::any_of(options.exports.begin(), options.exports.end(), [&](const gsq::ExportFormat& format) { return name == std::string(format.name); });
+    };
+    gsq::require(!exported("gptq"), "--export gptq: a budget's mix of grid schemes is written as compressed-tensors (GPTQ checkpoints "
+                                    "of a mix, GPTQModel's per-module overrides, are not checked against their loaders)");
+    gsq::require(!(exported("gguf") && exported("compressed-tensors")),
+                 "a budget is solved for one file: give --export gguf or --export compressed-tensors, not both");
+    const bool grid_budget = exported("compressed-tensors");
+    if (!values.count("candidates"))
+      candidates = grid_budget ? "int2-g128,int3-g128,int4-g128,int8-g128" : "Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0";
+    for (const std::string& name : split(candidates)) {
+      if (grid_budget) budget.schemes.push_back(gsq::grid_scheme_named(name, "--candidates"));
+      else budget.types.push_back(gsq::ggml_type_named(name, "--candidates"));
+    }
+    gsq::require(!candidates.empty(), "--candidates names no type");
     gsq::require(budget.windows > 0, "--sensitivity-windows must be positive");
     options.budget = budget;
   } else {
-    gsq::require(!values.count("sensitivity") && !budget.plan_only && values["candidates"].defaulted() &&
+    gsq::require(!values.count("sensitivity") && !budget.plan_only && !values.count("candidates") &&
                      values["sensitivity-windows"].defaulted(),
                  "--candidates, --sensitivity, --sensitivity-windows and --plan-only go with a budget: give --target-bpw or --target-size");
   }
@@ -241,7 +261,6 @@ Options parse_options(int argc, char** argv) {
              !gsq::DecoderLayerObjective<>::supports(gsq::LlamaConfig::load(options.model + "/config.json"))) {
     objective = "block";  // the layer-output objective trains dense layers only
   }
-  options.exports = gsq::parse_exports(exports);
   options.config.gsq_init = gsq::parse_method(init);
   options.config.objective = gsq::parse_gsq_objective(objective);
   options.config.target_inputs = gsq::parse_target_inputs(target_inputs);
@@ -267,6 +286,8 @@ template <class Visitor>
 void visit_format(const Options& options, Visitor&& visitor) {
   if (options.mix)
     visitor(gsq::GgmlMixFormat(options.mix->quantized_tensors()));
+  else if (options.schemes)
+    visitor(gsq::GridMixFormat(*options.schemes));
   else if (options.k_quant)
     KQuantLayoutChoice("--format", options.k_quant->name).visit([&](auto layout) {
       visitor(gsq::KQuantLinearFormat<gsq::type_of<decltype(layout)>>());
@@ -280,10 +301,12 @@ void visit_format(const Options& options, Visitor&& visitor) {
 /// The "bits" and "group" labels of the run's format: a preset's name and "mix", "like" and the
 /// file's name, or the driver's.
 std::string bits_label(const Options& options) {
-  return !options.mix ? gsq::driver::bits_label(options) : options.like.empty() ? options.preset : "like";
+  return !options.mix && !options.schemes ? gsq::driver::bits_label(options) : options.like.empty() ? options.preset : "like";
 }
 std::string group_label(const Options& options) {
-  return !options.mix ? gsq::driver::group_label(options) : options.like.empty() ? "mix" : fs::path(options.like).filename().string();
+  return !options.mix && !options.schemes ? gsq::driver::group_label(options)
+         : options.like.empty()           ? "mix"
+                                          : fs::path(options.like).filename().string();
 }
 
 
@@ -293,12 +316,17 @@ double linear_bits_per_parameter(const Options& options, const gsq::LlamaConfig&
   for (long layer = 0; layer < config.layers; ++layer)
     for (const gsq::LinearShape& linear : config.linears(layer)) {
       const double count = static_cast<double>(linear.rows * linear.cols);
+      const std::string name = gsq::LlamaModel::tensor_name(layer, linear.name);
       if (options.mix) {
-        const gsq::GgmlType type = options.mix->linears.at(gsq::LlamaModel::tensor_name(layer, linear.name));
-        bits += 8.0 * static_cast<double>(gsq::ggml_bytes(type, static_cast<std::size_t>(count)));
+        bits += 8.0 * static_cast<double>(gsq::ggml_bytes(options.mix->linears.at(name), static_cast<std::size_t>(count)));
+      } else if (options.schemes) {
+        const gsq::GridScheme& scheme = options.schemes->at(name);
+        const long width = scheme.group_width(linear.cols);
+        bits += count * gsq::QuantizedTensor{scheme.grid, 1, width, width, {}, {}}.bits_per_parameter();
       } else {
         visit_format(options, [&](const auto& format) {
-          if constexpr (!std::is_same<std::decay_t<decltype(format)>, gsq::GgmlMixFormat>::value)
+          using Format = std::decay_t<decltype(format)>;
+          if constexpr (!std::is_same<Format, gsq::GgmlMixFormat>::value && !std::is_same<Format, gsq::GridMixFormat>::value)
             bits += count * format.bits_per_parameter(linear.cols);
         });
       }
@@ -411,18 +439,19 @@ Plan plan_run(const Options& options) {
 
   if (options.budget) {  // the budget checked, and the kept measurement read, before any work
     const Options::Budget& budget = *options.budget;
-    plan.sensitivity = gsq::sensitivity_table(model, gsq::Checkpoint::open(options.model), budget.candidates);
+    const gsq::Checkpoint checkpoint = gsq::Checkpoint::open(options.model);
+    plan.sensitivity = budget.types.empty() ? gsq::sensitivity_table(model, checkpoint, budget.schemes)
+                                            : gsq::sensitivity_table(model, checkpoint, budget.types);
     plan.budget_bytes = budget.bytes > 0 ? budget.bytes : gsq::budget_bytes_of_bpw(plan.sensitivity, budget.bits_per_weight);
     gsq::require_budget(plan.sensitivity, plan.budget_bytes, budget.bytes > 0 ? "--target-size" : "--target-bpw");
-    for (const gsq::ExportFormat& format : options.exports)
-      gsq::require(std::string(format.name) == "gguf", std::string("--export ") + format.name +
-                                                          ": a budget's per-tensor ggml types are written as GGUF only so far");
     if (!options.exports.empty()) {  // what the export needs of the model (its tokenizer, ...), whatever the plan
       const gsq::BudgetPlan any_plan{std::vector<std::size_t>(plan.sensitivity.tensors.size(), 0)};
-      gsq::require_exportable(options.exports, gsq::QuantizedModel::planned(
-                                                   options.model, gsq::budget_mix(model, plan.sensitivity, any_plan, "").linears));
+      gsq::require_exportable(options.exports,
+                              budget.types.empty()
+                                  ? gsq::QuantizedModel::planned(options.model, gsq::budget_schemes(plan.sensitivity, any_plan))
+                                  : gsq::QuantizedModel::planned(options.model, gsq::budget_mix(model, plan.sensitivity, any_plan, "").linears));
     }
-    const nlohmann::json settings = gsq::sensitivity_settings(plan.sensitivity, gsq::Checkpoint::open(options.model),
+    const nlohmann::json settings = gsq::sensitivity_settings(plan.sensitivity, checkpoint,
                                                               plan.calibration, sensitivity_options(options));
     if (!budget.sensitivity.empty() && fs::exists(budget.sensitivity))
       plan.sensitivity = gsq::load_sensitivity(budget.sensitivity, settings);
@@ -486,6 +515,10 @@ nlohmann::json run_settings(const Options& options, const gsq::ModelQuantization
   if (options.mix) {  // a resumed run must quantize each linear into the same type
     nlohmann::json& types = settings["ggml_types"] = nlohmann::json::object();
     for (const auto& [name, type] : options.mix->linears) types[name] = gsq::ggml_type_name(static_cast<std::uint32_t>(type));
+  }
+  if (options.schemes) {
+    nlohmann::json& schemes = settings["grid_schemes"] = nlohmann::json::object();
+    for (const auto& [name, scheme] : *options.schemes) schemes[name] = scheme.name();
   }
   return settings;
 }
@@ -681,27 +714,27 @@ void print_row(const std::string& method, const std::string& bits, const std::st
 
 /// The budget's plan: each tensor's type by layer, the totals and the prediction.
 void print_budget(const gsq::SensitivityTable& table, const gsq::BudgetPlan& plan) {
-  const auto type_of = [&](std::size_t i) {
-    return gsq::ggml_type_name(static_cast<std::uint32_t>(table.tensors[i].choices[plan.choice[i]].type));
-  };
   std::printf("budget %llu bytes (%.4f bits per weight): the plan takes %llu bytes (%.4f bits per weight), predicted KL %.5f\n",
               static_cast<unsigned long long>(plan.budget), 8.0 * plan.budget / table.parameters,
               static_cast<unsigned long long>(plan.bytes), plan.bits_per_weight(table), plan.predicted_kl);
   std::string layer, line;
   for (std::size_t i = 0; i < table.tensors.size(); ++i) {
-    const std::string& name = table.tensors[i].gguf;
-    const std::size_t dot = name.find('.', 4);
-    const std::string here = name.rfind("blk.", 0) == 0 ? name.substr(0, dot) : "";
+    std::string name = table.tensors[i].name;  // "blk.3.attn_q.weight", "model.layers.3.self_attn.q_proj+k_proj+v_proj"
+    if (name.size() > 7 && name.compare(name.size() - 7, 7, ".weight") == 0) name.resize(name.size() - 7);
+    const std::size_t start = name.rfind("blk.", 0) == 0 ? 4 : name.rfind("model.layers.", 0) == 0 ? 13 : std::string::npos;
+    const std::size_t dot = start == std::string::npos ? std::string::npos : name.find('.', start);
+    const std::string here = dot == std::string::npos ? "" : name.substr(0, dot);
     if (here != layer && !line.empty()) std::printf("%s\n", line.c_str()), line.clear();
     layer = here;
-    const std::string short_name = here.empty() ? name.substr(0, name.find('.')) : name.substr(dot + 1, name.rfind('.') - dot - 1);
-    line += (line.empty() ? (here.empty() ? std::string() : here + ":") : std::string()) + " " + short_name + " " + type_of(i);
+    line += (line.empty() && !here.empty() ? here + ":" : std::string()) + " " + (here.empty() ? name : name.substr(dot + 1)) + " " +
+            table.tensors[i].choices[plan.choice[i]].type;
   }
   if (!line.empty()) std::printf("%s\n", line.c_str());
 }
 
-/// A budget's mix: the sensitivity measured (or read), the plan solved and printed.
-gsq::GgmlMix plan_budget(const Options& options, Plan& plan, const gsq::Communicator& communicator) {
+/// A budget's mix (options.mix or options.schemes): the sensitivity measured (or read), the plan
+/// solved and printed.
+void plan_budget(Options& options, Plan& plan, const gsq::Communicator& communicator) {
   const Options::Budget& budget = *options.budget;
   gsq::SensitivityTable& table = plan.sensitivity;
   if (!table.measured) {
@@ -713,11 +746,11 @@ gsq::GgmlMix plan_budget(const Options& options, Plan& plan, const gsq::Communic
       std::string kls;
       for (const gsq::SensitivityChoice& choice : tensor.choices) {
         char text[48];
-        std::snprintf(text, sizeof text, " %s %.5f", gsq::ggml_type_name(static_cast<std::uint32_t>(choice.type)).c_str(), choice.kl);
+        std::snprintf(text, sizeof text, " %s %.5f", choice.type.c_str(), choice.kl);
         kls += text;
       }
       const double elapsed = seconds_since(start);
-      std::fprintf(stderr, "sensitivity %ld/%ld %s:%s, ETA %.0f s\n", done, total, tensor.gguf.c_str(), kls.c_str(),
+      std::fprintf(stderr, "sensitivity %ld/%ld %s:%s, ETA %.0f s\n", done, total, tensor.name.c_str(), kls.c_str(),
                    elapsed / done * (total - done));
     };
     gsq::LlamaModel model = gsq::LlamaModel::load(options.model);
@@ -729,9 +762,13 @@ gsq::GgmlMix plan_budget(const Options& options, Plan& plan, const gsq::Communic
   const gsq::BudgetPlan chosen = gsq::plan_budget(table, plan.budget_bytes);
   if (communicator.rank() == 0) print_budget(table, chosen);
   plan.budget = gsq::budget_json(table, chosen);
+  if (table.format != "gguf") {
+    options.schemes = gsq::budget_schemes(table, chosen);
+    return;
+  }
   char source[64];
   std::snprintf(source, sizeof source, "a budget of %.4f bits per weight", 8.0 * plan.budget_bytes / table.parameters);
-  return gsq::budget_mix(gsq::LlamaConfig::load(options.model + "/config.json"), table, chosen, source);
+  options.mix = gsq::budget_mix(gsq::LlamaConfig::load(options.model + "/config.json"), table, chosen, source);
 }
 
 int run(Options options, const gsq::Communicator& communicator) {
@@ -739,7 +776,7 @@ int run(Options options, const gsq::Communicator& communicator) {
   Plan plan = plan_run(options);
   communicator.barrier();  // every rank has checked the plan before rank 0 creates anything
   if (options.budget) {
-    options.mix = plan_budget(options, plan, communicator);
+    plan_budget(options, plan, communicator);
     if (options.budget->plan_only) return 0;
   }
   const std::vector<gsq::TokenId>& calibration = plan.calibration;

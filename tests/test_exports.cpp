@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
@@ -154,4 +155,46 @@ TEST_CASE("compressed-tensors writes Mixture-of-Experts and latent-attention mod
       GSQ_SOURCE_DIR "/tests/data/tiny-deepseek-v3", gsq::grid_spec<gsq::Int<4>>(), [](long cols) { return cols; });
   CHECK_NOTHROW(gsq::require_exportable(gsq::parse_exports("compressed-tensors"), deepseek));
   CHECK_THROWS_WITH(gsq::require_exportable(gsq::parse_exports("gptq"), deepseek), Catch::Contains("latent attention"));
+}
+
+TEST_CASE("a mix of grid schemes: compressed-tensors writes a config group per scheme naming its modules; GPTQ refuses it", "[exports]") {
+  const std::string model = GSQ_SOURCE_DIR "/data/llama-bytes-3m";
+  std::map<std::string, gsq::GridScheme> schemes;
+  const gsq::LlamaConfig config = gsq::LlamaConfig::load(model + "/config.json");
+  for (long layer = 0; layer < config.layers; ++layer)
+    for (const std::string& linear : config.linear_names(layer))
+      schemes[gsq::LlamaModel::tensor_name(layer, linear)] =
+          gsq::grid_scheme_named(linear == "mlp.down_proj" ? "int8-per-channel" : layer == 0 ? "int3-g64" : "int4-g128", "a test");
+  const gsq::QuantizedModel mix = gsq::QuantizedModel::planned(model, schemes);
+  CHECK(mix.mixed());
+  CHECK_NOTHROW(gsq::require_exportable(gsq::parse_exports("compressed-tensors"), mix));
+  CHECK_THROWS_WITH(gsq::require_exportable(gsq::parse_exports("gptq"), mix), Catch::Contains("differ in grid or group size"));
+  const nlohmann::json groups = gsq::compressed_tensors_config(mix).at("config_groups");
+  REQUIRE(groups.size() == 3);
+  std::map<std::string, nlohmann::json> weights_of;  // module -> its group's weights
+  for (const auto& [name, group] : groups.items())
+    for (const nlohmann::json& target : group.at("targets")) {
+      CHECK(!weights_of.count(target.get<std::string>()));  // in one group only
+      weights_of[target.get<std::string>()] = group.at("weights");
+    }
+  CHECK(weights_of.size() == schemes.size());
+  const nlohmann::json& down = weights_of.at("model.layers.2.mlp.down_proj");
+  CHECK(down.at("num_bits") == 8);
+  CHECK(down.at("strategy") == "channel");
+  CHECK(down.at("group_size").is_null());
+  CHECK(weights_of.at("model.layers.0.self_attn.k_proj").at("num_bits") == 3);
+  CHECK(weights_of.at("model.layers.0.self_attn.k_proj").at("group_size") == 64);
+  CHECK(weights_of.at("model.layers.3.mlp.up_proj").at("group_size") == 128);
+  // A uniform model keeps the one group that targets every Linear.
+  const gsq::QuantizedModel uniform = gsq::QuantizedModel::planned(model, gsq::grid_spec<gsq::Int<4>>(), [](long) { return 128L; });
+  CHECK(!uniform.mixed());
+  CHECK(gsq::compressed_tensors_config(uniform).at("config_groups").at("group_0").at("targets") == nlohmann::json({"Linear"}));
+  // What compressed-tensors cannot hold: 5-bit codes (a llama.cpp mix's Q5_0), a quantized embedding.
+  std::map<std::string, gsq::GgmlType> types;
+  for (const auto& [name, scheme] : schemes) types[name] = name.find("down_proj") != std::string::npos ? gsq::GgmlType::Q5_0 : gsq::GgmlType::Q8_0;
+  CHECK_THROWS_WITH(gsq::require_exportable(gsq::parse_exports("compressed-tensors"), gsq::QuantizedModel::planned(model, types)),
+                    Catch::Contains("2, 3, 4 and 8-bit codes"));
+  gsq::QuantizedModel embedded = gsq::QuantizedModel::planned(model, schemes);
+  embedded.linears.emplace("model.embed_tokens.weight", gsq::QuantizedTensor{gsq::grid_spec<gsq::Int<8>>(), 256, 256, 32, {}, {}});
+  CHECK_THROWS_WITH(gsq::require_exportable(gsq::parse_exports("compressed-tensors"), embedded), Catch::Contains("only the gguf export holds"));
 }

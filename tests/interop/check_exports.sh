@@ -14,6 +14,8 @@
 #   - the Mixture-of-Experts fixtures (Mixtral, Qwen2-MoE, Qwen3-MoE, DeepSeek-V3) as compressed-tensors, in
 #     the per-expert layout vLLM's fused-MoE loader reads: transformers rebuilds gsq's weights
 #     exactly (check_same_weights.py) and scores token ids as gsq does;
+#   - size budgets' mixes of grid schemes (--target-bpw --export compressed-tensors), dense and
+#     Mixtral, read module by module from their config groups: the same loss, the same weights;
 #   - a combination no engine format holds is refused before any work;
 #   - evaluate_model --reference's KL divergence and the other statistics equal those torch
 #     computes from transformers' logits of the quantized and the original model (check_kl.py).
@@ -88,6 +90,21 @@ for run in "mixtral gsq 2" "qwen2-moe gptq 4" "qwen3-moe gsq 3" "deepseek-v3 gpt
       "$python" tests/interop/check_transformers.py "$out/compressed-tensors" "$work/moe-eval.u32" "$out/manifest.json"
   check "tiny-$fixture, compressed-tensors, every weight" "$python" tests/interop/check_same_weights.py "$out/compressed-tensors" "$out"
 done
+# A size budget's mix of grid schemes (q/k/v and gate/up sharing one): config groups naming each
+# module, which transformers must read module by module -- GSQ on the bundled model (int3, int4,
+# int8 at 5 bits per weight), GPTQ on Mixtral's stacked experts (int4 and int8 per channel).
+out="$work/budget"
+"$build/quantize_model" --model "$model" --byte-tokens --calib "$model/calib.txt" --calib-tokens 4096 --eval "$text" \
+    --method gsq --steps 30 --target-bpw 5 --sensitivity-windows 1 --export compressed-tensors --out "$out" --quiet > /dev/null
+check "--target-bpw 5, compressed-tensors, transformers" "$python" tests/interop/check_transformers.py "$out/compressed-tensors" "$text" "$out/manifest.json"
+check "--target-bpw 5, compressed-tensors, every weight" "$python" tests/interop/check_same_weights.py "$out/compressed-tensors" "$out"
+out="$work/budget-mixtral"
+"$build/quantize_model" --model tests/data/tiny-mixtral --calib "$work/moe-calib.u32" --eval "$work/moe-eval.u32" --method gptq \
+    --target-bpw 9 --candidates int4-per-channel,int8-per-channel --export compressed-tensors --out "$out" --quiet > /dev/null
+check "tiny-mixtral --target-bpw 9, compressed-tensors, transformers" \
+    "$python" tests/interop/check_transformers.py "$out/compressed-tensors" "$work/moe-eval.u32" "$out/manifest.json"
+check "tiny-mixtral --target-bpw 9, compressed-tensors, every weight" "$python" tests/interop/check_same_weights.py "$out/compressed-tensors" "$out"
+
 "$python" tests/interop/tamper.py experts-swapped "$work/tiny-mixtral/compressed-tensors" "$work/experts-swapped"
 refuses "compressed-tensors with experts 0 and 1 swapped" "$python" tests/interop/check_same_weights.py "$work/experts-swapped" "$work/tiny-mixtral"
 refuses "--export gptq of a Mixture-of-Experts model" "$build/quantize_model" --model tests/data/tiny-mixtral \

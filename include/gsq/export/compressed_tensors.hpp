@@ -12,13 +12,16 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "gsq/export/bit_stream.hpp"
 #include "gsq/export/hugging_face.hpp"
+#include "gsq/policy/grid_scheme.hpp"
 
 namespace gsq {
 
@@ -43,17 +46,51 @@ inline nlohmann::json compressed_tensors_ignore(const LlamaConfig& config) {
   return ignore;
 }
 
+/// Why `model` cannot be written as compressed-tensors, or empty.
+inline std::string compressed_tensors_unsupported(const QuantizedModel& model) {
+  if (!model.hugging_face_export_missing().empty()) return model.hugging_face_export_missing();
+  for (const auto& [name, tensor] : model.linears)
+    if (tensor.grid.code_bits > 4 && tensor.grid.code_bits != 8)
+      return name + " is in " + tensor.grid.name + ", and gsq writes compressed-tensors checkpoints of 2, 3, 4 and 8-bit codes";
+  return {};
+}
+
+/// The "weights" quantization arguments of linears in `scheme`.
+inline nlohmann::json compressed_tensors_weights(const GridScheme& scheme) {
+  const bool channel = scheme.group_size == 0;
+  return {{"num_bits", scheme.grid.code_bits}, {"type", "int"}, {"symmetric", true}, {"strategy", channel ? "channel" : "group"},
+          {"group_size", channel ? nlohmann::json(nullptr) : nlohmann::json(scheme.group_size)},
+          {"dynamic", false}, {"actorder", nullptr}, {"observer", "minmax"}};
+}
+
+/// One config group: `targets` (module names, or "Linear") in `scheme`.
+inline nlohmann::json compressed_tensors_group(const nlohmann::json& targets, const GridScheme& scheme) {
+  return {{"targets", targets}, {"weights", compressed_tensors_weights(scheme)}, {"input_activations", nullptr},
+          {"output_activations", nullptr}, {"format", "pack-quantized"}};
+}
+
+/// The quantization_config: one group targeting every Linear, or for a mix one group per scheme
+/// naming its modules (fused modules, q/k/v and gate/up, share a scheme in gsq's mixes, as vLLM
+/// requires).
 inline nlohmann::json compressed_tensors_config(const QuantizedModel& model) {
-  const bool channel = model.per_channel();
-  nlohmann::json weights = {{"num_bits", model.grid().code_bits}, {"type", "int"}, {"symmetric", true},
-                            {"strategy", channel ? "channel" : "group"}, {"group_size", nullptr},
-                            {"dynamic", false}, {"actorder", nullptr}, {"observer", "minmax"}};
-  if (!channel) weights["group_size"] = model.group_width();
+  nlohmann::json groups = nlohmann::json::object();
+  if (!model.mixed()) {
+    groups["group_0"] = compressed_tensors_group({"Linear"}, {model.grid(), model.per_channel() ? 0 : static_cast<int>(model.group_width())});
+  } else {
+    std::map<std::string, std::pair<GridScheme, nlohmann::json>> by_scheme;  // by name: the groups in a fixed order
+    const std::string suffix = ".weight";
+    for (const auto& [name, tensor] : model.linears) {
+      const GridScheme scheme = grid_scheme_of(tensor);
+      auto& group = by_scheme.try_emplace(scheme.name(), scheme, nlohmann::json::array()).first->second;
+      group.second.push_back(name.substr(0, name.size() - suffix.size()));
+    }
+    for (const auto& [scheme_name, group] : by_scheme)
+      groups["group_" + std::to_string(groups.size())] = compressed_tensors_group(group.second, group.first);
+  }
   return {{"quant_method", "compressed-tensors"},
           {"format", "pack-quantized"},
           {"quantization_status", "compressed"},
-          {"config_groups", {{"group_0", {{"targets", {"Linear"}}, {"weights", weights}, {"input_activations", nullptr},
-                                          {"output_activations", nullptr}, {"format", "pack-quantized"}}}}},
+          {"config_groups", groups},
           {"ignore", compressed_tensors_ignore(model.config)},
           {"kv_cache_scheme", nullptr},
           {"version", "0.18.0"}};
@@ -61,6 +98,8 @@ inline nlohmann::json compressed_tensors_config(const QuantizedModel& model) {
 
 /// Writes `model` as a compressed-tensors pack-quantized checkpoint in the new directory `directory`.
 inline void write_compressed_tensors(const QuantizedModel& model, const std::string& directory) {
+  const std::string unsupported = compressed_tensors_unsupported(model);
+  require(unsupported.empty(), "compressed-tensors export: " + unsupported);
   write_quantized_checkpoint(model, directory, compressed_tensors_config(model),
                              [](SafetensorsWriter& writer, const std::string& prefix, const QuantizedTensor& tensor) {
                                const std::int64_t words = static_cast<std::int64_t>(

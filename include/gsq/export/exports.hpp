@@ -28,8 +28,7 @@ struct ExportFormat {
 
 inline const std::vector<ExportFormat>& export_formats() {
   static const std::vector<ExportFormat> formats = {
-      {"compressed-tensors", "compressed-tensors", [](const QuantizedModel& model) { return model.hugging_face_export_missing(); },
-       write_compressed_tensors},
+      {"compressed-tensors", "compressed-tensors", compressed_tensors_unsupported, write_compressed_tensors},
       {"gptq", "gptq", gptq_unsupported, write_gptq},
       {"gguf", "model.gguf", [](const QuantizedModel& model) { return gguf_unsupported(model); }, write_gguf}};
   return formats;

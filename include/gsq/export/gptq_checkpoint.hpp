@@ -26,6 +26,9 @@ namespace gsq {
 /// Why `model` cannot be written as GPTQ, or empty: the packed dimensions must fill whole words.
 inline std::string gptq_unsupported(const QuantizedModel& model) {
   if (!model.hugging_face_export_missing().empty()) return model.hugging_face_export_missing();
+  if (model.mixed())
+    return "its linears differ in grid or group size, and GPTQ checkpoints of a mix (GPTQModel's per-module \"dynamic\" "
+           "overrides) are not checked against their loaders: export compressed-tensors";
   if (model.config.mixture.experts > 0 || model.config.latent_attention())
     return model.config.architecture + " has experts or latent attention, and GPTQ checkpoints of such models are not "
                                        "checked against their loaders: export compressed-tensors or gguf";

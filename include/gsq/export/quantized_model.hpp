@@ -24,6 +24,7 @@
 #include "gsq/model/llama.hpp"
 #include "gsq/policy/ggml_layout.hpp"
 #include "gsq/policy/grid.hpp"
+#include "gsq/policy/grid_scheme.hpp"
 
 namespace gsq {
 
@@ -47,6 +48,19 @@ inline std::map<std::string, GgmlType> ggml_types_from_metadata(const std::strin
   return types;
 }
 
+/// The "grid_schemes" metadata of a grid mix's quantized.safetensors (GridMixFormat::metadata):
+/// each linear's scheme by tensor name; `path` names the file in errors.
+inline std::map<std::string, GridScheme> grid_schemes_from_metadata(const std::string& text, const std::string& path) {
+  const nlohmann::json parsed = nlohmann::json::parse(text, nullptr, false);
+  require(parsed.is_object(), path + ": \"grid_schemes\" is not a JSON object");
+  std::map<std::string, GridScheme> schemes;
+  for (const auto& [name, scheme] : parsed.items()) {
+    require(scheme.is_string(), path + ": \"grid_schemes\" gives " + name + " no scheme name");
+    schemes[name] = grid_scheme_named(scheme.get<std::string>(), path + ": " + name);
+  }
+  return schemes;
+}
+
 /// The last component of `directory`'s path ("model" for "out/model/"): a model's default name.
 inline std::string directory_name(const std::string& directory) {
   std::filesystem::path path = std::filesystem::path(directory).lexically_normal();
@@ -68,7 +82,8 @@ struct QuantizedModel {
 
   /// Reads `directory` (config.json and a checkpoint) and every linear layer from
   /// `quantized_path` (quantized.safetensors): their codes and scales, all on one grid and, apart
-  /// from per-channel scales, with one group width; or their K-quant blocks.
+  /// from per-channel scales, with one group width, or each in the scheme "grid_schemes" names;
+  /// or their K-quant blocks.
   static QuantizedModel open(const std::string& directory, const std::string& quantized_path) {
     QuantizedModel model = unquantized(directory);
     const SafetensorsFile packed = SafetensorsFile::open(quantized_path);
@@ -96,6 +111,15 @@ struct QuantizedModel {
           }
         });
       }
+      return model;
+    }
+    if (const auto mix = packed.metadata().find("grid_schemes"); mix != packed.metadata().end()) {
+      const std::map<std::string, GridScheme> schemes = grid_schemes_from_metadata(mix->second, quantized_path);
+      model.for_each_linear([&](const std::string& name, long rows, long cols) {
+        const auto scheme = schemes.find(name);
+        require(scheme != schemes.end(), quantized_path + ": \"grid_schemes\" gives linear " + name + " no scheme");
+        model.linears.emplace(name, read_packed(packed, name, scheme->second.grid, rows, cols, scheme->second.group_width(cols)));
+      });
       return model;
     }
     model.for_each_linear([&](const std::string& name, long rows, long cols) {
@@ -163,6 +187,21 @@ struct QuantizedModel {
     return model;
   }
 
+  /// The model `directory` becomes once each linear is quantized in the scheme `schemes` gives it
+  /// by tensor name (a grid mix); an error names a linear its scheme's groups do not divide.
+  static QuantizedModel planned(const std::string& directory, const std::map<std::string, GridScheme>& schemes) {
+    QuantizedModel model = unquantized(directory);
+    model.for_each_linear([&](const std::string& name, long rows, long cols) {
+      const auto scheme = schemes.find(name);
+      require(scheme != schemes.end(), "the mix gives linear " + name + " no grid scheme");
+      const long width = scheme->second.group_width(cols);
+      require(cols % width == 0, name + " has " + std::to_string(cols) + " input columns, which groups of " + std::to_string(width) +
+                                     " do not divide: " + scheme->second.name() + " cannot hold it");
+      model.linears.emplace(name, QuantizedTensor{scheme->second.grid, rows, cols, width, {}, {}});
+    });
+    return model;
+  }
+
   /// Why a Hugging Face export (the paper's grid format in the checkpoint's own layout: compressed-
   /// tensors, GPTQ) cannot write this model, or empty.
   std::string hugging_face_export_missing() const {
@@ -170,9 +209,16 @@ struct QuantizedModel {
       return std::string("this model's linears are in llama.cpp's ") + k_quants.begin()->second.format->name +
              " format, which only the gguf export holds";
     for (const auto& [name, tensor] : linears)
-      if (!(tensor.grid == grid()) || (tensor.group_width != group_width() && !per_channel()))
-        return "this model's linears differ in grid or group size (a llama.cpp mix), which only the gguf export holds";
+      if (name.rfind("model.layers.", 0) != 0)
+        return "this model quantizes " + name + " (a llama.cpp mix), which only the gguf export holds";
     return {};
+  }
+
+  /// Whether the linears differ in grid or group size (a mix).
+  bool mixed() const {
+    for (const auto& [name, tensor] : linears)
+      if (!(tensor.grid == grid()) || (tensor.group_width != group_width() && !per_channel())) return true;
+    return false;
   }
 
   /// The quantized tensor stored under checkpoint name `name`, or null for a full-precision one.

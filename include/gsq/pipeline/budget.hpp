@@ -6,13 +6,15 @@
 // rounding left spent on the upgrades that lower the prediction most per byte.
 //
 //   gsq::BudgetPlan plan = gsq::plan_budget(table, gsq::budget_bytes_of_bpw(table, 3.5));
-//   gsq::GgmlMix mix = gsq::budget_mix(config, table, plan);   // into SequentialQuantizer<GgmlMixFormat>
+//   gsq::GgmlMix mix = gsq::budget_mix(config, table, plan);   // a gguf table: into SequentialQuantizer<GgmlMixFormat>
+//   gsq::GridMixFormat schemes(gsq::budget_schemes(table, plan));   // a compressed-tensors one
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -24,6 +26,7 @@
 #include "gsq/model/gguf_layout.hpp"
 #include "gsq/pipeline/ggml_mix.hpp"
 #include "gsq/pipeline/sensitivity.hpp"
+#include "gsq/policy/grid_scheme.hpp"
 
 namespace gsq {
 
@@ -93,7 +96,7 @@ inline BudgetPlan plan_budget(const SensitivityTable& table, std::uint64_t budge
   std::vector<std::vector<std::uint8_t>> picked(count, std::vector<std::uint8_t>(capacity + 1, 0));
   for (std::size_t i = 0; i < count; ++i) {
     const TensorSensitivity& tensor = table.tensors[i];
-    require(tensor.choices.size() < 256, tensor.gguf + ": more than 255 candidate types");
+    require(tensor.choices.size() < 256, tensor.name + ": more than 255 candidate types");
     for (std::size_t s = 0; s <= capacity; ++s) {
       next[s] = none;
       for (std::size_t c = 0; c < tensor.choices.size(); ++c) {
@@ -139,9 +142,10 @@ inline BudgetPlan plan_budget(const SensitivityTable& table, std::uint64_t budge
 
 /// The plan as a llama.cpp mix of the model (`config`): its chosen types, the rest in float.
 inline GgmlMix budget_mix(const LlamaConfig& config, const SensitivityTable& table, const BudgetPlan& plan, const std::string& source) {
-  require(plan.choice.size() == table.tensors.size(), "the plan is not of this sensitivity table");
+  require(plan.choice.size() == table.tensors.size() && table.format == "gguf", "the plan is not of this gguf sensitivity table");
   std::map<std::string, GgmlType> chosen;
-  for (std::size_t i = 0; i < table.tensors.size(); ++i) chosen[table.tensors[i].gguf] = table.tensors[i].choices[plan.choice[i]].type;
+  for (std::size_t i = 0; i < table.tensors.size(); ++i)
+    chosen[table.tensors[i].name] = ggml_type_named(table.tensors[i].choices[plan.choice[i]].type, table.tensors[i].name);
   const std::vector<GgufTensorLayout> layout = gguf_layout(config);
   std::vector<GgmlType> types;
   for (const GgufTensorLayout& tensor : layout) {
@@ -151,15 +155,26 @@ inline GgmlMix budget_mix(const LlamaConfig& config, const SensitivityTable& tab
   return detail::ggml_mix_of(config, layout, types, source);
 }
 
+/// The plan of a compressed-tensors table: each linear's grid scheme, by checkpoint name.
+inline std::map<std::string, GridScheme> budget_schemes(const SensitivityTable& table, const BudgetPlan& plan) {
+  require(plan.choice.size() == table.tensors.size() && table.format == "compressed-tensors",
+          "the plan is not of this compressed-tensors sensitivity table");
+  std::map<std::string, GridScheme> schemes;
+  for (std::size_t i = 0; i < table.tensors.size(); ++i)
+    for (const std::string& name : table.tensors[i].checkpoint)
+      schemes[name] = grid_scheme_named(table.tensors[i].choices[plan.choice[i]].type, table.tensors[i].name);
+  return schemes;
+}
+
 /// The plan as the manifest keeps it: each tensor's type, bytes and own divergence, and the totals.
 inline nlohmann::json budget_json(const SensitivityTable& table, const BudgetPlan& plan) {
   nlohmann::json tensors = nlohmann::json::array();
   for (std::size_t i = 0; i < table.tensors.size(); ++i) {
     const SensitivityChoice& choice = table.tensors[i].choices[plan.choice[i]];
-    tensors.push_back({{"gguf", table.tensors[i].gguf}, {"type", ggml_type_name(static_cast<std::uint32_t>(choice.type))},
+    tensors.push_back({{"tensor", table.tensors[i].name}, {"type", choice.type},
                        {"bytes", choice.bytes}, {"kl", choice.kl}});
   }
-  return {{"budget_bytes", plan.budget}, {"bytes", plan.bytes}, {"bits_per_weight", plan.bits_per_weight(table)},
+  return {{"format", table.format}, {"budget_bytes", plan.budget}, {"bytes", plan.bytes}, {"bits_per_weight", plan.bits_per_weight(table)},
           {"predicted_kl", plan.predicted_kl}, {"tensors", tensors}};
 }
 

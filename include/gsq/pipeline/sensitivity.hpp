@@ -1,18 +1,22 @@
-// gsq/pipeline/sensitivity.hpp -- what each tensor of a model's llama.cpp file costs and does to the
-// model's output in each candidate ggml type: its bytes, and the divergence of the original model
-// with only that tensor quantized into the type (by GPTQ, or RTN, on the calibration H of the
-// tensor's inputs, as the run starts it), compared with the original prediction by prediction on
+// gsq/pipeline/sensitivity.hpp -- what each tensor of a model's file costs and does to the model's
+// output in each candidate type: its bytes, and the divergence of the original model with only
+// that tensor quantized into the type (by GPTQ, or RTN, on the calibration H of the tensor's
+// inputs, as the run starts it), compared with the original prediction by prediction on
 // calibration windows (mean KL). What a size budget is solved from (gsq/pipeline/budget.hpp);
-// measured once and kept as JSON, so that another budget costs no new measurement.
+// measured once and kept as JSON, so that another budget costs no new measurement. Two files:
 //
-//   gsq::SensitivityTable table = gsq::sensitivity_table(config, checkpoint, {gsq::GgmlType::Q2_K, ...});
-//   gsq::measure_sensitivity(model, table, calibration, options);   // fills each choice's KL
+//   gsq::SensitivityTable gguf = gsq::sensitivity_table(config, checkpoint, {gsq::GgmlType::Q2_K, ...});
+//   gsq::SensitivityTable hf = gsq::sensitivity_table(config, checkpoint, {gsq::grid_scheme_named("int4-g128", ""), ...});
+//   gsq::measure_sensitivity(model, gguf, calibration, options);   // fills each choice's KL
 //
-// Each candidate is taken as llama-quantize would write it for the tensor's rows (Q4_K becomes Q5_0
-// for rows that are not whole super-blocks). Cost: per tensor and type, a forward pass of the
-// measured windows from the tensor's layer up and a head product; the original's hidden states at
-// every layer and its logits on those windows are kept. Grouped-query attention, dense or with
-// experts (GGUF stacks a layer's experts: each projection of them all takes one type).
+// A llama.cpp file ("gguf"): ggml types for every tensor of the GGUF, the embedding and head
+// included, each candidate taken as llama-quantize would write it for the tensor's rows (Q4_K
+// becomes Q5_0 for rows that are not whole super-blocks). A compressed-tensors checkpoint: grid
+// schemes for the decoder linears, the linears an engine fuses (q/k/v, gate/up: those that read
+// one input) one unit of one scheme, the rest of the file in its checkpoint's precision. Either
+// way a layer's experts are stacked: each projection of them all takes one type. Cost: per tensor
+// and type, a forward pass of the measured windows from the tensor's layer up and a head product;
+// the original's hidden states at every layer and its logits on those windows are kept.
 #pragma once
 
 #include <algorithm>
@@ -41,30 +45,35 @@
 #include "gsq/objective/input_hessian.hpp"
 #include "gsq/pipeline/ggml_mix.hpp"
 #include "gsq/pipeline/ggml_mix_format.hpp"
+#include "gsq/pipeline/grid_mix_format.hpp"
 #include "gsq/pipeline/method.hpp"
+#include "gsq/policy/grid_scheme.hpp"
 
 namespace gsq {
 
 /// One candidate type of a tensor: its bytes in the file, and what it does alone.
 struct SensitivityChoice {
-  GgmlType type = GgmlType::F32;
+  std::string type;             // a ggml type ("Q4_K") in a gguf table, a grid scheme ("int4-g128") in a compressed-tensors one
   std::uint64_t bytes = 0;
   double kl = 0, kl_error = 0;  // mean KL(P_original || P) with only this tensor in this type, nats, and its standard error
   double error = 0;             // the tensor's relative Hessian error in this type (gsq/objective/hessian.hpp)
 };
 
-/// A tensor of the model's GGUF whose type a budget chooses: a decoder linear, a projection of
-/// every routed expert of a layer (GGUF stacks them: one type), the token embedding or the head (a
-/// tied model's one tensor is its token_embd).
+/// A tensor of the model's file whose type a budget chooses. In a GGUF: a decoder linear, a
+/// projection of every routed expert of a layer (GGUF stacks them: one type), the token embedding
+/// or the head (a tied model's one tensor is its token_embd). In a compressed-tensors checkpoint:
+/// the linears an engine fuses (q/k/v; gate/up, of every expert of a layer), or one linear.
 struct TensorSensitivity {
-  std::string gguf;                     // llama.cpp's name: "blk.3.ffn_down.weight", "blk.3.ffn_down_exps.weight"
-  std::vector<std::string> checkpoint;  // the checkpoint tensors it is written from: one, or one per expert
-  long rows = 0, cols = 0;              // of the checkpoint tensors, all alike
+  std::string name;                     // llama.cpp's name ("blk.3.ffn_down_exps.weight"), or its linears' ("model.layers.3.self_attn.q_proj+k_proj+v_proj")
+  std::vector<std::string> checkpoint;  // the checkpoint tensors it is written from
+  long cols = 0;                        // inputs of each of them, all alike
+  std::uint64_t parameters = 0;         // weights of them all
   std::vector<SensitivityChoice> choices;  // by increasing bytes
 };
 
 /// Every tensor a budget chooses for, with its candidates, and the rest of the file.
 struct SensitivityTable {
+  std::string format = "gguf";    // the file the bytes are of: "gguf" or "compressed-tensors"
   nlohmann::json settings;        // what the measurement depends on: a kept table serves only a run with the same
   std::uint64_t fixed_bytes = 0;  // the tensors every file keeps in float: norms, biases
   std::uint64_t parameters = 0;   // of every tensor of the file
@@ -88,40 +97,56 @@ inline void to_json(nlohmann::json& json, const SensitivityTable& table) {
   for (const TensorSensitivity& tensor : table.tensors) {
     nlohmann::json choices = nlohmann::json::array();
     for (const SensitivityChoice& choice : tensor.choices)
-      choices.push_back({{"type", ggml_type_name(static_cast<std::uint32_t>(choice.type))}, {"bytes", choice.bytes},
-                         {"kl", choice.kl}, {"kl_error", choice.kl_error}, {"rel_error", choice.error}});
-    tensors.push_back({{"gguf", tensor.gguf}, {"checkpoint", tensor.checkpoint}, {"rows", tensor.rows}, {"cols", tensor.cols},
-                       {"choices", choices}});
+      choices.push_back({{"type", choice.type}, {"bytes", choice.bytes}, {"kl", choice.kl}, {"kl_error", choice.kl_error},
+                         {"rel_error", choice.error}});
+    tensors.push_back({{"name", tensor.name}, {"checkpoint", tensor.checkpoint}, {"cols", tensor.cols},
+                       {"parameters", tensor.parameters}, {"choices", choices}});
   }
-  json = {{"settings", table.settings}, {"fixed_bytes", table.fixed_bytes}, {"parameters", table.parameters},
+  json = {{"format", table.format}, {"settings", table.settings}, {"fixed_bytes", table.fixed_bytes}, {"parameters", table.parameters},
           {"measured", table.measured}, {"tensors", tensors}};
 }
 
 inline void from_json(const nlohmann::json& json, SensitivityTable& table) {
+  table.format = json.at("format").get<std::string>();
   table.settings = json.at("settings");
   table.fixed_bytes = json.at("fixed_bytes").get<std::uint64_t>();
   table.parameters = json.at("parameters").get<std::uint64_t>();
   table.measured = json.at("measured").get<bool>();
   table.tensors.clear();
   for (const nlohmann::json& tensor : json.at("tensors")) {
-    TensorSensitivity read{tensor.at("gguf"), tensor.at("checkpoint").get<std::vector<std::string>>(), tensor.at("rows"),
-                           tensor.at("cols"), {}};
+    TensorSensitivity read{tensor.at("name"), tensor.at("checkpoint").get<std::vector<std::string>>(), tensor.at("cols"),
+                           tensor.at("parameters"), {}};
     for (const nlohmann::json& choice : tensor.at("choices"))
-      read.choices.push_back({ggml_type_named(choice.at("type").get<std::string>(), "a sensitivity table's type"),
-                              choice.at("bytes").get<std::uint64_t>(), choice.at("kl").get<double>(),
+      read.choices.push_back({choice.at("type").get<std::string>(), choice.at("bytes").get<std::uint64_t>(), choice.at("kl").get<double>(),
                               choice.at("kl_error").get<double>(), choice.at("rel_error").get<double>()});
     table.tensors.push_back(std::move(read));
   }
 }
+
+namespace detail {
+
+/// Candidates by increasing bytes (ties in the given order); an error names a tensor none fits.
+inline void sort_choices(TensorSensitivity& tensor) {
+  require(!tensor.choices.empty(), tensor.name + " has rows of " + std::to_string(tensor.cols) +
+                                       " values, which none of the candidate types holds");
+  std::stable_sort(tensor.choices.begin(), tensor.choices.end(),
+                   [](const SensitivityChoice& a, const SensitivityChoice& b) { return a.bytes < b.bytes; });
+}
+
+inline void require_budget_model(const LlamaConfig& config, bool candidates) {
+  require(!config.latent_attention(), "a size budget is measured on models with grouped-query attention so far, not on " +
+                                          config.architecture + "'s latent attention");
+  require(candidates, "a size budget needs at least one candidate type");
+}
+
+}  // namespace detail
 
 /// The tensors of the GGUF of the model (`config`, its tensors in `checkpoint`) a budget chooses
 /// a type for, each with the candidates as llama-quantize writes them for its rows (by increasing
 /// bytes; a candidate no row fits is left out), and the bytes of the rest; not yet measured.
 inline SensitivityTable sensitivity_table(const LlamaConfig& config, const Checkpoint& checkpoint,
                                           const std::vector<GgmlType>& candidates) {
-  require(!config.latent_attention(), "a size budget is measured on models with grouped-query attention so far, not on " +
-                                          config.architecture + "'s latent attention");
-  require(!candidates.empty(), "a size budget needs at least one candidate type");
+  detail::require_budget_model(config, !candidates.empty());
   for (GgmlType type : candidates) require_ggml_type_written(type, "the budget's candidates");
   std::map<std::string, bool> linear;
   for (long layer = 0; layer < config.layers; ++layer)
@@ -138,20 +163,72 @@ inline SensitivityTable sensitivity_table(const LlamaConfig& config, const Check
       table.fixed_bytes += ggml_bytes(kept, count);
       continue;
     }
-    TensorSensitivity budgeted{tensor.gguf, tensor.checkpoint, tensor.shape[0], tensor.shape[1], {}};
+    TensorSensitivity budgeted{tensor.gguf, tensor.checkpoint, tensor.shape[1], count, {}};
     for (GgmlType candidate : candidates) {
-      const GgmlType type = llama_quantize_fallback(candidate, budgeted.cols);
+      const std::string type = ggml_type_name(static_cast<std::uint32_t>(llama_quantize_fallback(candidate, budgeted.cols)));
       const bool seen = std::any_of(budgeted.choices.begin(), budgeted.choices.end(),
                                     [&](const SensitivityChoice& choice) { return choice.type == type; });
-      if (type != GgmlType::F16 && !seen) budgeted.choices.push_back({type, ggml_bytes(type, count), 0, 0, 0});
+      if (type != "F16" && !seen) budgeted.choices.push_back({type, ggml_bytes(ggml_type_named(type, type), count), 0, 0, 0});
     }
-    require(!budgeted.choices.empty(), tensor.gguf + " has rows of " + std::to_string(budgeted.cols) +
-                                           " values, which none of the candidate types holds");
-    std::stable_sort(budgeted.choices.begin(), budgeted.choices.end(),
-                     [](const SensitivityChoice& a, const SensitivityChoice& b) { return a.bytes < b.bytes; });
+    detail::sort_choices(budgeted);
     table.tensors.push_back(std::move(budgeted));
   }
   if (config.rotary.type == "llama3") table.fixed_bytes += 4 * static_cast<std::uint64_t>(config.head_dim / 2);  // rope_freqs
+  return table;
+}
+
+/// The units of the model's compressed-tensors checkpoint a budget chooses a grid scheme for: the
+/// linears of a decoder layer that read one input (q/k/v, gate/up: what vLLM fuses and runs in
+/// one scheme), a layer's experts stacked by projection; each with the candidates whose groups
+/// divide its rows (by increasing bytes), and the bytes of every other tensor as the checkpoint
+/// stores it (embedding, head, norms, routers).
+inline SensitivityTable sensitivity_table(const LlamaConfig& config, const Checkpoint& checkpoint,
+                                          const std::vector<GridScheme>& candidates) {
+  detail::require_budget_model(config, !candidates.empty());
+  SensitivityTable table;
+  table.format = "compressed-tensors";
+  std::map<std::string, bool> quantized;
+  for (long layer = 0; layer < config.layers; ++layer) {
+    std::vector<TensorSensitivity> units;
+    std::map<std::string, std::size_t> unit_of;  // by the unit's first linear, experts' index as "*"
+    const auto stacked = [](std::string name) {  // "block_sparse_moe.experts.3.w1" -> "block_sparse_moe.experts.*.w1"
+      const auto experts = name.find(".experts.");
+      if (experts != std::string::npos) name.replace(experts + 9, name.find('.', experts + 9) - experts - 9, "*");
+      return name;
+    };
+    const std::string prefix = "model.layers." + std::to_string(layer) + ".";
+    for (const LinearShape& linear : config.linears(layer)) {
+      const std::string key = stacked(linear.input_of.empty() ? linear.name : linear.input_of), member = stacked(linear.name);
+      const auto [found, added] = unit_of.try_emplace(key, units.size());
+      if (added) units.push_back({prefix + member, {}, linear.cols, 0, {}});
+      TensorSensitivity& unit = units[found->second];
+      const std::string joined = "+" + member.substr(member.rfind('.') + 1);  // "...q_proj+k_proj+v_proj"
+      if (member != key && unit.name.find(joined) == std::string::npos) unit.name += joined;
+      unit.checkpoint.push_back(LlamaModel::tensor_name(layer, linear.name));
+      unit.parameters += static_cast<std::uint64_t>(linear.rows * linear.cols);
+    }
+    for (TensorSensitivity& unit : units) {
+      for (const GridScheme& scheme : candidates) {
+        if (unit.cols % scheme.group_width(unit.cols) != 0) continue;
+        std::uint64_t bytes = 0;
+        for (const std::string& name : unit.checkpoint) {
+          const std::vector<std::int64_t>& shape = checkpoint.info(name).shape;
+          bytes += pack_quantized_bytes(scheme, static_cast<long>(shape[0]), static_cast<long>(shape[1]));
+        }
+        unit.choices.push_back({scheme.name(), bytes, 0, 0, 0});
+      }
+      detail::sort_choices(unit);
+      for (const std::string& name : unit.checkpoint) quantized[name] = true;
+      table.tensors.push_back(std::move(unit));
+    }
+  }
+  for (const std::string& name : checkpoint.tensor_names()) {
+    const TensorInfo& info = checkpoint.info(name);
+    std::uint64_t count = 1;
+    for (std::int64_t extent : info.shape) count *= static_cast<std::uint64_t>(extent);
+    table.parameters += count;
+    if (!quantized.count(name)) table.fixed_bytes += count * static_cast<std::uint64_t>(dtype_size(info.dtype));
+  }
   return table;
 }
 
@@ -161,11 +238,12 @@ inline nlohmann::json sensitivity_settings(const SensitivityTable& table, const 
                                            const std::vector<TokenId>& calibration, const SensitivityOptions& options) {
   nlohmann::json candidates = nlohmann::json::object();
   for (const TensorSensitivity& tensor : table.tensors)
-    for (const SensitivityChoice& choice : tensor.choices) candidates[ggml_type_name(static_cast<std::uint32_t>(choice.type))] = true;
+    for (const SensitivityChoice& choice : tensor.choices) candidates[choice.type] = true;
   nlohmann::json types = nlohmann::json::array();
   for (const auto& [type, used] : candidates.items()) types.push_back(type);
   return {{"model", tensors_fingerprint(checkpoint, [](const std::string&) { return true; })},
           {"calibration", fingerprint_bytes(calibration.data(), calibration.size() * sizeof(TokenId))},
+          {"format", table.format},
           {"types", types},
           {"method", method_name(options.method)},
           {"percdamp", options.gptq.percdamp},
@@ -178,12 +256,18 @@ inline nlohmann::json sensitivity_settings(const SensitivityTable& table, const 
 
 namespace detail {
 
-/// `weight`, tensor `name`, quantized into `type` (by `method` on `hessian`) and stored as the file holds it.
-inline Matrix<float> quantized_in(GgmlType type, const std::string& name, const Matrix<float>& weight, const Matrix<float>& hessian,
-                                  Method method, const GptqConfig& gptq) {
-  const GgmlMixFormat format({{name, type}});
-  QuantizedLinear tensor = format.initial(name, weight, hessian, method, gptq);
-  return GgmlMixFormat::store(tensor, name);
+/// `weight`, tensor `name`, quantized into `type` of a `format` table (by `method` on `hessian`)
+/// and stored as the file holds it.
+inline Matrix<float> quantized_in(const std::string& format, const std::string& type, const std::string& name, const Matrix<float>& weight,
+                                  const Matrix<float>& hessian, Method method, const GptqConfig& gptq) {
+  if (format == "gguf") {
+    const GgmlMixFormat mix({{name, ggml_type_named(type, name)}});
+    QuantizedLinear tensor = mix.initial(name, weight, hessian, method, gptq);
+    return GgmlMixFormat::store(tensor, name);
+  }
+  const GridMixFormat mix({{name, grid_scheme_named(type, name)}});
+  QuantizedTensor tensor = mix.initial(name, weight, hessian, method, gptq);
+  return GridMixFormat::store(tensor, name);
 }
 
 }  // namespace detail
@@ -258,7 +342,7 @@ inline void measure_sensitivity(LlamaModel& model, SensitivityTable& table, cons
       for (std::size_t i = 0; i < parts.size(); ++i) {
         const Part& part = parts[i];
         const Matrix<float> quantized =
-            detail::quantized_in(choice.type, tensor.checkpoint[i], part.weight, part.hessian, part.method, options.gptq);
+            detail::quantized_in(table.format, choice.type, tensor.checkpoint[i], part.weight, part.hessian, part.method, options.gptq);
         choice.error += HessianObjective<>(part.weight, part.hessian).relative_error(quantized) / static_cast<double>(parts.size());
         part.put(quantized);
       }
@@ -267,16 +351,16 @@ inline void measure_sensitivity(LlamaModel& model, SensitivityTable& table, cons
     }
     if (options.on_tensor) options.on_tensor(tensor, ++done, static_cast<long>(table.tensors.size()));
   };
-  const auto tensor_named = [&](const std::string& gguf) -> TensorSensitivity& {
+  const auto tensor_named = [&](const std::string& name) -> TensorSensitivity* {  // null: the file keeps it in float
     const auto found = std::find_if(table.tensors.begin(), table.tensors.end(),
-                                    [&](const TensorSensitivity& tensor) { return tensor.gguf == gguf; });
-    require(found != table.tensors.end(), "the sensitivity table has no tensor " + gguf);
-    return *found;
+                                    [&](const TensorSensitivity& tensor) { return tensor.name == name; });
+    return found == table.tensors.end() ? nullptr : &*found;
   };
 
   const Matrix<float> original_embedding = model.embedding();
-  if (!config.tie_word_embeddings)  // the embedding by RTN on H = I, as a run quantizes it
-    measure(tensor_named("token_embd.weight"),
+  TensorSensitivity* embedding = config.tie_word_embeddings ? nullptr : tensor_named("token_embd.weight");
+  if (embedding)  // the embedding by RTN on H = I, as a run quantizes it
+    measure(*embedding,
             {{original_embedding, identity_hessian(config.hidden_size), Method::rtn,
               [&](const Matrix<float>& weight) { model.set_embedding_or_head(false, weight); }}},
             0, [&](std::size_t b) { return model.embed(batch_tokens(b), windows.inputs()); });
@@ -310,7 +394,8 @@ inline void measure_sensitivity(LlamaModel& model, SensitivityTable& table, cons
   }
   // The head (a tied model's embedding too) by the run's method on H of its input.
   const bool tied = config.tie_word_embeddings;
-  measure(tensor_named(tied ? "token_embd.weight" : "output.weight"),
+  if (TensorSensitivity* head = tensor_named(tied ? "token_embd.weight" : "output.weight"))
+    measure(*head,
           {{tied ? original_embedding : model.head(), input_hessian(model.final_normed(hidden)), options.method,
             [&](const Matrix<float>& weight) { model.set_embedding_or_head(true, weight); }}},
           tied ? 0 : config.layers,

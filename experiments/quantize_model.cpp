@@ -218,11 +218,11 @@ Options parse_options(int argc, char** argv) {
                                     "of a mix, GPTQModel's per-module overrides, are not checked against their loaders)");
     gsq::require(!(exported("gguf") && exported("compressed-tensors")),
                  "a budget is solved for one file: give --export gguf or --export compressed-tensors, not both");
-    const bool grid_budget = exported("compressed-tensors");
+    const bool schemes = exported("compressed-tensors");
     if (!values.count("candidates"))
-      candidates = grid_budget ? "int2-g128,int3-g128,int4-g128,int8-g128" : "Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0";
+      candidates = schemes ? "int2-g128,int3-g128,int4-g128,int8-g128" : "Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0";
     for (const std::string& name : split(candidates)) {
-      if (grid_budget) budget.schemes.push_back(gsq::grid_scheme_named(name, "--candidates"));
+      if (schemes) budget.schemes.push_back(gsq::grid_scheme_named(name, "--candidates"));
       else budget.types.push_back(gsq::ggml_type_named(name, "--candidates"));
     }
     gsq::require(!candidates.empty(), "--candidates names no type");
@@ -234,7 +234,9 @@ Options parse_options(int argc, char** argv) {
                  "--candidates, --sensitivity, --sensitivity-windows and --plan-only go with a budget: give --target-bpw or --target-size");
   }
   gsq::require(!options.out.empty() || budget.plan_only, "--out is required (except with --plan-only)");
-  if (values.count("format") || values.count("like") || options.budget) {
+  const bool grid_budget = options.budget && options.budget->types.empty();  // a mix of grid schemes: the grid's defaults
+  if (grid_budget) options.preset = "budget";  // the mix itself is chosen once the sensitivity is measured
+  if (!grid_budget && (values.count("format") || values.count("like") || options.budget)) {
     const bool preset = values.count("format") && std::any_of(format.begin(), format.end(), [](char c) { return std::isupper(c); });
     if (preset) options.preset = format;
     if (options.budget) {

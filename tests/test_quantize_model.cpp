@@ -194,8 +194,10 @@ TEST_CASE("quantize_model: bad input is refused with a message naming it") {
 
 TEST_CASE("quantize_model: at 2 bits GSQ gives lower bits-per-byte than GPTQ on eval.txt") {
   const fs::path out = scratch("compare"), log = scratch("compare_log"), json = scratch("compare_json");
-  const int status = quantize_model("--out " + out.string() + " --method gptq,gsq --eval " + model_dir +
-                                        "/eval.txt --json " + json.string(),
+  // Half the default calibration and a quarter of the steps: the margin stays clear (a sixteenth of
+  // the work kept it, by 0.002 bits per byte), at a quarter of the default run's time.
+  const int status = quantize_model("--out " + out.string() + " --method gptq,gsq --calib-tokens 4096 --steps 320 --eval " +
+                                        model_dir + "/eval.txt --json " + json.string(),
                                     log);
   INFO(slurp(log));
   REQUIRE(status == 0);

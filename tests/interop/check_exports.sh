@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The exports of the bundled model, checked by the real readers (ctest runs this; the readers are
 # installed by scripts/install_interop.sh into BUILD_DIR/interop-venv):
-#   - GSQ (200 steps) at 2, 3 and 4 bits and ternary, exported as compressed-tensors and GPTQ, and as GGUF
+#   - GSQ (40 steps on 2048 calibration tokens: what is checked is the files, not the codes' quality)
+#     at 2, 3 and 4 bits and ternary, exported as compressed-tensors and GPTQ, and as GGUF
 #     where GGUF holds the codes exactly (4-bit: Q4_0; 2-bit and ternary with groups of 256: TQ2_0;
 #     Q2_0, for other groups, is checked by llama.cpp itself in check_llama_cpp.sh);
-#     and in llama.cpp's K-quant formats as GGUF (Q2_K by GSQ, 100 steps; Q3_K, Q4_K by GPTQ);
+#     and in llama.cpp's K-quant formats as GGUF (Q2_K by GSQ, 40 steps; Q3_K, Q4_K by GPTQ);
 #   - transformers loads each export with its own loader and scores the first 32 KiB of eval.txt
 #     (128 windows: enough to tell a wrong export, a sixth of the time): the loss must equal gsq's
 #     evaluation of the run on the same text to 1e-4 relative (check_transformers.py);
@@ -45,8 +46,8 @@ for run in "4 128 compressed-tensors,gptq,gguf" "3 128 compressed-tensors,gptq" 
            "2 256 gguf" "ternary 256 compressed-tensors,gptq,gguf"; do
   read -r bits group exports <<< "$run"
   out="$work/int$bits-g$group"
-  "$build/quantize_model" --model "$model" --byte-tokens --calib "$model/calib.txt" --eval "$text" \
-      --method gsq --steps 200 --bits "$bits" --group "$group" --export "$exports" --out "$out" --quiet > /dev/null
+  "$build/quantize_model" --model "$model" --byte-tokens --calib "$model/calib.txt" --calib-tokens 2048 --eval "$text" \
+      --method gsq --steps 40 --bits "$bits" --group "$group" --export "$exports" --out "$out" --quiet > /dev/null
   for export in ${exports//,/ }; do
     path="$out/$export"
     [ "$export" = gguf ] && path="$out/model.gguf" && check "--bits $bits --group $group, gguf-py" "$python" tests/interop/check_gguf_model.py "$path" "$out"
@@ -67,8 +68,8 @@ done
 for run in "q2_k gsq" "q3_k gptq" "q4_k gptq"; do
   read -r format method <<< "$run"
   out="$work/$format"
-  "$build/quantize_model" --model "$model" --byte-tokens --calib "$model/calib.txt" --eval "$text" \
-      --method "$method" --steps 100 --format "$format" --export gguf --out "$out" --quiet > /dev/null
+  "$build/quantize_model" --model "$model" --byte-tokens --calib "$model/calib.txt" --calib-tokens 2048 --eval "$text" \
+      --method "$method" --steps 40 --format "$format" --export gguf --out "$out" --quiet > /dev/null
   check "--format $format, gguf-py" "$python" tests/interop/check_gguf_model.py "$out/model.gguf" "$out"
   check "--format $format, gguf, transformers" "$python" tests/interop/check_transformers.py "$out/model.gguf" "$text" "$out/manifest.json"
 done

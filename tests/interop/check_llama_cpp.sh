@@ -28,7 +28,7 @@ failures=0
 for run in "--bits 4 --group 128" "--bits 2 --group 256" "--format q2_k" "--target-bpw 3.2 --sensitivity-windows 2"; do
   out="$work/$(echo "$run" | tr -d ' -')"
   # shellcheck disable=SC2086  # the flags of the run
-  "$build/quantize_model" --model "$model" --byte-tokens --calib "$model/calib.txt" --method gptq $run \
+  "$build/quantize_model" --model "$model" --byte-tokens --calib "$model/calib.txt" --calib-tokens 2048 --method gptq $run \
       --export gguf --out "$out" --quiet > /dev/null
   # (llama_cpp_perplexity.sh reruns llama-perplexity when its last log lines are lost.)
   if ! scripts/llama_cpp_perplexity.sh "$out/model.gguf" "$text" "$build" > "$out/report.txt" 2>&1; then

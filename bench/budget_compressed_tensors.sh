@@ -8,6 +8,7 @@
 # method saw: exact mean KL to the original and perplexity. Prints one markdown table.
 #
 # Usage: bench/budget_compressed_tensors.sh [BUILD_DIR] [BITS...]   (defaults: build, 2 3 4)
+#        METHODS=gptq bench/budget_compressed_tensors.sh ...          (default gptq,gsq)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -15,14 +16,17 @@ shift $(( $# > 0 ? 1 : 0 ))
 widths=("$@")
 ((${#widths[@]})) || widths=(2 3 4)
 model=data/llama-bytes-3m
+methods=${METHODS:-gptq,gsq}
+first=${methods%%,*}/  # the output whose checkpoint gives the bytes (a single method's is --out itself)
+[ "$methods" = "${first%/}" ] && first=""
 [ -x "$build/quantize_model" ] || { echo "budget_compressed_tensors.sh: $build/quantize_model is missing: run scripts/build.sh" >&2; exit 2; }
 work="$build/budget-ct"
 mkdir -p "$work"
 run() {  # run OUT FLAGS...: quantize_model by GPTQ and GSQ into OUT unless it is there
   local out=$1
   shift
-  [ -f "$out/gsq/compressed-tensors/model.safetensors" ] || "$build/quantize_model" --model "$model" --byte-tokens \
-      --calib "$model/calib.txt" --eval "$model/eval.txt" --method gptq,gsq --export compressed-tensors --out "$out" \
+  [ -f "$out/${first}compressed-tensors/model.safetensors" ] || "$build/quantize_model" --model "$model" --byte-tokens \
+      --calib "$model/calib.txt" --eval "$model/eval.txt" --method "$methods" --export compressed-tensors --out "$out" \
       --json "$out.json" --quiet "$@" > "$out.log" 2>&1 || { cat "$out.log"; exit 1; }
 }
 bytes() {  # the tensor bytes of a safetensors file
@@ -32,7 +36,7 @@ header = json.loads(data[8:])
 print(sum(t["data_offsets"][1] - t["data_offsets"][0] for name, t in header.items() if name != "__metadata__"))' "$1"
 }
 rows() {  # rows LABEL OUT: a table row per method from OUT.json
-  python3 - "$1" "$2" "$(bytes "$2/gsq/compressed-tensors/model.safetensors")" <<'PY'
+  python3 - "$1" "$2" "$(bytes "$2/${first}compressed-tensors/model.safetensors")" <<'PY'
 import json, sys
 label, out, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
 for run in json.load(open(out + ".json"))["runs"]:
@@ -53,7 +57,7 @@ table=()
 for bits in "${widths[@]}"; do
   uniform="$work/int$bits-g128"
   run "$uniform" --bits "$bits" --group 128
-  size=$(bytes "$uniform/gsq/compressed-tensors/model.safetensors")
+  size=$(bytes "$uniform/${first}compressed-tensors/model.safetensors")
   budget="$work/budget-int$bits-size"
   run "$budget" --target-size "$size" --sensitivity "$work/sensitivity.json"
   table+=("$(rows "uniform int$bits-g128" "$uniform")" "$(rows "budget of int$bits-g128's size" "$budget")")

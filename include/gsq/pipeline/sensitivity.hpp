@@ -75,7 +75,7 @@ struct TensorSensitivity {
 struct SensitivityTable {
   std::string format = "gguf";    // the file the bytes are of: "gguf" or "compressed-tensors"
   nlohmann::json settings;        // what the measurement depends on: a kept table serves only a run with the same
-  std::uint64_t fixed_bytes = 0;  // the tensors every file keeps in float: norms, biases
+  std::uint64_t fixed_bytes = 0;  // the tensors every file keeps in float: norms, biases (compressed-tensors: embedding, head, routers too)
   std::uint64_t parameters = 0;   // of every tensor of the file
   std::vector<TensorSensitivity> tensors;
   bool measured = false;

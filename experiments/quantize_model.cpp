@@ -322,9 +322,9 @@ double linear_bits_per_parameter(const Options& options, const gsq::LlamaConfig&
       if (options.mix) {
         bits += 8.0 * static_cast<double>(gsq::ggml_bytes(options.mix->linears.at(name), static_cast<std::size_t>(count)));
       } else if (options.schemes) {
-        const gsq::GridScheme& scheme = options.schemes->at(name);
-        const long width = scheme.group_width(linear.cols);
-        bits += count * gsq::QuantizedTensor{scheme.grid, 1, width, width, {}, {}}.bits_per_parameter();
+        bits += count * gsq::with_grid_format(options.schemes->at(name), name, [&](auto format) {
+          return gsq::type_of<decltype(format)>::bits_per_parameter(linear.cols);
+        });
       } else {
         visit_format(options, [&](const auto& format) {
           using Format = std::decay_t<decltype(format)>;
